@@ -1,0 +1,20 @@
+"""Camera definitions: the schema of ``streams/*.yaml`` and its loader."""
+
+from .camera import CameraConfig, Location, ZoneConfig
+from .hours import TimeWindow
+from .loader import ConfigError, load_camera, load_cameras
+from .rules import BinOverflowRule, IllegalParkingRule, RuleConfig, StallEncroachmentRule
+
+__all__ = [
+    "BinOverflowRule",
+    "CameraConfig",
+    "ConfigError",
+    "IllegalParkingRule",
+    "Location",
+    "RuleConfig",
+    "StallEncroachmentRule",
+    "TimeWindow",
+    "ZoneConfig",
+    "load_camera",
+    "load_cameras",
+]

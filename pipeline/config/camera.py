@@ -1,0 +1,134 @@
+"""The schema of one camera file (``streams/*.yaml``): where the stream is and what to enforce."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import numpy as np
+from pydantic import Field, Strict, StringConstraints, ValidationInfo, field_validator
+
+from .rules import RuleConfig
+from .strict_model import StrictModel
+
+# Ids end up in case ids and storage keys, so they must be safe on every filesystem and URL.
+Slug = Annotated[
+    str,
+    Strict(),
+    StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$"),
+    Field(description="Lowercase letters, digits, '-' and '_' (at most 64), starting alphanumeric."),
+]
+UnitCoordinate = Annotated[float, Field(ge=0, le=1)]
+# Smaller than about 14 x 14 px in a 1080p frame: almost certainly collinear or repeated points.
+MIN_POLYGON_AREA = 1e-4
+_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+class Location(StrictModel):
+    """Where the camera is, as filed with every case."""
+
+    lat: float = Field(ge=-90, le=90, description="Latitude, WGS-84 degrees.")
+    lon: float = Field(ge=-180, le=180, description="Longitude, WGS-84 degrees.")
+    address: str | None = Field(None, description="Street address shown to reviewers.")
+    grid_code: Annotated[str, Strict()] | None = Field(
+        None,
+        description="City-management grid code (网格编码). Quote it in YAML: leading zeros matter.",
+    )
+
+
+class ZoneConfig(StrictModel):
+    """An area of the picture and the rules enforced inside it."""
+
+    id: Slug = Field(description="Zone id, unique within the camera; part of every case id.")
+    polygon: list[tuple[UnitCoordinate, UnitCoordinate]] = Field(
+        min_length=3,
+        description="Corners [x, y] as fractions 0..1 of frame width and height (not pixels).",
+    )
+    rules: list[RuleConfig] = Field(
+        min_length=1, description="What to enforce here; at most one rule of each type."
+    )
+
+    @field_validator("polygon")
+    @classmethod
+    def _encloses_area(cls, polygon: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        x, y = np.asarray(polygon).T
+        area = 0.5 * abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1)))
+        if area < MIN_POLYGON_AREA:
+            raise ValueError(
+                f"polygon encloses almost no area ({area:.2g} of the frame);"
+                " are points collinear, repeated or crossing?"
+            )
+        return polygon
+
+    @field_validator("rules")
+    @classmethod
+    def _one_rule_per_type(cls, rules: list[RuleConfig]) -> list[RuleConfig]:
+        # Case ids are keyed on zone and rule type; for a second policy draw a second zone.
+        types = [rule.type for rule in rules]
+        repeated = sorted({t for t in types if types.count(t) > 1})
+        if repeated:
+            raise ValueError(f"more than one rule of type {', '.join(repeated)} in this zone")
+        return rules
+
+    def polygon_px(self, frame_size: tuple[int, int]) -> np.ndarray:
+        """Corners in pixels, ``(N, 2)`` int32, for a frame of ``(width, height)``."""
+        width, height = frame_size
+        return np.round(np.asarray(self.polygon) * (width, height)).astype(np.int32)
+
+
+class CameraConfig(StrictModel):
+    """One street camera: its stream, where it stands and the zones it watches."""
+
+    id: Slug = Field(description="Camera id; part of case ids and evidence keys.")
+    name: str = Field(min_length=1, description="Human-readable name shown to reviewers.")
+    url: str = Field(
+        min_length=1,
+        description=(
+            "Stream URL (rtsp://, http://, ...) or a video file path; a relative path is taken"
+            " from the folder of the camera file."
+        ),
+    )
+    analysis_fps: float = Field(
+        5.0, gt=0, le=30, description="Frames per second handed to detection and rules."
+    )
+    timezone: str = Field(
+        "Asia/Shanghai",
+        description="IANA time zone of the camera's local clock, used for rule hours and case times.",
+    )
+    location: Location = Field(description="Where the camera is.")
+    zones: list[ZoneConfig] = Field(min_length=1, description="Zones and their rules.")
+
+    @field_validator("url")
+    @classmethod
+    def _resolve_file_path(cls, url: str, info: ValidationInfo) -> str:
+        base_dir = (info.context or {}).get("base_dir")
+        if base_dir is None or _URL_SCHEME.match(url) or Path(url).is_absolute():
+            return url
+        return str((Path(base_dir) / url).resolve())
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {name!r}; use an IANA name like Asia/Shanghai") from None
+        return name
+
+    @field_validator("zones")
+    @classmethod
+    def _unique_zone_ids(cls, zones: list[ZoneConfig]) -> list[ZoneConfig]:
+        first_index: dict[str, int] = {}
+        for index, zone in enumerate(zones):
+            if zone.id in first_index:
+                raise ValueError(
+                    f"duplicate zone id {zone.id!r} (zones[{first_index[zone.id]}] and zones[{index}])"
+                )
+            first_index[zone.id] = index
+        return zones
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)

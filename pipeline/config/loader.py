@@ -1,0 +1,100 @@
+"""Reading camera files: YAML in, a validated ``CameraConfig`` or a ``ConfigError`` out."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from .camera import CameraConfig
+from .rules import RULE_TYPES
+
+CAMERA_FILE_PATTERN = "*.yaml"
+
+
+class ConfigError(ValueError):
+    """A camera file cannot be used; the message names the file, the field and the reason."""
+
+
+def load_camera(path: str | os.PathLike[str]) -> CameraConfig:
+    path = Path(path)
+    data = _read_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of camera fields, got {type(data).__name__}")
+    try:
+        return CameraConfig.model_validate(data, context={"base_dir": path.parent})
+    except ValidationError as error:
+        problems = "\n".join(f"  {_field_path(e['loc'])}: {_reason(e)}" for e in error.errors())
+        raise ConfigError(f"{path}: invalid camera file\n{problems}") from None
+
+
+def load_cameras(folder: str | os.PathLike[str]) -> list[CameraConfig]:
+    """Every camera file in ``folder``, sorted by file name; camera ids must be unique."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"{folder}: not a folder")
+    paths = sorted(folder.glob(CAMERA_FILE_PATTERN))
+    if not paths:
+        raise ConfigError(f"{folder}: no camera files ({CAMERA_FILE_PATTERN})")
+    cameras: list[CameraConfig] = []
+    path_of_id: dict[str, Path] = {}
+    for path in paths:
+        camera = load_camera(path)
+        if camera.id in path_of_id:
+            raise ConfigError(f"{path}: id: camera id {camera.id!r} is also used by {path_of_id[camera.id]}")
+        path_of_id[camera.id] = path
+        cameras.append(camera)
+    return cameras
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Safe YAML that rejects a key given twice instead of silently keeping the last one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read: {error}") from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(error, "problem", None) or str(error)
+        raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part not in RULE_TYPES:  # pydantic names the union member chosen; users never wrote it
+            path += f".{part}" if path else part
+    return path or "(top level)"
+
+
+def _reason(error: Any) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown key (misspelt?)"
+    if error["type"] == "union_tag_not_found":
+        return f"missing `type`, one of: {', '.join(RULE_TYPES)}"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] in {"missing", "value_error"} or isinstance(error["input"], (dict, list)):
+        return message
+    return f"{message} (got {error['input']!r})"

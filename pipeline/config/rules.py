@@ -1,0 +1,142 @@
+"""The violation rules a zone enforces: a union discriminated on ``type``, with per-type defaults."""
+
+from __future__ import annotations
+
+from datetime import time
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import Field, model_validator
+
+from pipeline.types import Role
+
+from .hours import HoursWindow
+from .strict_model import StrictModel
+
+Containment = Literal["bottom_center", "overlap"]
+
+
+# The per-type fields differ only in their defaults; these keep one description for each.
+def _type_field() -> Any:
+    return Field(description="Rule type; selects this rule's defaults.")
+
+
+def _roles_field(default: list[Role]) -> Any:
+    return Field(default, min_length=1, description="Detected roles this rule watches.")
+
+
+def _containment_field(default: Containment) -> Any:
+    return Field(
+        default,
+        description=(
+            "When an object counts as inside the zone. 'bottom_center': the middle of its box's"
+            " bottom edge (where a vehicle stands) lies in the polygon. 'overlap': at least"
+            " min_overlap of its box area lies in the polygon."
+        ),
+    )
+
+
+def _max_drift_field(default: float | None) -> Any:
+    return Field(
+        default,
+        gt=0,
+        description=(
+            "How far the box centre may move from where the dwell started, as a fraction of that"
+            " box's longer side, before the dwell restarts (a car crawling along is not parked)."
+            " Relative, so it means the same for near and far objects. null: movement is ignored."
+        ),
+    )
+
+
+class _RuleBase(StrictModel):
+    dwell_s: float = Field(
+        gt=0, description="Seconds (stream time) an object must stay in the zone to file a case."
+    )
+    hours: list[HoursWindow] = Field(
+        [],
+        description=(
+            "Local-time windows 'HH:MM-HH:MM' (camera timezone) in which the rule is enforced;"
+            " a window may wrap midnight ('22:00-06:00'). Empty: always. Dwell only accumulates"
+            " inside a window."
+        ),
+    )
+    min_overlap: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="With containment 'overlap': fraction of the box area that must lie in the zone.",
+    )
+    max_gap_s: float = Field(
+        5.0,
+        gt=0,
+        description=(
+            "How long an object may go unseen (missed detections, a lost track) before its dwell"
+            " restarts."
+        ),
+    )
+    cooldown_s: float = Field(
+        120.0,
+        ge=0,
+        description=(
+            "After a case's object was last seen, how long a matching object at the same place"
+            " still belongs to that case instead of starting a new one."
+        ),
+    )
+    match_iou: float = Field(
+        0.4,
+        gt=0,
+        le=1,
+        description=(
+            "Box IoU at which a new track id is taken for the same object as an unseen candidate or"
+            " case (trackers lose and renumber objects)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _cooldown_covers_gap(self) -> _RuleBase:
+        # A shorter cool-down would end a case during a gap that a candidate survives, so a
+        # parked car missed for a few frames after confirmation would be filed twice.
+        if self.cooldown_s < self.max_gap_s:
+            raise ValueError(
+                f"cooldown_s ({self.cooldown_s}) must be at least max_gap_s ({self.max_gap_s})"
+            )
+        return self
+
+    def active_at(self, local: time) -> bool:
+        """Whether the rule is enforced at this local time of day."""
+        return not self.hours or any(window.contains(local) for window in self.hours)
+
+
+class IllegalParkingRule(_RuleBase):
+    """A vehicle standing still in the zone for dwell_s (违章停车)."""
+
+    type: Literal["illegal_parking"] = _type_field()
+    roles: list[Role] = _roles_field([Role.VEHICLE])
+    containment: Containment = _containment_field("bottom_center")
+    max_drift: float | None = _max_drift_field(0.25)
+
+
+class StallEncroachmentRule(_RuleBase):
+    """A vendor stall occupying the zone for dwell_s within the enforced hours (占道经营)."""
+
+    type: Literal["stall_encroachment"] = _type_field()
+    roles: list[Role] = _roles_field([Role.STALL])
+    containment: Containment = _containment_field("overlap")
+    max_drift: float | None = _max_drift_field(None)
+
+
+class BinOverflowRule(_RuleBase):
+    """An overflowing bin or a garbage pile in the zone for dwell_s (垃圾满溢/暴露垃圾)."""
+
+    type: Literal["bin_overflow"] = _type_field()
+    roles: list[Role] = _roles_field([Role.OVERFLOWING_BIN, Role.GARBAGE_PILE])
+    containment: Containment = _containment_field("overlap")
+    max_drift: float | None = _max_drift_field(None)
+
+
+RuleConfig = Annotated[
+    IllegalParkingRule | StallEncroachmentRule | BinOverflowRule, Field(discriminator="type")
+]
+RULE_TYPES: tuple[str, ...] = tuple(
+    get_args(model.model_fields["type"].annotation)[0]
+    for model in (IllegalParkingRule, StallEncroachmentRule, BinOverflowRule)
+)

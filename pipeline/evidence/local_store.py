@@ -1,0 +1,70 @@
+"""Evidence files in a directory tree; key ``a/b/c.jpg`` is the file ``root/a/b/c.jpg``."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+from pipeline.evidence.store import EvidenceStore, InvalidEvidenceKey, validate_key
+
+
+class LocalEvidenceStore(EvidenceStore):
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def keys(self, prefix: str = "") -> list[str]:
+        # Walk only below the prefix's directory part, which must itself stay inside the root.
+        directory, _, _ = prefix.rpartition("/")
+        start = self._path(directory) if directory else self.root
+        if not start.is_dir():
+            return []
+        found = []
+        for dirpath, dirnames, filenames in os.walk(start):
+            dirnames[:] = [name for name in dirnames if not name.startswith(".")]
+            for name in filenames:
+                key = (Path(dirpath) / name).relative_to(self.root).as_posix()
+                if not name.startswith(".") and key.startswith(prefix):
+                    found.append(key)
+        return sorted(found)
+
+    def _write(self, key: str, data: bytes, content_type: str) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Same directory as the target, so the rename is atomic on one filesystem.
+        temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            with open(temporary, "xb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        _fsync_directory(path.parent)  # makes the rename itself survive a power cut
+
+    def _read(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
+    def _exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def _path(self, key: str) -> Path:
+        path = self.root / validate_key(key)
+        # A symlink inside the root could still lead out of it.
+        if not path.resolve().is_relative_to(self.root):
+            raise InvalidEvidenceKey(f"evidence key {key!r} resolves outside {self.root}")
+        return path
+
+
+def _fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

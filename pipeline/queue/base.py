@@ -1,0 +1,81 @@
+"""The case queue interface, shaped after Redis Streams consumer groups.
+
+Every backend keeps the same semantics so the review side never changes when the backend does:
+
+- a case is published once per ``case_id`` (replays and retried publishes are no-ops);
+- within a consumer group each case is delivered to one consumer (``XREADGROUP``);
+- a delivery stays pending until acknowledged (``XACK``);
+- a pending delivery older than the visibility timeout is handed to the next consumer that asks,
+  with ``attempts`` counting every hand-out (``XAUTOCLAIM`` and the stream's delivery counter).
+
+Delivery is therefore at-least-once: a consumer must tolerate seeing a case again.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from types import TracebackType
+
+from pipeline.types import CaseRecord
+
+REVIEW_GROUP = "review"
+DEFAULT_VISIBILITY_TIMEOUT_S = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One hand-out of a case to a consumer; pass ``delivery_id`` to :meth:`CaseQueue.ack`."""
+
+    delivery_id: str
+    record: CaseRecord
+    attempts: int  # 1 on the first delivery, +1 on each redelivery
+
+
+class CaseQueue(ABC):
+    """Durable queue of :class:`CaseRecord` with at-least-once delivery to one consumer group."""
+
+    @abstractmethod
+    def publish(self, record: CaseRecord) -> bool:
+        """Enqueue ``record``; False, and nothing stored, if its ``case_id`` was seen before."""
+
+    @abstractmethod
+    def consume(self, consumer: str, count: int = 10, block_s: float = 0) -> list[Delivery]:
+        """Up to ``count`` deliveries for ``consumer``: timed-out pending ones first, then new ones.
+
+        Waits up to ``block_s`` seconds for at least one; returns ``[]`` if none came.
+        """
+
+    @abstractmethod
+    def ack(self, delivery_id: str) -> None:
+        """Mark a delivery done so it is never redelivered; acknowledging twice is harmless."""
+
+    @abstractmethod
+    def get(self, case_id: str) -> CaseRecord | None:
+        """The published record with this ``case_id``, acknowledged or not."""
+
+    @abstractmethod
+    def count(self) -> int:
+        """Number of distinct cases ever published (acknowledged ones included)."""
+
+    @abstractmethod
+    def pending_count(self) -> int:
+        """Deliveries handed to a consumer of this group and not yet acknowledged (``XPENDING``)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the backend connection; closing twice is harmless."""
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def __enter__(self) -> CaseQueue:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

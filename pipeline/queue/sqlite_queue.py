@@ -1,0 +1,212 @@
+"""Case queue in one SQLite file: the single-box deployment and the reference for other backends."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+from pipeline.queue.base import (
+    DEFAULT_VISIBILITY_TIMEOUT_S,
+    REVIEW_GROUP,
+    CaseQueue,
+    Delivery,
+)
+from pipeline.types import CaseRecord
+
+# ``cases`` is the stream, ``consumer_groups.last_delivered_seq`` the group's read cursor and
+# ``pending`` its pending-entries list, so the Redis backend maps onto the same three ideas.
+_SCHEMA = """
+BEGIN IMMEDIATE;
+CREATE TABLE IF NOT EXISTS cases (
+    -- AUTOINCREMENT: a seq is never reused, so a group cursor can never skip or repeat a case
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    case_id TEXT NOT NULL UNIQUE,
+    camera_id TEXT NOT NULL,
+    violation TEXT NOT NULL,
+    confirmed_at REAL NOT NULL,  -- epoch seconds of confirmed_wall, for time-range filters
+    published_at REAL NOT NULL,
+    record TEXT NOT NULL  -- CaseRecord.to_dict() as JSON
+);
+CREATE INDEX IF NOT EXISTS cases_by_camera ON cases (camera_id, confirmed_at);
+CREATE INDEX IF NOT EXISTS cases_by_violation ON cases (violation, confirmed_at);
+CREATE TABLE IF NOT EXISTS consumer_groups (
+    name TEXT PRIMARY KEY,
+    last_delivered_seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pending (
+    group_name TEXT NOT NULL,
+    seq INTEGER NOT NULL REFERENCES cases (seq),
+    consumer TEXT NOT NULL,
+    delivered_at REAL NOT NULL,  -- epoch seconds: comparable across processes, unlike monotonic
+    attempts INTEGER NOT NULL,
+    PRIMARY KEY (group_name, seq)
+);
+CREATE INDEX IF NOT EXISTS pending_by_age ON pending (group_name, delivered_at);
+COMMIT;
+"""
+
+
+class SqliteCaseQueue(CaseQueue):
+    """Durable :class:`CaseQueue` on a SQLite file, shareable by threads and by processes.
+
+    One connection guarded by a lock serves all threads of a process; other processes open
+    their own queue on the same file and wait on each other through SQLite's busy timeout.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        group: str = REVIEW_GROUP,
+        visibility_timeout_s: float = DEFAULT_VISIBILITY_TIMEOUT_S,
+        busy_timeout_s: float = 30.0,
+        poll_interval_s: float = 0.05,
+    ) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._group = group
+        self._visibility_timeout_s = visibility_timeout_s
+        self._poll_interval_s = poll_interval_s
+        self._lock = threading.Lock()
+        # isolation_level=None: transactions are explicit, so each publish is exactly one.
+        self._conn = sqlite3.connect(
+            path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.executescript(_SCHEMA)
+        # Like XGROUP CREATE ... 0: a new group starts at the beginning, so cases published
+        # before the first reader started are still delivered.
+        self._conn.execute(
+            "INSERT INTO consumer_groups (name, last_delivered_seq) VALUES (?, 0)"
+            " ON CONFLICT (name) DO NOTHING",
+            (group,),
+        )
+        self._closed = False
+
+    def publish(self, record: CaseRecord) -> bool:
+        row = (
+            record.case_id,
+            record.camera_id,
+            record.violation,
+            datetime.fromisoformat(record.confirmed_wall).timestamp(),
+            time.time(),
+            json.dumps(record.to_dict(), ensure_ascii=False, sort_keys=True),
+        )
+        with self._lock:
+            cursor = self._conn.execute(
+                "INSERT INTO cases"
+                " (case_id, camera_id, violation, confirmed_at, published_at, record)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (case_id) DO NOTHING",
+                row,
+            )
+        return cursor.rowcount == 1
+
+    def consume(self, consumer: str, count: int = 10, block_s: float = 0) -> list[Delivery]:
+        if count < 1:
+            raise ValueError(f"count must be at least 1, got {count}")
+        deadline = time.monotonic() + block_s
+        while True:
+            deliveries = self._claim(consumer, count)
+            remaining_s = deadline - time.monotonic()
+            if deliveries or remaining_s <= 0:
+                return deliveries
+            # Polling, because a publish from another process cannot wake this one up.
+            time.sleep(min(self._poll_interval_s, remaining_s))
+
+    def ack(self, delivery_id: str) -> None:
+        with self._lock:
+            self._conn.execute(
+                "DELETE FROM pending WHERE group_name = ? AND seq = ?",
+                (self._group, _seq_of(delivery_id)),
+            )
+
+    def get(self, case_id: str) -> CaseRecord | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT record FROM cases WHERE case_id = ?", (case_id,)
+            ).fetchone()
+        return None if row is None else _record_from_json(row[0])
+
+    def count(self) -> int:
+        with self._lock:
+            return self._conn.execute("SELECT COUNT(*) FROM cases").fetchone()[0]
+
+    def pending_count(self) -> int:
+        with self._lock:
+            return self._conn.execute(
+                "SELECT COUNT(*) FROM pending WHERE group_name = ?", (self._group,)
+            ).fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._conn.close()
+                self._closed = True
+
+    def _claim(self, consumer: str, count: int) -> list[Delivery]:
+        """One transaction: take over timed-out pending deliveries, then read new cases."""
+        now = time.time()
+        with self._write_transaction() as conn:
+            reclaimed = conn.execute(
+                "SELECT p.seq, p.attempts + 1, c.record FROM pending p"
+                " JOIN cases c ON c.seq = p.seq"
+                " WHERE p.group_name = ? AND p.delivered_at <= ?"
+                " ORDER BY p.seq LIMIT ?",
+                (self._group, now - self._visibility_timeout_s, count),
+            ).fetchall()
+            conn.executemany(
+                "UPDATE pending SET consumer = ?, delivered_at = ?, attempts = attempts + 1"
+                " WHERE group_name = ? AND seq = ?",
+                [(consumer, now, self._group, seq) for seq, _, _ in reclaimed],
+            )
+            fresh = conn.execute(
+                "SELECT seq, 1, record FROM cases WHERE seq > ("
+                "  SELECT last_delivered_seq FROM consumer_groups WHERE name = ?"
+                ") ORDER BY seq LIMIT ?",
+                (self._group, count - len(reclaimed)),
+            ).fetchall()
+            if fresh:
+                conn.executemany(
+                    "INSERT INTO pending (group_name, seq, consumer, delivered_at, attempts)"
+                    " VALUES (?, ?, ?, ?, 1)",
+                    [(self._group, seq, consumer, now) for seq, _, _ in fresh],
+                )
+                conn.execute(
+                    "UPDATE consumer_groups SET last_delivered_seq = ? WHERE name = ?",
+                    (fresh[-1][0], self._group),
+                )
+        return [
+            Delivery(delivery_id=str(seq), record=_record_from_json(record), attempts=attempts)
+            for seq, attempts, record in reclaimed + fresh
+        ]
+
+    @contextmanager
+    def _write_transaction(self) -> Iterator[sqlite3.Connection]:
+        # IMMEDIATE takes the write lock up front: a deferred transaction that reads and then
+        # writes can fail with SQLITE_BUSY at once instead of waiting out the busy timeout.
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+
+def _seq_of(delivery_id: str) -> int:
+    try:
+        return int(delivery_id)
+    except ValueError:
+        raise ValueError(f"{delivery_id!r} is not a delivery id of a SQLite case queue") from None
+
+
+def _record_from_json(text: str) -> CaseRecord:
+    return CaseRecord.from_dict(json.loads(text))

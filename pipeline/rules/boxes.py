@@ -1,0 +1,25 @@
+"""Box arithmetic on ``x1, y1, x2, y2`` pixel boxes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box in ``a`` (N, 4) with every box in ``b`` (M, 4): an (N, M) array."""
+    a = a[:, None, :]
+    b = b[None, :, :]
+    inter_w = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    inter_h = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    inter = inter_w * inter_h
+    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    union = area_a + area_b - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
+
+
+def centre_drift(anchor: np.ndarray, box: np.ndarray) -> float:
+    """How far ``box``'s centre lies from ``anchor``'s, in units of the anchor's longer side."""
+    shift = (box[:2] + box[2:]) / 2 - (anchor[:2] + anchor[2:]) / 2
+    longer_side = max(anchor[2] - anchor[0], anchor[3] - anchor[1], 1e-9)
+    return float(np.hypot(*shift) / longer_side)

@@ -1,0 +1,97 @@
+"""The rules stage: one stateful engine per camera turns tracked objects into violations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, time
+
+import numpy as np
+
+from pipeline.config import CameraConfig, RuleConfig
+from pipeline.types import BBox, Detections, Frame, Violation
+
+from .episodes import EpisodeTracker, as_bbox
+from .zone_mask import ZoneMask
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A live episode, for drawing and debugging: dwelling towards a case, or already filed."""
+
+    kind: str
+    track_id: int
+    dwell_s: float  # from the start of the dwell to when the object was last seen
+    confirmed: bool
+    bbox: BBox  # where it was last seen
+
+
+class _ZoneRule:
+    """One rule of one zone: which of a frame's objects it is about, and their episodes."""
+
+    def __init__(
+        self, camera_id: str, zone_id: str, rule: RuleConfig, mask: ZoneMask, case_namespace: str
+    ) -> None:
+        self.zone_id = zone_id
+        self.rule = rule
+        self.tracker = EpisodeTracker(rule, camera_id, zone_id, case_namespace)
+        self._mask = mask
+        self._roles = [str(role) for role in rule.roles]
+
+    def select(self, tracks: Detections, frame_size: tuple[int, int], local: time) -> Detections:
+        keep = np.isin(tracks.role, self._roles) & self.rule.active_at(local)
+        if keep.any():
+            boxes = tracks.xyxy[keep]
+            if self.rule.containment == "bottom_center":
+                keep[keep] = self._mask.bottom_centres_inside(boxes, frame_size)
+            else:
+                keep[keep] = self._mask.overlap_fractions(boxes, frame_size) >= self.rule.min_overlap
+        return tracks[keep]
+
+
+class RuleEngine:
+    """Feed it every analysed frame of one camera, in pts order, with that frame's tracks."""
+
+    def __init__(self, camera: CameraConfig, case_namespace: str) -> None:
+        self.camera = camera
+        self._zone_rules: list[_ZoneRule] = []
+        for zone in camera.zones:
+            mask = ZoneMask(zone)  # shared, so a zone is rasterised once whatever its rules
+            self._zone_rules += [
+                _ZoneRule(camera.id, zone.id, rule, mask, case_namespace) for rule in zone.rules
+            ]
+        self._last_pts_s: float | None = None
+
+    def update(self, frame: Frame, tracks: Detections) -> list[Violation]:
+        """The cases confirmed on this frame; each episode is reported exactly once."""
+        if frame.camera_id != self.camera.id:
+            raise ValueError(f"frame of camera {frame.camera_id!r} fed to the engine of {self.camera.id!r}")
+        if self._last_pts_s is not None and frame.pts_s < self._last_pts_s:
+            raise ValueError(
+                f"pts went back from {self._last_pts_s} to {frame.pts_s}; start a new RuleEngine"
+                " for a new stream run"
+            )
+        if len(tracks) and tracks.track_id is None:
+            raise ValueError("rules need tracked detections (track_id is None)")
+        self._last_pts_s = frame.pts_s
+        local = datetime.fromtimestamp(frame.wall_ts, self.camera.tz).time()
+        violations: list[Violation] = []
+        for zone_rule in self._zone_rules:
+            objects = zone_rule.select(tracks, frame.size, local)
+            violations += zone_rule.tracker.update(frame, objects)
+        return violations
+
+    def candidates(self) -> dict[str, list[Candidate]]:
+        """Live episodes by zone id (every zone present), as of the last update."""
+        by_zone: dict[str, list[Candidate]] = {zone.id: [] for zone in self.camera.zones}
+        for zone_rule in self._zone_rules:
+            by_zone[zone_rule.zone_id] += [
+                Candidate(
+                    kind=zone_rule.rule.type,
+                    track_id=episode.track_id,
+                    dwell_s=episode.dwell_s,
+                    confirmed=episode.confirmed,
+                    bbox=as_bbox(episode.last_bbox),
+                )
+                for episode in zone_rule.tracker.episodes
+            ]
+        return by_zone

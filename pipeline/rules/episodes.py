@@ -1,0 +1,144 @@
+"""One rule in one zone over time: objects dwell, confirm once, and outlive renumbered tracks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+
+from pipeline.config import RuleConfig
+from pipeline.types import BBox, Detections, Frame, Violation
+
+from .boxes import box_iou, centre_drift
+from .case_id import case_id
+
+
+@dataclass(slots=True, eq=False)
+class Episode:
+    """One object's stay in a zone: a candidate until its dwell is reached, then a filed case."""
+
+    track_id: int
+    role: str
+    ordinal: int  # among episodes of this zone and rule whose dwell started on the same frame
+    first_seen_s: float
+    first_bbox: np.ndarray
+    first_frame: Frame | None  # dropped at confirmation: from then on the Violation carries it
+    last_seen_s: float
+    last_bbox: np.ndarray
+    score_sum: float
+    observations: int
+    confirmed: bool = False
+
+    @property
+    def dwell_s(self) -> float:
+        return self.last_seen_s - self.first_seen_s
+
+
+class EpisodeTracker:
+    """Turns the objects that satisfy one rule in one zone, frame by frame, into one case per episode."""
+
+    def __init__(self, rule: RuleConfig, camera_id: str, zone_id: str, case_namespace: str) -> None:
+        self._rule = rule
+        self._camera_id = camera_id
+        self._zone_id = zone_id
+        self._case_id = partial(case_id, case_namespace, camera_id, zone_id, rule.type)
+        self._episodes: list[Episode] = []
+
+    @property
+    def episodes(self) -> tuple[Episode, ...]:
+        return tuple(self._episodes)
+
+    def update(self, frame: Frame, objects: Detections) -> list[Violation]:
+        """Feed this frame's objects that satisfy the rule here; returns the cases confirmed on it."""
+        now = frame.pts_s
+        self._episodes = [e for e in self._episodes if now - e.last_seen_s <= self._patience_s(e)]
+        violations = []
+        for index, episode in enumerate(self._associate(objects)):
+            box = objects.xyxy[index].astype(np.float64)
+            if episode is None:
+                self._episodes.append(self._start(frame, objects, index))
+            elif self._drifted(episode, box):
+                # A candidate that moves starts over where it is now. A case's object that moved
+                # off its spot is simply not seen there, so the case lapses after the cool-down.
+                if not episode.confirmed:
+                    self._episodes[self._episodes.index(episode)] = self._start(frame, objects, index)
+            else:
+                episode.last_seen_s = now
+                episode.last_bbox = box
+                episode.role = str(objects.role[index])
+                episode.score_sum += float(objects.score[index])
+                episode.observations += 1
+                if not episode.confirmed and episode.dwell_s >= self._rule.dwell_s:
+                    violations.append(self._confirm(episode, frame))
+        return violations
+
+    def _patience_s(self, episode: Episode) -> float:
+        return self._rule.cooldown_s if episode.confirmed else self._rule.max_gap_s
+
+    def _drifted(self, episode: Episode, box: np.ndarray) -> bool:
+        max_drift = self._rule.max_drift
+        return max_drift is not None and centre_drift(episode.first_bbox, box) > max_drift
+
+    def _associate(self, objects: Detections) -> list[Episode | None]:
+        """The episode each object continues, by track id, else by IoU with an episode unseen
+        this frame (the tracker lost the object and gave it a new id); None starts a new one."""
+        if len(objects) == 0:
+            return []
+        track_ids = objects.track_id.tolist()
+        by_track = {episode.track_id: episode for episode in self._episodes}
+        matches: list[Episode | None] = [by_track.get(track_id) for track_id in track_ids]
+        rows = [i for i, episode in enumerate(matches) if episode is None]
+        unseen = [e for e in self._episodes if not any(e is m for m in matches)]
+        if rows and unseen:
+            iou = box_iou(objects.xyxy[rows], np.stack([e.last_bbox for e in unseen]))
+            free_cols = set(range(len(unseen)))
+            for row, col in zip(*np.unravel_index(np.argsort(-iou, axis=None, kind="stable"), iou.shape)):
+                if iou[row, col] < self._rule.match_iou:
+                    break
+                if matches[rows[row]] is None and col in free_cols:
+                    free_cols.remove(col)
+                    unseen[col].track_id = track_ids[rows[row]]
+                    matches[rows[row]] = unseen[col]
+        return matches
+
+    def _start(self, frame: Frame, objects: Detections, index: int) -> Episode:
+        box = objects.xyxy[index].astype(np.float64)
+        return Episode(
+            track_id=int(objects.track_id[index]),
+            role=str(objects.role[index]),
+            ordinal=sum(e.first_seen_s == frame.pts_s for e in self._episodes),
+            first_seen_s=frame.pts_s,
+            first_bbox=box,
+            first_frame=frame,
+            last_seen_s=frame.pts_s,
+            last_bbox=box,
+            score_sum=float(objects.score[index]),
+            observations=1,
+        )
+
+    def _confirm(self, episode: Episode, frame: Frame) -> Violation:
+        assert episode.first_frame is not None, "only candidates are confirmed"
+        violation = Violation(
+            case_id=self._case_id(episode.first_seen_s, episode.ordinal),
+            kind=self._rule.type,
+            camera_id=self._camera_id,
+            zone_id=self._zone_id,
+            track_id=episode.track_id,
+            role=episode.role,
+            first_seen_s=episode.first_seen_s,
+            confirmed_s=episode.last_seen_s,
+            bbox=as_bbox(episode.last_bbox),
+            score=episode.score_sum / episode.observations,
+            first_frame=episode.first_frame,
+            first_bbox=as_bbox(episode.first_bbox),
+            trigger_frame=frame,
+        )
+        episode.confirmed = True
+        episode.first_frame = None
+        return violation
+
+
+def as_bbox(box: np.ndarray) -> BBox:
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return x1, y1, x2, y2

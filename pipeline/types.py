@@ -1,0 +1,167 @@
+"""Value types that flow between the stages.
+
+A stage imports only the types it consumes and produces from here, never a later stage.
+Boxes are always ``x1, y1, x2, y2`` in pixels of the decoded frame; times are stream
+presentation seconds (``pts_s``) unless a name says ``wall``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+
+class Role(StrEnum):
+    """What a detected class *means* to the rules, independent of any model's class names."""
+
+    VEHICLE = "vehicle"
+    NON_MOTOR_VEHICLE = "non_motor_vehicle"
+    PERSON = "person"
+    STALL = "stall"
+    BIN = "bin"
+    OVERFLOWING_BIN = "overflowing_bin"
+    GARBAGE_PILE = "garbage_pile"
+    OTHER = "other"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Frame:
+    """One decoded picture of one camera, as handed to analysis."""
+
+    camera_id: str
+    seq: int  # index among this camera's analysed frames, from 0
+    pts_s: float  # stream presentation time, seconds; monotonic per camera run
+    wall_ts: float  # time.time() when decoded; recorded, never used for dwell
+    image: np.ndarray  # H x W x 3, BGR, uint8
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) in pixels."""
+        return self.image.shape[1], self.image.shape[0]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Detections:
+    """N boxes of one frame. ``track_id`` is filled by the tracker, ``None`` before it."""
+
+    xyxy: np.ndarray  # (N, 4) float32, pixels
+    score: np.ndarray  # (N,) float32
+    class_id: np.ndarray  # (N,) int32, the model's own class index
+    role: np.ndarray  # (N,) str (Role values)
+    track_id: np.ndarray | None = None  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.xyxy)
+
+    @classmethod
+    def empty(cls) -> Detections:
+        return cls(
+            xyxy=np.zeros((0, 4), np.float32),
+            score=np.zeros(0, np.float32),
+            class_id=np.zeros(0, np.int32),
+            role=np.zeros(0, dtype="<U24"),
+        )
+
+    def __getitem__(self, index: np.ndarray | slice) -> Detections:
+        return Detections(
+            xyxy=self.xyxy[index],
+            score=self.score[index],
+            class_id=self.class_id[index],
+            role=self.role[index],
+            track_id=None if self.track_id is None else self.track_id[index],
+        )
+
+
+BBox = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Violation:
+    """One confirmed violation episode, with the frames that prove it. Rules emit one per episode."""
+
+    case_id: str  # deterministic: the same stream replayed gives the same ids
+    kind: str  # rule type: illegal_parking | stall_encroachment | bin_overflow
+    camera_id: str
+    zone_id: str
+    track_id: int
+    role: str
+    first_seen_s: float  # pts when the object was first seen in the zone (start of dwell)
+    confirmed_s: float  # pts when dwell_s was reached
+    bbox: BBox  # at confirmation
+    score: float  # detector score at confirmation (mean over the dwell where known)
+    first_frame: Frame  # the frame at first_seen_s
+    first_bbox: BBox
+    trigger_frame: Frame  # the frame at confirmed_s
+
+    @property
+    def dwell_s(self) -> float:
+        return self.confirmed_s - self.first_seen_s
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceItem:
+    """One stored evidence file: its key in the evidence store and its sha256."""
+
+    key: str
+    sha256: str
+    content_type: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"key": self.key, "sha256": self.sha256, "content_type": self.content_type}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EvidenceItem:
+        return cls(key=data["key"], sha256=data["sha256"], content_type=data["content_type"])
+
+
+@dataclass(frozen=True, slots=True)
+class CaseRecord:
+    """What is published on the case queue: a violation plus where its proof is stored."""
+
+    case_id: str
+    violation: str
+    event_code: str
+    event_name: str
+    camera_id: str
+    camera_name: str
+    zone_id: str
+    track_id: int
+    first_seen_s: float
+    confirmed_s: float
+    dwell_s: float
+    bbox: BBox
+    score: float
+    location: dict
+    first_seen_wall: str  # ISO 8601, local wall clock of the frame at first_seen_s
+    confirmed_wall: str
+    model: dict  # {"name": ..., "sha256": ...}
+    pipeline_version: str
+    evidence: dict[str, EvidenceItem] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready copy; ``CaseRecord.from_dict(record.to_dict()) == record``."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["bbox"] = list(self.bbox)
+        data["location"] = dict(self.location)
+        data["model"] = dict(self.model)
+        data["evidence"] = {name: item.to_dict() for name, item in self.evidence.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CaseRecord:
+        # Strict on purpose: a missing or unknown key raises instead of defaulting or dropping.
+        return cls(
+            **{
+                **data,
+                "bbox": tuple(data["bbox"]),
+                "location": dict(data["location"]),
+                "model": dict(data["model"]),
+                "evidence": {
+                    name: EvidenceItem.from_dict(item) for name, item in data["evidence"].items()
+                },
+            }
+        )

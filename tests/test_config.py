@@ -1,0 +1,152 @@
+from __future__ import annotations
+
+from datetime import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import (
+    CameraConfig,
+    ConfigError,
+    IllegalParkingRule,
+    StallEncroachmentRule,
+    TimeWindow,
+    load_camera,
+    load_cameras,
+)
+from pipeline.types import Role
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "streams" / "example.yaml"
+
+VALID = """\
+id: cam-1
+name: 测试 camera
+url: videos/cam1.mp4
+location: {lat: 36.7, lon: 117.5}
+zones:
+  - id: lot
+    polygon: [[0.1, 0.5], [0.6, 0.5], [0.6, 0.9], [0.1, 0.9]]
+    rules: [{type: illegal_parking, dwell_s: 60}]
+"""
+
+
+def write(folder: Path, text: str, name: str = "cam.yaml") -> Path:
+    path = folder / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_example_file_loads_with_per_type_defaults() -> None:
+    camera = load_camera(EXAMPLE)
+
+    assert camera.id == "shuangshan-001"
+    assert camera.location.grid_code == "370181001001001"
+    parking, stall, garbage = (zone.rules[0] for zone in camera.zones)
+    assert isinstance(parking, IllegalParkingRule) and parking.dwell_s == 60
+    assert parking.roles == [Role.VEHICLE] and parking.containment == "bottom_center"
+    assert isinstance(stall, StallEncroachmentRule)
+    assert stall.containment == "overlap" and stall.min_overlap == 0.5
+    assert not stall.active_at(time(23, 0)) and stall.active_at(time(6, 0))
+    assert set(garbage.roles) == {Role.OVERFLOWING_BIN, Role.GARBAGE_PILE}
+
+
+def test_relative_video_path_resolves_against_the_camera_file(tmp_path: Path) -> None:
+    (tmp_path / "streams").mkdir()
+    camera = load_camera(write(tmp_path / "streams", VALID))
+
+    assert camera.url == str(tmp_path / "streams" / "videos" / "cam1.mp4")
+    assert load_camera(EXAMPLE).url == "rtsp://127.0.0.1:8554/cam1"
+
+
+def test_zone_polygon_in_pixels() -> None:
+    zone = load_camera(EXAMPLE).zones[0]
+
+    assert zone.polygon_px((1920, 1080)).tolist() == [[192, 594], [1152, 594], [1152, 1026], [192, 1026]]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field", "reason"),
+    [
+        ("url: videos/cam1.mp4\n", "", "url", "Field required"),
+        ("dwell_s: 60", "dwell_s: 0", "zones[0].rules[0].dwell_s", "greater than 0"),
+        ("dwell_s: 60", "dwell_s: a minute", "zones[0].rules[0].dwell_s", "valid number"),
+        ("dwell_s: 60", "dwell_s: 60, dwel_s: 60", "zones[0].rules[0].dwel_s", "unknown key"),
+        ("name:", "nmae:", "nmae", "unknown key"),
+        ("type: illegal_parking", "type: parking", "zones[0].rules[0]", "illegal_parking"),
+        ("[0.6, 0.9], ", "[640, 0.9], ", "zones[0].polygon[2][0]", "less than or equal to 1"),
+        (", [0.6, 0.9], [0.1, 0.9]", "", "zones[0].polygon", "at least 3"),
+        ("[0.6, 0.9], [0.1, 0.9]", "[0.3, 0.5]", "zones[0].polygon", "no area"),
+        ("id: cam-1", "id: Cam 1", "id", "pattern"),
+        ("lat: 36.7", "lat: 136.7", "location.lat", "less than or equal to 90"),
+        ("dwell_s: 60", 'dwell_s: 60, hours: ["22:00-25:00"]', "zones[0].rules[0].hours[0]", "25:00"),
+        ("dwell_s: 60", "dwell_s: 60, cooldown_s: 1", "zones[0].rules[0]", "cooldown_s"),
+        ("location:", "timezone: Beijing\nlocation:", "timezone", "unknown time zone"),
+    ],
+)
+def test_malformed_file_names_file_and_field(
+    tmp_path: Path, old: str, new: str, field: str, reason: str
+) -> None:
+    assert old in VALID
+    path = write(tmp_path, VALID.replace(old, new, 1))
+
+    with pytest.raises(ConfigError) as error:
+        load_camera(path)
+
+    assert str(path) in str(error.value)
+    assert f"{field}: " in str(error.value)
+    assert reason in str(error.value)
+
+
+def test_duplicate_zone_id_is_rejected(tmp_path: Path) -> None:
+    zone = VALID[VALID.index("  - id: lot") :]
+    path = write(tmp_path, VALID + zone)
+
+    with pytest.raises(ConfigError, match=r"zones: duplicate zone id 'lot' \(zones\[0\] and zones\[1\]\)"):
+        load_camera(path)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "where"),
+    [
+        ("name: 测试 camera", "name: [测试", ":3:"),  # unclosed flow sequence
+        ("name: 测试 camera", "name: a\nname: b", ":3:1: YAML syntax error: duplicate key 'name'"),
+    ],
+)
+def test_yaml_error_names_file_and_line(tmp_path: Path, old: str, new: str, where: str) -> None:
+    path = write(tmp_path, VALID.replace(old, new))
+
+    with pytest.raises(ConfigError, match="YAML syntax error") as error:
+        load_camera(path)
+
+    assert f"{path}{where}" in str(error.value)
+
+
+def test_load_cameras_reads_a_folder_and_rejects_a_reused_camera_id(tmp_path: Path) -> None:
+    write(tmp_path, VALID, "a.yaml")
+    write(tmp_path, VALID.replace("id: cam-1", "id: cam-2"), "b.yaml")
+    assert [camera.id for camera in load_cameras(tmp_path)] == ["cam-1", "cam-2"]
+
+    write(tmp_path, VALID, "c.yaml")
+    with pytest.raises(ConfigError, match=r"c\.yaml: id: camera id 'cam-1' is also used by .*a\.yaml"):
+        load_cameras(tmp_path)
+
+
+def test_time_window_wrapping_midnight() -> None:
+    night = TimeWindow.parse("22:00-02:00")
+
+    assert night.contains(time(23, 30)) and night.contains(time(1, 59, 59))
+    assert not night.contains(time(2, 0)) and not night.contains(time(12, 0))
+    assert str(night) == "22:00-02:00"
+
+
+def test_every_schema_field_is_documented() -> None:
+    schema = CameraConfig.model_json_schema()
+    models = [schema, *schema["$defs"].values()]
+
+    undocumented = [
+        f"{model.get('title')}.{name}"
+        for model in models
+        for name, field in model.get("properties", {}).items()
+        if not field.get("description")
+    ]
+    assert undocumented == []
