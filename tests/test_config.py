@@ -16,7 +16,7 @@ from pipeline.config import (
 )
 from pipeline.types import Role
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "streams" / "example.yaml"
+EXAMPLE = Path(__file__).resolve().parents[1] / "streams" / "examples" / "shuangshan-001.yaml"
 
 VALID = """\
 id: cam-1

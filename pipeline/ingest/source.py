@@ -93,27 +93,28 @@ def decode(url: str, *, camera_id: str, analysis_fps: float, ring: PacketRing | 
     offset_s = 0.0
     pace_origin: float | None = None
     container = open_container(url, camera_id)
+    container.streams.video[0].thread_type = "AUTO"
     try:
         while not stop.is_set():
             stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
             params: StreamParams | None = None
             time_base = float(stream.time_base)
             frame_s = 1.0 / float(stream.average_rate or 25)
-            first_ts: int | None = None
+            # stream time 0 is the first picture's presentation, not the first packet's decode time
+            first_ts: int | None = stream.start_time
             last_pts_s = offset_s
             try:
                 for packet in container.demux(stream):
                     if stop.is_set():
                         return
-                    if packet.dts is None and packet.pts is None:
-                        continue  # the demuxer's end-of-stream flush packet
+                    # the demuxer ends with an empty packet that flushes the decoder's last pictures
+                    flush = packet.dts is None and packet.pts is None
                     ts = packet.dts if packet.dts is not None else packet.pts
-                    if first_ts is None:
-                        first_ts = ts
+                    if first_ts is None and not flush:
+                        first_ts = packet.pts if packet.pts is not None else ts
                     if ring is not None and params is None and packet.is_keyframe:
                         params = StreamParams.from_stream(stream, packet)
-                    if ring is not None and params is not None:
+                    if ring is not None and params is not None and not flush:
                         pts = packet.pts if packet.pts is not None else ts
                         ring.add(bytes(packet), pts_s=offset_s + (pts - first_ts) * time_base,
                                  dts_s=offset_s + (ts - first_ts) * time_base, keyframe=packet.is_keyframe,
@@ -126,7 +127,9 @@ def decode(url: str, *, camera_id: str, analysis_fps: float, ring: PacketRing | 
                     for picture in pictures:
                         stats.received += 1
                         stats.last_frame_wall = time.time()
-                        pts = picture.pts if picture.pts is not None else ts
+                        if picture.pts is None or first_ts is None:
+                            continue  # no timestamp: cannot be placed in stream time
+                        pts = picture.pts
                         pts_s = offset_s + max(0.0, (pts - first_ts) * time_base)
                         last_pts_s = max(last_pts_s, pts_s)
                         if realtime and not live:

@@ -1,0 +1,1 @@
+"""The `patrol` command line and the runner that wires the stages."""

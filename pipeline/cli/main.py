@@ -1,0 +1,173 @@
+"""`patrol`: one verb per job."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pipeline
+
+REPO = Path(pipeline.__file__).resolve().parents[1]
+DEFAULT_MODEL = REPO / "models" / "patrol-street.onnx"
+SAMPLE_CAMERA = REPO / "streams" / "sample-street.yaml"
+
+
+def _backends(args) -> tuple:
+    """Detector, case filer and the evidence root (when local) from the common options."""
+    from pipeline.cli.runner import CaseFiler
+    from pipeline.detect import Detector
+    from pipeline.evidence import EvidenceWriter, LocalEvidenceStore, load_event_codes, open_evidence_store
+    from pipeline.queue import open_queue
+
+    var = Path(args.var)
+    detector = Detector(args.model, conf_threshold=args.conf)
+    store = open_evidence_store(args.evidence or str(var / "evidence"))
+    queue = open_queue(args.queue or f"sqlite:///{var / 'queue' / 'cases.sqlite3'}")
+    writer = EvidenceWriter(store, load_event_codes(args.event_codes), pipeline.__version__)
+    model = {"name": detector.card.name, "sha256": detector.card.sha256, "providers": detector.providers}
+    root = store.root if isinstance(store, LocalEvidenceStore) else None
+    return detector, CaseFiler(writer, queue, model), root
+
+
+def _load_cameras(paths: list[str]):
+    from pipeline.config import load_camera, load_cameras
+
+    cameras = []
+    for path in paths:
+        cameras.extend(load_cameras(path) if Path(path).is_dir() else [load_camera(path)])
+    if not cameras:
+        raise SystemExit(f"patrol: no camera files (*.yaml) in {', '.join(paths)}")
+    return cameras
+
+
+def _patrol(args, cameras, *, loop_files: bool) -> int:
+    from pipeline.cli.runner import Patrol, case_line
+
+    detector, filer, root = _backends(args)
+    filer.listeners.append(lambda record, is_new: print(case_line(record, is_new), flush=True))
+    patrol = Patrol(cameras, detector, filer, loop_files=loop_files, health_every_s=args.health_every,
+                    print_line=lambda line: print(line, flush=True))
+    signal.signal(signal.SIGTERM, lambda *_: patrol.stop())
+    where = f"evidence under {root}" if root else "evidence in the object store"
+    print(f"patrol: {len(cameras)} camera(s), model {detector.card.name} on {detector.providers[0]}, {where}; "
+          f"Ctrl-C stops", flush=True)
+    try:
+        patrol.run(duration_s=args.duration)
+    except KeyboardInterrupt:
+        patrol.stop()
+    print(f"patrol: stopped; {filer.queue.count()} cases in the queue", flush=True)
+    return 0
+
+
+def cmd_run(args) -> int:
+    return _patrol(args, _load_cameras(args.cameras), loop_files=args.loop)
+
+
+def cmd_demo(args) -> int:
+    return _patrol(args, _load_cameras([str(SAMPLE_CAMERA)]), loop_files=True)
+
+
+def cmd_replay(args) -> int:
+    from pipeline.cli.runner import case_line, replay
+    from pipeline.config import load_camera
+
+    camera = load_camera(args.camera)
+    if not Path(args.video).is_file():
+        raise SystemExit(f"patrol replay: video file not found: {args.video}")
+    out = Path(args.out)
+    args.var = str(out)
+    detector, filer, root = _backends(args)
+    if args.verbose:
+        filer.listeners.append(lambda record, is_new: print(case_line(record, is_new), flush=True))
+    start = datetime.fromisoformat(args.start_time).timestamp() if args.start_time else time.time()
+    summary = replay(args.video, camera, detector, filer, cases_path=out / "cases.jsonl", evidence_root=root,
+                     start_wall=start, progress=sys.stderr.isatty())
+    print(summary.line())
+    print(f"cases: {out / 'cases.jsonl'}")
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from pipeline.synth import render_dataset, render_video, sample_scenario
+
+    if args.dataset:
+        data_yaml = render_dataset(Path(args.out), args.count, seed=args.seed, progress=sys.stderr.isatty())
+        print(f"synth: {args.count} labelled scenes, {data_yaml}")
+        return 0
+    width, height = (int(v) for v in args.size.split("x"))
+    truth = render_video(sample_scenario(seed=args.seed, width=width, height=height, fps=args.fps,
+                                         duration_s=args.duration), Path(args.out), seed=args.seed,
+                         progress=sys.stderr.isatty())
+    print(f"synth: {args.out} ({truth['frames']} frames, {len(truth['episodes'])} episodes in its .gt.json)")
+    return 0
+
+
+def _add_backend_options(parser: argparse.ArgumentParser, *, var: bool = True) -> None:
+    parser.add_argument("--model", default=str(DEFAULT_MODEL), help="ONNX detector (its card is found by sha256)")
+    parser.add_argument("--conf", type=float, default=0.25, help="detector score threshold")
+    if var:
+        parser.add_argument("--var", default="var", help="working folder for the embedded queue and evidence")
+    parser.add_argument("--queue", help="case queue URL (default: SQLite under --var)")
+    parser.add_argument("--evidence", help="evidence store (default: a folder under --var)")
+    parser.add_argument("--event-codes", help="数字城管 event code table (YAML); default: the shipped one")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="patrol", description=pipeline.__doc__)
+    parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument("--version", action="version", version=f"patrol {pipeline.__version__}")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    run = verbs.add_parser("run", help="patrol live cameras (streams/*.yaml) until stopped")
+    run.add_argument("cameras", nargs="+", help="camera files or folders of them")
+    run.add_argument("--loop", action="store_true", help="loop file sources (as the demo does)")
+    demo = verbs.add_parser("demo", help="patrol the shipped sample street as a live camera, looping")
+    for p in (run, demo):
+        _add_backend_options(p)
+        p.add_argument("--duration", type=float, help="stop after this many seconds")
+        p.add_argument("--health-every", type=float, default=5.0, help="seconds between health lines")
+    run.set_defaults(func=cmd_run)
+    demo.set_defaults(func=cmd_demo)
+
+    rep = verbs.add_parser("replay", help="run the patrol over a video file as fast as possible")
+    rep.add_argument("video")
+    rep.add_argument("--camera", required=True, help="camera file whose zones and rules apply")
+    rep.add_argument("--out", required=True, help="folder for cases.jsonl, evidence and queue")
+    rep.add_argument("--start-time", help="wall clock of the video's first frame, ISO 8601 (default: now)")
+    rep.add_argument("-v", "--verbose", action="store_true", help="print each case as it is filed")
+    _add_backend_options(rep, var=False)
+    rep.set_defaults(func=cmd_replay)
+
+    syn = verbs.add_parser("synth", help="render a synthetic street video with ground truth, or a training set")
+    syn.add_argument("out", help="video file (.mp4) or, with --dataset, a folder")
+    syn.add_argument("--seed", type=int, default=7)
+    syn.add_argument("--dataset", action="store_true", help="write random labelled scenes instead of a video")
+    syn.add_argument("--count", type=int, default=1000, help="scenes, with --dataset")
+    syn.add_argument("--size", default="960x540")
+    syn.add_argument("--fps", type=float, default=15.0)
+    syn.add_argument("--duration", type=float, default=150.0)
+    syn.set_defaults(func=cmd_synth)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from pipeline.config import ConfigError
+    from pipeline.detect import ModelCardError
+    from pipeline.ingest import SourceError
+
+    try:
+        return args.func(args)
+    except (ConfigError, ModelCardError, SourceError) as exc:
+        print(f"patrol {args.verb}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Ingest: sampling at the analysis rate on stream time, looping, clips, and bad sources."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import av
+import pytest
+
+from conftest import CAR_VIDEO, SAMPLE_VIDEO
+from pipeline.ingest import ClipError, PacketRing, SourceError, SourceStats, decode
+from pipeline.ingest.source import FrameSampler
+
+
+def test_sampler_picks_every_third_frame_of_15fps_at_5fps():
+    sampler = FrameSampler(5.0)
+    picked = [i for i in range(30) if sampler.take(i / 15.0)]
+    assert picked == list(range(0, 30, 3))
+
+
+def test_sampler_restarts_after_a_gap_instead_of_bursting():
+    sampler = FrameSampler(5.0)
+    assert sampler.take(0.0)
+    assert sampler.take(10.0)  # a 10 s stall
+    assert not sampler.take(10.04)
+    assert sampler.take(10.2)
+
+
+def test_decode_carries_stream_time_and_analysis_rate():
+    stats = SourceStats()
+    frames = list(decode(str(SAMPLE_VIDEO), camera_id="cam", analysis_fps=5, stats=stats))
+    assert stats.received == 2250  # 150 s at 15 fps
+    assert len(frames) == 750
+    assert frames[0].pts_s == 0.0
+    assert frames[-1].pts_s == pytest.approx(149.8, abs=0.01)
+    assert all(b.pts_s - a.pts_s == pytest.approx(0.2, abs=1e-3) for a, b in zip(frames, frames[1:]))
+    assert frames[0].image.shape == (540, 960, 3)
+    assert [f.seq for f in frames[:3]] == [0, 1, 2]
+
+
+def test_replay_wall_clock_follows_the_scene_not_the_machine():
+    frames = decode(str(SAMPLE_VIDEO), camera_id="cam", analysis_fps=1, start_wall=1_000_000.0)
+    first, second = next(frames), next(frames)
+    assert (first.wall_ts, second.wall_ts) == (1_000_000.0, 1_000_001.0)
+
+
+def test_looping_keeps_stream_time_growing(shared):
+    frames = decode(str(CAR_VIDEO), camera_id="cam", analysis_fps=2, loop=True)
+    pts = []
+    for frame in frames:
+        pts.append(frame.pts_s)
+        if frame.pts_s > 65:  # the video is 30 s long: this is its third pass
+            break
+    assert all(b > a for a, b in zip(pts, pts[1:]))
+    assert len(pts) == pytest.approx(65 * 2, abs=3)
+
+
+def test_realtime_pacing_runs_at_the_video_rate():
+    started = time.monotonic()
+    for frame in decode(str(SAMPLE_VIDEO), camera_id="cam", analysis_fps=5, realtime=True):
+        if frame.pts_s >= 2.0:
+            break
+    assert time.monotonic() - started >= 1.9
+
+
+def test_clip_covers_the_requested_span_and_starts_on_a_keyframe():
+    ring = PacketRing(seconds=30)
+    for frame in decode(str(SAMPLE_VIDEO), camera_id="cam", analysis_fps=5, ring=ring):
+        if frame.pts_s >= 45:
+            break
+    clip = ring.clip(35.0, 44.0)
+    with av.open(io.BytesIO(clip)) as container:
+        pictures = list(container.decode(video=0))
+    assert pictures[0].key_frame
+    span = pictures[-1].time - pictures[0].time
+    assert 9.0 <= span <= 11.5  # starts up to one GOP (2 s) before the span
+    assert pictures[0].width == 960
+
+
+def test_clip_of_a_span_no_longer_held_fails_clearly():
+    ring = PacketRing(seconds=10)
+    for frame in decode(str(SAMPLE_VIDEO), camera_id="cam", analysis_fps=5, ring=ring):
+        if frame.pts_s >= 40:
+            break
+    with pytest.raises(ClipError, match="no keyframe"):
+        ring.clip(1.0, 5.0)
+
+
+def test_missing_file_names_camera_and_path(tmp_path):
+    missing = tmp_path / "nope.mp4"
+    with pytest.raises(SourceError, match=r"camera cam-7: video file not found: .*nope\.mp4"):
+        next(decode(str(missing), camera_id="cam-7", analysis_fps=5))
+
+
+def test_a_file_that_is_not_video_is_a_clear_error(tmp_path):
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"this is not a video" * 100)
+    with pytest.raises(SourceError, match=r"camera cam: cannot open .*junk\.mp4"):
+        next(decode(str(junk), camera_id="cam", analysis_fps=5))
+
+
+def test_truncated_video_yields_what_it_holds_then_stops(tmp_path):
+    data = SAMPLE_VIDEO.read_bytes()
+    # an MP4 cut short loses its index: the frames before the cut must still come out, or a clear error
+    truncated = tmp_path / "cut.ts"
+    with av.open(str(SAMPLE_VIDEO)) as src, av.open(str(truncated), "w", format="mpegts") as dst:
+        out = dst.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is None:
+                continue
+            packet.stream = out
+            dst.mux(packet)
+    cut = truncated.read_bytes()
+    truncated.write_bytes(cut[: len(cut) // 2] + b"\x00" * 5000)
+    assert len(data) > 0
+    frames = []
+    try:
+        for frame in decode(str(truncated), camera_id="cam", analysis_fps=5):
+            frames.append(frame.pts_s)
+    except SourceError as exc:
+        assert "camera cam" in str(exc)
+    assert 60 <= frames[-1] <= 90  # about half of the 150 s survived

@@ -1,0 +1,181 @@
+"""The patrol end to end on the shipped sample street: replay, broken tracks, the demo, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import DEFAULT_MODEL, REPO, SAMPLE_CAMERA, SAMPLE_VIDEO
+from pipeline.cli.runner import CaseFiler, replay
+from pipeline.config import load_camera
+from pipeline.detect import Detector
+from pipeline.evidence import EvidenceWriter, LocalEvidenceStore, load_event_codes
+from pipeline.queue import SqliteCaseQueue
+
+TOLERANCE_S = 3.0  # detection and tracking latency allowed on the confirmation time
+START = 1_795_500_000.0  # a fixed wall clock for the scene, so runs are comparable
+
+
+def expected_cases(camera) -> list[tuple[str, str, float]]:
+    """(kind, zone, confirmation time) of every ground-truth episode long enough to be a case."""
+    truth = json.loads(SAMPLE_VIDEO.with_name("sample-street.gt.json").read_text())
+    dwell = {(zone.id, rule.type): rule.dwell_s for zone in camera.zones for rule in zone.rules}
+    return [(e["kind"], e["zone_id"], e["start_s"] + dwell[(e["zone_id"], e["kind"])])
+            for e in truth["episodes"] if e["end_s"] - e["start_s"] >= dwell[(e["zone_id"], e["kind"])]]
+
+
+def match(cases: list[dict], expected: list[tuple[str, str, float]]) -> tuple[list, list, list]:
+    """(matched pairs, missing episodes, extra cases); one case may match one episode only."""
+    unmatched = list(cases)
+    matched, missing = [], []
+    for kind, zone, confirm_s in expected:
+        hit = next((c for c in unmatched if c["violation"] == kind and c["zone_id"] == zone
+                    and abs(c["confirmed_s"] - confirm_s) <= TOLERANCE_S), None)
+        if hit is None:
+            missing.append((kind, zone, confirm_s))
+        else:
+            unmatched.remove(hit)
+            matched.append(((kind, zone, confirm_s), hit))
+    return matched, missing, unmatched
+
+
+def run_replay(out: Path, detector) -> list[dict]:
+    camera = load_camera(SAMPLE_CAMERA)
+    store = LocalEvidenceStore(out / "evidence")
+    queue = SqliteCaseQueue(out / "cases.sqlite3")
+    writer = EvidenceWriter(store, load_event_codes(), "test")
+    filer = CaseFiler(writer, queue, {"name": "patrol-street", "sha256": "0" * 64})
+    replay(str(SAMPLE_VIDEO), camera, detector, filer, cases_path=out / "cases.jsonl",
+           evidence_root=store.root, start_wall=START)
+    queue.close()
+    return [json.loads(line) for line in (out / "cases.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return Detector(DEFAULT_MODEL)
+
+
+@pytest.fixture(scope="module")
+def sample_cases(tmp_path_factory, detector):
+    out = tmp_path_factory.mktemp("replay")
+    return out, run_replay(out, detector)
+
+
+def test_replay_of_the_sample_files_exactly_the_ground_truth_episodes(sample_cases):
+    _, cases = sample_cases
+    expected = expected_cases(load_camera(SAMPLE_CAMERA))
+    assert len(expected) == 4  # two parked cars, the stall, the overflowing bin; the short stop is none
+    matched, missing, extra = match(cases, expected)
+    assert missing == [] and extra == []
+    assert len({c["case_id"] for c in cases}) == len(cases)
+
+
+def test_every_case_has_its_evidence_with_matching_sha256(sample_cases):
+    out, cases = sample_cases
+    import hashlib
+
+    for case in cases:
+        files = case["evidence"]
+        assert set(files) >= {"frame.jpg", "annotated.jpg", "crop.jpg", "first_seen.jpg", "clip.mp4", "metadata.json"}
+        metadata = json.loads(Path(files["metadata.json"]).read_text())
+        assert metadata["case_id"] == case["case_id"]
+        for name, path in files.items():
+            if name != "metadata.json":
+                assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == metadata["evidence"][name]["sha256"]
+    with sqlite3.connect(out / "cases.sqlite3") as db:
+        assert db.execute("select count(*) from cases").fetchone()[0] == len(cases)
+
+
+def test_a_second_replay_files_the_same_case_ids(tmp_path, sample_cases, detector):
+    _, first = sample_cases
+    again = run_replay(tmp_path, detector)
+    assert [c["case_id"] for c in again] == [c["case_id"] for c in first]
+
+
+class OccludedDetector:
+    """The real detector, but the parked cars vanish for a while (a bus passing in front)."""
+
+    def __init__(self, detector, hidden_spans_s, analysis_fps):
+        self.detector, self.hidden, self.period = detector, hidden_spans_s, 1.0 / analysis_fps
+        self.card, self.calls = detector.card, 0
+
+    def detect(self, images):
+        pts = self.calls * self.period
+        self.calls += 1
+        result = self.detector.detect(images)
+        if any(a <= pts < b for a, b in self.hidden):
+            return [d[d.role != "vehicle"] for d in result]
+        return result
+
+
+def test_a_parked_car_whose_track_breaks_still_gives_one_case(tmp_path, detector, monkeypatch):
+    import pipeline.cli.runner as runner
+
+    vehicle_ids: dict[float, set[int]] = {}
+    real_update = runner.Tracker.update
+
+    def spy(self, detections, pts_s):
+        tracks = real_update(self, detections, pts_s)
+        bottoms = tracks.xyxy[:, 3] if len(tracks) else np.zeros(0)
+        vehicle_ids[round(pts_s, 1)] = {int(t) for t, r, y in zip(tracks.track_id, tracks.role, bottoms)
+                                        if r == "vehicle" and y > 0.8 * 540}
+        return tracks
+
+    monkeypatch.setattr(runner.Tracker, "update", spy)
+    # mid-dwell of the first parked car (10-55 s) and after the third one's confirmation (80-140 s)
+    cases = run_replay(tmp_path, OccludedDetector(detector, [(18.0, 23.0), (110.0, 115.0)], 5))
+    before, after = vehicle_ids[17.0], vehicle_ids[25.0]
+    assert before and after and not (before & after), "the occlusion should have broken the track"
+    parking = [c for c in cases if c["violation"] == "illegal_parking"]
+    matched, missing, extra = match(parking, [e for e in expected_cases(load_camera(SAMPLE_CAMERA))
+                                              if e[0] == "illegal_parking"])
+    assert missing == [] and extra == []
+    assert parking[0]["first_seen_s"] < 12.0  # the dwell kept counting from the original stop
+
+
+def test_a_malformed_camera_file_is_refused_naming_the_field(tmp_path):
+    bad = tmp_path / "cam.yaml"
+    bad.write_text(SAMPLE_CAMERA.read_text().replace("dwell_s: 20", "dwell_s: -5"))
+    result = subprocess.run([sys.executable, "-m", "pipeline.cli.main", "replay", str(SAMPLE_VIDEO),
+                             "--camera", str(bad), "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert result.returncode == 2
+    assert "cam.yaml" in result.stderr and "zones[0].rules[0].dwell_s" in result.stderr
+
+
+def test_the_demo_files_cases_prints_health_and_stops_on_ctrl_c(tmp_path):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli.main", "demo", "--var", str(tmp_path / "var"), "--health-every", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines: list[str] = []
+    deadline = time.monotonic() + 90
+    try:
+        for line in process.stdout:
+            lines.append(line.rstrip())
+            if line.startswith("[case]") or time.monotonic() > deadline:
+                break
+        process.send_signal(signal.SIGINT)
+        rest, _ = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    lines += rest.splitlines()
+    cases = [line for line in lines if line.startswith("[case]")]
+    health = [line for line in lines if line.startswith("[health] shuangshan-sample")]
+    assert cases and "illegal_parking" in cases[0] and "dwell=" in cases[0] and "score=" in cases[0]
+    assert any("live" in line and "analysed=5.0/s" in line for line in health) or \
+        any("live" in line and "analysed=4." in line for line in health), health
+    assert process.returncode == 0
+    assert lines[-1].startswith("patrol: stopped")
+    evidence = list((tmp_path / "var" / "evidence").rglob("metadata.json"))
+    assert len(evidence) >= 1
