@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -173,8 +174,8 @@ def test_the_demo_files_cases_prints_health_and_stops_on_ctrl_c(tmp_path):
     cases = [line for line in lines if line.startswith("[case]")]
     health = [line for line in lines if line.startswith("[health] shuangshan-sample")]
     assert cases and "illegal_parking" in cases[0] and "dwell=" in cases[0] and "score=" in cases[0]
-    assert any("live" in line and "analysed=5.0/s" in line for line in health) or \
-        any("live" in line and "analysed=4." in line for line in health), health
+    rates = [float(re.search(r"analysed=([\d.]+)/s", line).group(1)) for line in health if " live " in line]
+    assert rates and max(rates) >= 4.5, health  # the camera's analysis_fps is 5
     assert process.returncode == 0
     assert lines[-1].startswith("patrol: stopped")
     evidence = list((tmp_path / "var" / "evidence").rglob("metadata.json"))

@@ -228,6 +228,7 @@ class HealthMeter:
     """Per-camera rates over the last interval; a dead stream's rates drop to 0."""
 
     def __init__(self) -> None:
+        self._started = time.monotonic()
         self._last: dict[str, tuple[float, int, int, int]] = {}
         self.lag_s: dict[str, float] = {}
 
@@ -235,7 +236,7 @@ class HealthMeter:
         stats = camera.pipeline.stats
         camera_id = camera.pipeline.camera.id
         now = time.monotonic()
-        then, received, analysed, skipped = self._last.get(camera_id, (now, 0, 0, 0))
+        then, received, analysed, skipped = self._last.get(camera_id, (self._started, 0, 0, 0))
         self._last[camera_id] = (now, stats.received, stats.analysed, stats.skipped)
         span = now - then
         rate = (lambda a, b: (a - b) / span) if span > 0 else (lambda a, b: 0.0)  # noqa: E731
@@ -260,7 +261,6 @@ class Patrol:
                                    loop_files=loop_files, wake=self._wake, stop=self._stop) for c in cameras]
         self.health = HealthMeter()
         self._writers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="evidence")
-        self._filing: list[Future] = []
 
     def stop(self) -> None:
         self._stop.set()
@@ -291,9 +291,7 @@ class Patrol:
             for camera in self.cameras:
                 for violation in camera.pipeline.flush():
                     self._submit(camera.pipeline, violation)
-            self._writers.shutdown(wait=True)
-            for future in self._filing:
-                future.result()
+            self._writers.shutdown(wait=True)  # every confirmed violation is written before exit
 
     def _analyse_newest(self) -> None:
         batch = [(camera, frame) for camera in self.cameras if (frame := camera.take()) is not None]
@@ -308,7 +306,6 @@ class Patrol:
     def _submit(self, pipeline: CameraPipeline, violation: Violation) -> None:
         future = self._writers.submit(self.filer.file, pipeline, violation)
         future.add_done_callback(_log_failure)
-        self._filing = [f for f in self._filing if not f.done()] + [future]
 
 
 def _log_failure(future: Future) -> None:

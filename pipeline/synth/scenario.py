@@ -196,8 +196,9 @@ def sample_scenario(seed: int = 7, width: int = 960, height: int = 540, fps: flo
 
     walk = (layout.north_walk_bottom - 0.02) * H
     size, look = random_look("stall", rng)
-    stall = Actor("stall", Path([(14.0, -size[0], walk), (20.0, 0.30 * width, walk), (95.0, 0.30 * width, walk),
-                                 (101.0, -size[0], walk)]), size, look)
+    # pushed in fast from the east, so it is in the zone (x < 0.62) only 1.5 s before it stops
+    stall = Actor("stall", Path([(15.0, width + size[0], walk), (18.5, 0.62 * width, walk), (20.0, 0.30 * width, walk),
+                                 (95.0, 0.30 * width, walk), (101.0, -size[0], walk)]), size, look)
     actors.append(stall)
     rest(stall, "stall_encroachment", "sidewalk-north", 20.0, 95.0)
 

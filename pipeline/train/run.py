@@ -60,6 +60,7 @@ def export_onnx(weights: Path, out: Path, imgsz: int) -> Path:
 if __name__ == "__main__":
     import argparse
 
+    from pipeline.train.card import write_model_card
     from pipeline.train.mix import build_mix
     from pipeline.train.sources import shared_sources
 
@@ -84,3 +85,4 @@ if __name__ == "__main__":
               "attribution": {s.name: s.attribution for s in sources}}
     (args.work / "report.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
+    print(f"card: {write_model_card(args.out, report, name=args.out.stem)}")
