@@ -133,8 +133,9 @@ def test_a_parked_car_whose_track_breaks_still_gives_one_case(tmp_path, detector
         return tracks
 
     monkeypatch.setattr(runner.Tracker, "update", spy)
+    # 4 s: longer than the tracker keeps a lost track (3 s), shorter than the rule's max_gap_s (5 s);
     # mid-dwell of the first parked car (10-55 s) and after the third one's confirmation (80-140 s)
-    cases = run_replay(tmp_path, OccludedDetector(detector, [(18.0, 23.0), (110.0, 115.0)], 5))
+    cases = run_replay(tmp_path, OccludedDetector(detector, [(18.0, 22.0), (110.0, 114.0)], 5))
     before, after = vehicle_ids[17.0], vehicle_ids[25.0]
     assert before and after and not (before & after), "the occlusion should have broken the track"
     parking = [c for c in cases if c["violation"] == "illegal_parking"]

@@ -40,14 +40,24 @@ def _max_drift_field(default: float | None) -> Any:
         default,
         gt=0,
         description=(
-            "How far the box centre may move from where the dwell started, as a fraction of that"
-            " box's longer side, before the dwell restarts (a car crawling along is not parked)."
-            " Relative, so it means the same for near and far objects. null: movement is ignored."
+            "How far the box centre may move within drift_window_s, as a fraction of the box's"
+            " longer side, before the object counts as moving and its dwell restarts (a car"
+            " crawling along is not parked). Relative, so it means the same for near and far"
+            " objects. null: movement is ignored."
         ),
     )
 
 
 class _RuleBase(StrictModel):
+    drift_window_s: float = Field(
+        3.0,
+        gt=0,
+        description=(
+            "Seconds of stream time over which movement is measured for max_drift. Measured over a"
+            " sliding window rather than from where the dwell started, so a car that crept into"
+            " its spot is not restarted later by detector jitter around the spot."
+        ),
+    )
     dwell_s: float = Field(
         gt=0, description="Seconds (stream time) an object must stay in the zone to file a case."
     )

@@ -18,8 +18,12 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
 
 
+def centre(box: np.ndarray) -> tuple[float, float]:
+    return float(box[0] + box[2]) / 2, float(box[1] + box[3]) / 2
+
+
 def centre_drift(anchor: np.ndarray, box: np.ndarray) -> float:
-    """How far ``box``'s centre lies from ``anchor``'s, in units of the anchor's longer side."""
+    """How far ``box``'s centre lies from ``anchor``'s, in units of ``box``'s longer side."""
     shift = (box[:2] + box[2:]) / 2 - (anchor[:2] + anchor[2:]) / 2
-    longer_side = max(anchor[2] - anchor[0], anchor[3] - anchor[1], 1e-9)
+    longer_side = max(box[2] - box[0], box[3] - box[1], 1e-9)
     return float(np.hypot(*shift) / longer_side)

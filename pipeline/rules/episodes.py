@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
@@ -10,7 +11,7 @@ import numpy as np
 from pipeline.config import RuleConfig
 from pipeline.types import BBox, Detections, Frame, Violation
 
-from .boxes import box_iou, centre_drift
+from .boxes import box_iou, centre, centre_drift
 from .case_id import case_id
 
 
@@ -29,6 +30,8 @@ class Episode:
     score_sum: float
     observations: int
     confirmed: bool = False
+    # (pts, centre x, centre y) of the last drift_window_s, to tell a moving object from a parked one
+    trail: deque[tuple[float, float, float]] = field(default_factory=deque)
 
     @property
     def dwell_s(self) -> float:
@@ -58,7 +61,7 @@ class EpisodeTracker:
             box = objects.xyxy[index].astype(np.float64)
             if episode is None:
                 self._episodes.append(self._start(frame, objects, index))
-            elif self._drifted(episode, box):
+            elif self._moving(episode, box, now):
                 # A candidate that moves starts over where it is now. A case's object that moved
                 # off its spot is simply not seen there, so the case lapses after the cool-down.
                 if not episode.confirmed:
@@ -66,6 +69,7 @@ class EpisodeTracker:
             else:
                 episode.last_seen_s = now
                 episode.last_bbox = box
+                episode.trail.append((now, *centre(box)))
                 episode.role = str(objects.role[index])
                 episode.score_sum += float(objects.score[index])
                 episode.observations += 1
@@ -76,9 +80,15 @@ class EpisodeTracker:
     def _patience_s(self, episode: Episode) -> float:
         return self._rule.cooldown_s if episode.confirmed else self._rule.max_gap_s
 
-    def _drifted(self, episode: Episode, box: np.ndarray) -> bool:
-        max_drift = self._rule.max_drift
-        return max_drift is not None and centre_drift(episode.first_bbox, box) > max_drift
+    def _moving(self, episode: Episode, box: np.ndarray, now: float) -> bool:
+        """Whether the centre moved more than max_drift over the last drift_window_s."""
+        if self._rule.max_drift is None:
+            return False
+        trail = episode.trail
+        while len(trail) > 1 and trail[1][0] <= now - self._rule.drift_window_s:
+            trail.popleft()
+        _, x, y = trail[0]
+        return centre_drift(np.array([x, y, x, y]), box) > self._rule.max_drift
 
     def _associate(self, objects: Detections) -> list[Episode | None]:
         """The episode each object continues, by track id, else by IoU with an episode unseen
@@ -115,6 +125,7 @@ class EpisodeTracker:
             last_bbox=box,
             score_sum=float(objects.score[index]),
             observations=1,
+            trail=deque([(frame.pts_s, *centre(box))]),
         )
 
     def _confirm(self, episode: Episode, frame: Frame) -> Violation:

@@ -18,11 +18,14 @@ fixed angled parking-lot camera (cars), drone tiles of Bogotá street vendors (s
 above) and close-up photos of bagged garbage; no public street-camera footage of stalls on a
 sidewalk or of overflowing bins exists to train or test on. bin and overflowing_bin were learnt
 from synthetic bins only. For vehicles on real cameras, run a COCO detector (YOLOX-nano, card in
-models/cards/) beside it until this model is retrained on reviewed real cases."""
+models/cards/) beside it until this model is retrained on reviewed real cases.
+The parking-lot-cam figure flatters it: its held-out frames come from the same fixed camera and
+video as its training frames, and its 'vehicle' boxes are occupied-space footprints, not car
+boxes. The street-vendors and trash-bags figures are the honest measure of real-image transfer."""
 
 
 def model_card(onnx_path: Path, report: dict, *, name: str) -> ModelCard:
-    counts = report["train_images"]
+    counts = ", ".join(f"{source} {n}" for source, n in report["train_images"].items())
     attribution = "; ".join(f"{k}: {v}" for k, v in report["attribution"].items())
     return ModelCard(
         name=name,
