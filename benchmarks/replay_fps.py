@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/replay_fps.py            # prints a table, writes benchmarks/results/replay.json
 
-Runs `patrol replay` on the shipped sample street with the default model, and on the real
+Runs the same code as `patrol replay` on the shipped sample street with the default model, and on the real
 parking-lot video in ../shared with YOLOX-nano (and the project model), as fast as the machine allows.
 """
 
@@ -11,11 +11,17 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import pipeline
+from pipeline.cli.runner import CaseFiler, ReplaySummary, replay
+from pipeline.config import load_camera
+from pipeline.detect import Detector
+from pipeline.evidence import EvidenceWriter, LocalEvidenceStore, load_event_codes
+from pipeline.queue import SqliteCaseQueue
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -30,23 +36,26 @@ RUNS = [
 ]
 
 
+def replay_once(video: Path, camera_file: Path, model: Path) -> ReplaySummary:
+    camera = load_camera(camera_file)
+    with tempfile.TemporaryDirectory() as out:
+        store = LocalEvidenceStore(Path(out) / "evidence")
+        detector = Detector(model)
+        writer = EvidenceWriter(store, load_event_codes(), pipeline.__version__)
+        with SqliteCaseQueue(Path(out) / "cases.sqlite3") as queue:
+            filer = CaseFiler(writer, queue, {"name": detector.card.name, "sha256": detector.card.sha256})
+            return replay(str(video), camera, detector, filer, cases_path=Path(out) / "cases.jsonl",
+                          evidence_root=store.root, start_wall=time.time())
+
+
 def main() -> int:
     results = []
     for name, video, camera, model in RUNS:
-        with tempfile.TemporaryDirectory() as out:
-            started = time.perf_counter()
-            done = subprocess.run([sys.executable, "-m", "pipeline.cli.main", "replay", str(video), "--camera",
-                                   str(camera), "--model", str(model), "--out", out],
-                                  capture_output=True, text=True, cwd=REPO, check=True)
-            wall = time.perf_counter() - started
-        summary = next(line for line in done.stdout.splitlines() if line.startswith("replay:"))
-        words = summary.split()
-        decoded, analysed, cases = int(words[1]), int(words[5]), int(words[-2])
-        seconds = float(words[8].rstrip("s"))
-        results.append({"video": name, "model": model.name, "frames_decoded": decoded, "frames_analysed": analysed,
-                        "seconds": round(seconds, 2), "analysed_fps": round(analysed / seconds, 1),
-                        "decoded_fps": round(decoded / seconds, 1), "cases": cases,
-                        "wall_with_startup_s": round(wall, 2)})
+        summary = replay_once(video, camera, model)
+        results.append({"video": name, "model": model.name, "frames_decoded": summary.frames_decoded,
+                        "frames_analysed": summary.frames_analysed, "seconds": round(summary.seconds, 2),
+                        "analysed_fps": round(summary.analysed_fps, 1),
+                        "decoded_fps": round(summary.frames_decoded / summary.seconds, 1), "cases": summary.cases})
     machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()}
     out = REPO / "benchmarks" / "results" / "replay.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,8 +13,9 @@ from pipeline.synth.actors import CLASSES
 
 
 def train(data_yaml: Path, *, out_dir: Path, epochs: int, imgsz: int, hours: float | None = None, batch: int = 16,
-          model: str = "yolov8n.yaml", name: str = "patrol") -> Path:
-    """Trains from scratch (no pretrained weights can be fetched here); returns best.pt.
+          model: str = "yolov8n.yaml", name: str = "patrol") -> tuple[Path, int]:
+    """Trains from scratch (no pretrained weights can be fetched here); returns best.pt and the
+    number of epochs actually run.
 
     ``hours`` caps the wall time (ultralytics then fits the epochs and the learning-rate schedule to it).
     """
@@ -24,7 +25,7 @@ def train(data_yaml: Path, *, out_dir: Path, epochs: int, imgsz: int, hours: flo
     yolo.train(data=str(data_yaml), epochs=epochs, imgsz=imgsz, batch=batch, device="cpu", workers=0,
                project=str(out_dir.resolve()), name=name, exist_ok=True, plots=False, verbose=False,
                mosaic=1.0, close_mosaic=max(1, epochs // 5), patience=epochs, amp=False, cache=True, time=hours)
-    return out_dir / name / "weights" / "best.pt"
+    return out_dir / name / "weights" / "best.pt", yolo.trainer.epoch + 1
 
 
 def evaluate(weights: Path, holdouts: dict[str, Path], imgsz: int) -> dict:
@@ -75,12 +76,12 @@ if __name__ == "__main__":
     args = parser.parse_args()
     sources = list(shared_sources().values())
     counts = build_mix(args.work / "mix", args.synth, sources, per_source_train=args.per_source)
-    best = train(args.work / "mix" / "data.yaml", out_dir=args.work / "runs", epochs=args.epochs, imgsz=args.imgsz,
-                 hours=args.hours)
+    best, epochs_run = train(args.work / "mix" / "data.yaml", out_dir=args.work / "runs", epochs=args.epochs,
+                             imgsz=args.imgsz, hours=args.hours)
     export_onnx(best, args.out, args.imgsz)
     holdouts = {"synthetic": args.work / "mix" / "holdout-synthetic.yaml"}
     holdouts |= {s.name: args.work / "mix" / f"holdout-{s.name}.yaml" for s in sources}
-    report = {"train_images": counts, "epochs": args.epochs, "imgsz": args.imgsz,
+    report = {"train_images": counts, "epochs": epochs_run, "imgsz": args.imgsz,
               "holdout": evaluate(best, holdouts, args.imgsz),
               "attribution": {s.name: s.attribution for s in sources}}
     (args.work / "report.json").write_text(json.dumps(report, indent=2))
