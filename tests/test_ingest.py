@@ -7,8 +7,8 @@ import time
 
 import av
 import pytest
-
 from conftest import CAR_VIDEO, SAMPLE_VIDEO
+
 from pipeline.ingest import ClipError, PacketRing, SourceError, SourceStats, decode
 from pipeline.ingest.source import FrameSampler
 

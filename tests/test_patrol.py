@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import DEFAULT_MODEL, REPO, SAMPLE_CAMERA, SAMPLE_VIDEO
+
 from pipeline.cli.runner import CaseFiler, replay
 from pipeline.config import load_camera
 from pipeline.detect import Detector

@@ -298,7 +298,7 @@ class Patrol:
         if not batch:
             return
         detections = self.detector.detect([frame.image for _, frame in batch])
-        for (camera, frame), dets in zip(batch, detections):
+        for (camera, frame), dets in zip(batch, detections, strict=True):
             for violation in camera.pipeline.analyse(frame, dets):
                 self._submit(camera.pipeline, violation)
             self.health.lag_s[camera.pipeline.camera.id] = time.time() - frame.wall_ts

@@ -7,7 +7,7 @@ box in them is exactly known.
 """
 
 from pipeline.synth.actors import CLASSES
-from pipeline.synth.scenario import Episode, Scenario, sample_scenario
 from pipeline.synth.render import render_dataset, render_video
+from pipeline.synth.scenario import Episode, Scenario, sample_scenario
 
 __all__ = ["CLASSES", "Episode", "Scenario", "render_dataset", "render_video", "sample_scenario"]

@@ -71,7 +71,8 @@ class Scenario:
         labels = []
         for actor, box in self.objects_at(t):
             actor.draw(img, box)
-            clipped = (max(0.0, box[0]), max(0.0, box[1]), min(self.width - 1.0, box[2]), min(self.height - 1.0, box[3]))
+            x1, y1, x2, y2 = box
+            clipped = (max(0.0, x1), max(0.0, y1), min(self.width - 1.0, x2), min(self.height - 1.0, y2))
             visible = (clipped[2] - clipped[0]) / max(1e-6, box[2] - box[0])
             if visible >= 0.4:
                 labels.append((actor.cls, clipped))
