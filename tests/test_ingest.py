@@ -121,3 +121,47 @@ def test_truncated_video_yields_what_it_holds_then_stops(tmp_path):
     except SourceError as exc:
         assert "camera cam" in str(exc)
     assert 60 <= frames[-1] <= 90  # about half of the 150 s survived
+
+
+def _remux_ts(seconds: float, out) -> None:
+    """The sample's first ``seconds`` as MPEG-TS, timestamps starting at 0."""
+    with av.open(str(SAMPLE_VIDEO)) as src, av.open(str(out), "w", format="mpegts") as dst:
+        stream = src.streams.video[0]
+        target = dst.add_stream_from_template(stream)
+        for packet in src.demux(stream):
+            if packet.dts is None or packet.pts * stream.time_base > seconds:
+                continue
+            packet.stream = target
+            dst.mux(packet)
+
+
+def test_a_timestamp_reset_inside_a_stream_is_bridged_not_followed(tmp_path):
+    # two 10 s segments back to back, both stamped from 0: what an encoder restart looks like
+    first, second = tmp_path / "a.ts", tmp_path / "b.ts"
+    _remux_ts(10.0, first)
+    _remux_ts(10.0, second)
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(first.read_bytes() + second.read_bytes())
+    pts = [f.pts_s for f in decode(str(joined), camera_id="cam", analysis_fps=5)]
+    assert all(b > a for a, b in zip(pts, pts[1:]))
+    assert pts[-1] > 19.0 and len(pts) >= 95  # both segments analysed, on one growing clock
+
+
+def test_a_reconnected_stream_continues_the_camera_clock_for_frames_and_clips():
+    ring = PacketRing(seconds=30)
+    frames = decode(str(SAMPLE_VIDEO), camera_id="cam", analysis_fps=5, ring=ring, origin_s=500.0)
+    first = next(frames)
+    for frame in frames:
+        if frame.pts_s >= 515.0:
+            break
+    assert first.pts_s == 500.0
+    with av.open(io.BytesIO(ring.clip(506.0, 512.0))) as container:
+        pictures = list(container.decode(video=0))
+    assert 6.0 <= pictures[-1].time - pictures[0].time <= 8.5
+
+
+def test_source_errors_never_print_a_camera_password():
+    with pytest.raises(SourceError) as error:
+        next(decode("rtsp://admin:s3cret@127.0.0.1:9/stream", camera_id="cam", analysis_fps=5))
+    assert "s3cret" not in str(error.value)
+    assert "admin:***@127.0.0.1:9" in str(error.value)

@@ -181,3 +181,40 @@ def test_the_demo_files_cases_prints_health_and_stops_on_ctrl_c(tmp_path):
     assert lines[-1].startswith("patrol: stopped")
     evidence = list((tmp_path / "var" / "evidence").rglob("metadata.json"))
     assert len(evidence) >= 1
+
+
+def test_replaying_into_the_same_queue_keeps_the_filed_evidence(tmp_path, sample_cases, detector):
+    import hashlib
+
+    _, first = sample_cases
+    run_replay(tmp_path, detector)
+    stricter = Detector(DEFAULT_MODEL, conf_threshold=0.6)  # different scores: different pictures
+    again = run_replay(tmp_path, stricter)
+    assert {c["case_id"] for c in again} & {c["case_id"] for c in first}  # some met again, now scored otherwise
+    queue = SqliteCaseQueue(tmp_path / "cases.sqlite3")
+    try:
+        for case in again:
+            record = queue.get(case["case_id"])
+            for name, item in record.evidence.items():
+                data = (tmp_path / "evidence" / item.key).read_bytes()
+                assert hashlib.sha256(data).hexdigest() == item.sha256, name
+    finally:
+        queue.close()
+
+
+def test_a_camera_whose_file_is_missing_fails_once_and_the_patrol_ends(tmp_path, detector):
+    from pipeline.cli.runner import Patrol
+
+    camera = load_camera(SAMPLE_CAMERA).model_copy(update={"url": str(tmp_path / "gone.mp4")})
+    writer = EvidenceWriter(LocalEvidenceStore(tmp_path / "evidence"), load_event_codes(), "test")
+    with SqliteCaseQueue(tmp_path / "cases.sqlite3") as queue:
+        lines: list[str] = []
+        patrol = Patrol([camera], detector, CaseFiler(writer, queue, {"name": "m", "sha256": "0" * 64}),
+                        loop_files=True, health_every_s=0.5, print_line=lines.append)
+        started = time.monotonic()
+        patrol.run(duration_s=20)
+        assert time.monotonic() - started < 5
+        (live_camera,) = patrol.cameras
+        assert live_camera.state == "failed"
+        assert live_camera.pipeline.stats.reconnects == 0
+        assert "video file not found" in live_camera.last_error and "gone.mp4" in live_camera.last_error

@@ -17,18 +17,47 @@ DEFAULT_MODEL = REPO / "models" / "patrol-street.onnx"
 SAMPLE_CAMERA = REPO / "streams" / "sample-street.yaml"
 
 
+class UsageError(Exception):
+    """A command-line option names something unusable; the message names the option."""
+
+
 def _backends(args) -> tuple:
     """Detector, case filer and the evidence root (when local) from the common options."""
+    import yaml
+
     from pipeline.cli.runner import CaseFiler
-    from pipeline.detect import Detector
-    from pipeline.evidence import EvidenceWriter, LocalEvidenceStore, load_event_codes, open_evidence_store
+    from pipeline.detect import Detector, ModelCardError
+    from pipeline.evidence import (
+        EventCodeError,
+        EvidenceWriter,
+        LocalEvidenceStore,
+        load_event_codes,
+        open_evidence_store,
+    )
     from pipeline.queue import open_queue
 
+    if not Path(args.model).is_file():
+        raise UsageError(f"--model {args.model}: no such file")
+    try:
+        detector = Detector(args.model, conf_threshold=args.conf)
+    except ModelCardError:
+        raise
+    except Exception as exc:  # ONNX Runtime's load errors share no base class but Exception
+        raise UsageError(f"--model {args.model}: cannot load it: {exc}") from exc
+    try:
+        codes = load_event_codes(args.event_codes)
+    except (EventCodeError, OSError, yaml.YAMLError) as exc:
+        raise UsageError(f"--event-codes {args.event_codes}: {exc}") from exc
     var = Path(args.var)
-    detector = Detector(args.model, conf_threshold=args.conf)
-    store = open_evidence_store(args.evidence or str(var / "evidence"))
-    queue = open_queue(args.queue or f"sqlite:///{var / 'queue' / 'cases.sqlite3'}")
-    writer = EvidenceWriter(store, load_event_codes(args.event_codes), pipeline.__version__)
+    try:
+        store = open_evidence_store(args.evidence or str(var / "evidence"))
+    except (ValueError, NotImplementedError, OSError) as exc:
+        raise UsageError(f"--evidence: {exc}") from exc
+    try:
+        queue = open_queue(args.queue or f"sqlite:///{var / 'queue' / 'cases.sqlite3'}")
+    except (ValueError, NotImplementedError, OSError) as exc:
+        raise UsageError(f"--queue: {exc}") from exc
+    writer = EvidenceWriter(store, codes, pipeline.__version__)
     model = {"name": detector.card.name, "sha256": detector.card.sha256, "providers": detector.providers}
     root = store.root if isinstance(store, LocalEvidenceStore) else None
     return detector, CaseFiler(writer, queue, model), root
@@ -41,7 +70,11 @@ def _load_cameras(paths: list[str]):
     for path in paths:
         cameras.extend(load_cameras(path) if Path(path).is_dir() else [load_camera(path)])
     if not cameras:
-        raise SystemExit(f"patrol: no camera files (*.yaml) in {', '.join(paths)}")
+        raise UsageError(f"no camera files (*.yaml) in {', '.join(paths)}")
+    ids = [camera.id for camera in cameras]
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        raise UsageError(f"camera id(s) {', '.join(repeated)} given more than once in {', '.join(paths)}")
     return cameras
 
 
@@ -60,7 +93,9 @@ def _patrol(args, cameras, *, loop_files: bool) -> int:
         patrol.run(duration_s=args.duration)
     except KeyboardInterrupt:
         patrol.stop()
-    print(f"patrol: stopped; {filer.queue.count()} cases in the queue", flush=True)
+    finally:
+        print(f"patrol: stopped; {filer.queue.count()} cases in the queue", flush=True)
+        filer.queue.close()
     return 0
 
 
@@ -78,15 +113,25 @@ def cmd_replay(args) -> int:
 
     camera = load_camera(args.camera)
     if not Path(args.video).is_file():
-        raise SystemExit(f"patrol replay: video file not found: {args.video}")
+        raise UsageError(f"video file not found: {args.video}")
     out = Path(args.out)
     args.var = str(out)
     detector, filer, root = _backends(args)
     if args.verbose:
         filer.listeners.append(lambda record, is_new: print(case_line(record, is_new), flush=True))
-    start = datetime.fromisoformat(args.start_time).timestamp() if args.start_time else time.time()
-    summary = replay(args.video, camera, detector, filer, cases_path=out / "cases.jsonl", evidence_root=root,
-                     start_wall=start, progress=sys.stderr.isatty())
+    start = time.time()
+    if args.start_time:
+        try:
+            given = datetime.fromisoformat(args.start_time)
+        except ValueError as exc:
+            raise UsageError(f"--start-time {args.start_time}: not an ISO 8601 time") from exc
+        # a time without an offset is the camera's local clock, as an officer would read it
+        start = (given if given.tzinfo else given.replace(tzinfo=camera.tz)).timestamp()
+    try:
+        summary = replay(args.video, camera, detector, filer, cases_path=out / "cases.jsonl", evidence_root=root,
+                         start_wall=start, progress=sys.stderr.isatty())
+    finally:
+        filer.queue.close()
     print(summary.line())
     print(f"cases: {out / 'cases.jsonl'}")
     return 0
@@ -138,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("video")
     rep.add_argument("--camera", required=True, help="camera file whose zones and rules apply")
     rep.add_argument("--out", required=True, help="folder for cases.jsonl, evidence and queue")
-    rep.add_argument("--start-time", help="wall clock of the video's first frame, ISO 8601 (default: now)")
+    rep.add_argument("--start-time", help="wall clock of the video's first frame, ISO 8601; without an offset, "
+                     "the camera's local time (default: now)")
     rep.add_argument("-v", "--verbose", action="store_true", help="print each case as it is filed")
     _add_backend_options(rep, var=False)
     rep.set_defaults(func=cmd_replay)
@@ -164,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (ConfigError, ModelCardError, SourceError) as exc:
+    except (ConfigError, ModelCardError, SourceError, UsageError) as exc:
         print(f"patrol {args.verb}: {exc}", file=sys.stderr)
         return 2
 

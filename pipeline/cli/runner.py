@@ -73,6 +73,11 @@ class CaseFiler:
         self.listeners = list(listeners)
 
     def file(self, pipeline: CameraPipeline, violation: Violation) -> CaseRecord:
+        filed = self.queue.get(violation.case_id)
+        if filed is not None:  # a replay of the same stream: the filed evidence and its sha256s stand
+            for listener in self.listeners:
+                listener(filed, False)
+            return filed
         try:
             clip = pipeline.ring.clip(violation.confirmed_s - CLIP_BEFORE_S, violation.confirmed_s + CLIP_AFTER_S)
         except (ClipError, OSError, ValueError) as exc:  # a case without a clip beats no case
@@ -130,11 +135,13 @@ def replay(video: str, camera: CameraConfig, detector: Detector, filer: CaseFile
                 out.flush()
                 filed += 1
 
-        for frame in decode(video, camera_id=camera.id, analysis_fps=camera.analysis_fps, ring=pipeline.ring,
-                            stats=pipeline.stats, start_wall=start_wall):
-            file(pipeline.analyse(frame, detector.detect([frame.image])[0]))
-            bar.update(1)
-        file(pipeline.flush())
+        try:
+            for frame in decode(video, camera_id=camera.id, analysis_fps=camera.analysis_fps, ring=pipeline.ring,
+                                stats=pipeline.stats, start_wall=start_wall):
+                file(pipeline.analyse(frame, detector.detect([frame.image])[0]))
+                bar.update(1)
+        finally:  # a video that breaks off still files what it confirmed before the break
+            file(pipeline.flush())
     return ReplaySummary(pipeline.stats.received, pipeline.stats.analysed, time.perf_counter() - started, filed)
 
 
@@ -162,7 +169,6 @@ class LiveCamera:
                  stop: threading.Event, max_backoff_s: float = 30.0) -> None:
         self.pipeline = pipeline
         self.state = "connecting"
-        self.state_since = time.time()
         self.last_error: str | None = None
         self._loop_files = loop_files
         self._wake = wake
@@ -183,45 +189,46 @@ class LiveCamera:
             frame, self._latest = self._latest, None
         return frame
 
-    def _set_state(self, state: str) -> None:
-        if state != self.state:
-            self.state, self.state_since = state, time.time()
+    @property
+    def running(self) -> bool:
+        return self.state in ("connecting", "live", "offline")
 
     def _run(self) -> None:
         camera = self.pipeline.camera
         stats = self.pipeline.stats
+        live = is_live_url(camera.url)
         backoff = 1.0
-        pts_origin = 0.0  # stream time keeps growing across reconnects, so dwell and ids stay sane
+        origin_s = 0.0  # stream time keeps growing across reconnects: one clock for dwell, ids and clips
         while not self._stop.is_set():
-            self._set_state("connecting")
-            last_pts = pts_origin
+            self.state = "connecting"
             try:
                 for frame in decode(camera.url, camera_id=camera.id, analysis_fps=camera.analysis_fps,
                                     ring=self.pipeline.ring, stats=stats, loop=self._loop_files,
-                                    realtime=True, stop=self._stop):
-                    self._set_state("live")
+                                    realtime=True, stop=self._stop, origin_s=origin_s):
+                    self.state = "live"
                     backoff = 1.0
-                    last_pts = pts_origin + frame.pts_s
-                    frame = Frame(frame.camera_id, frame.seq, last_pts, frame.wall_ts, frame.image)
+                    origin_s = frame.pts_s + 1.0
                     with self._lock:
                         if self._latest is not None:
                             stats.skipped += 1
                         self._latest = frame
                     self._wake.set()
-                if not is_live_url(camera.url) and not self._loop_files:
-                    self._set_state("ended")
-                    return
             except SourceError as exc:
                 self.last_error = str(exc)
                 log.error("%s", exc)
+                if not live:  # a broken file stays broken: reading it again would refile its cases
+                    self.state = "failed"
+                    return
             if self._stop.is_set():
                 break
-            self._set_state("offline")
+            if not live:
+                self.state = "ended"
+                return
+            self.state = "offline"
             stats.reconnects += 1
-            pts_origin = last_pts + 1.0
             self._stop.wait(backoff)
             backoff = min(self._max_backoff_s, backoff * 2)
-        self._set_state("stopped")
+        self.state = "stopped"
 
 
 class HealthMeter:
@@ -239,10 +246,13 @@ class HealthMeter:
         then, received, analysed, skipped = self._last.get(camera_id, (self._started, 0, 0, 0))
         self._last[camera_id] = (now, stats.received, stats.analysed, stats.skipped)
         span = now - then
-        rate = (lambda a, b: (a - b) / span) if span > 0 else (lambda a, b: 0.0)  # noqa: E731
-        return (f"[health] {camera_id} {camera.state} in={rate(stats.received, received):.1f}/s "
+        rate = (lambda a, b: (a - b) / span) if span > 0 else (lambda a, b: 0.0)
+        line = (f"[health] {camera_id} {camera.state} in={rate(stats.received, received):.1f}/s "
                 f"analysed={rate(stats.analysed, analysed):.1f}/s skipped={rate(stats.skipped, skipped):.1f}/s "
-                f"lag={self.lag_s.get(camera_id, 0.0):.2f}s reconnects={stats.reconnects}")
+                f"lag={self.lag_s.get(camera_id, 0.0):.2f}s reconnects={stats.reconnects} corrupt={stats.corrupt}")
+        if camera.state != "live" and camera.last_error:
+            line += f" error: {camera.last_error}"
+        return line
 
 
 class Patrol:
@@ -279,15 +289,20 @@ class Patrol:
                     for camera in self.cameras:
                         self.print_line(self.health.line(camera))
                     next_health += self.health_every_s
-                if all(c.state in ("ended", "stopped") for c in self.cameras):
-                    break
                 self._wake.wait(0.2)
                 self._wake.clear()
                 self._analyse_newest()
+                for camera in self.cameras:
+                    if camera.state != "live":  # no newer frame is coming to release its post-roll
+                        for violation in camera.pipeline.flush():
+                            self._submit(camera.pipeline, violation)
+                if not any(camera.running for camera in self.cameras):
+                    break
         finally:
             self.stop()
             for camera in self.cameras:
                 camera.join(timeout=10)
+            self._analyse_newest()  # frames decoded before the stop still count
             for camera in self.cameras:
                 for violation in camera.pipeline.flush():
                     self._submit(camera.pipeline, violation)

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import av
 
@@ -26,13 +27,22 @@ class SourceStats:
     """Counters since start, written by the decode thread; readers take differences over time."""
 
     received: int = 0  # decoded pictures
-    sampled: int = 0  # picked at the analysis rate
     skipped: int = 0  # picked, but replaced by a newer one before analysis took it
     analysed: int = 0
     corrupt: int = 0  # packets the decoder rejected
     reconnects: int = 0
     last_frame_wall: float | None = None
     started_wall: float = field(default_factory=time.time)
+
+
+def redact(url: str) -> str:
+    """The URL without its password, fit for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def is_live_url(url: str) -> bool:
@@ -49,10 +59,12 @@ def open_container(url: str, camera_id: str, *, open_timeout_s: float = 10.0, re
     try:
         container = av.open(url, options=options, timeout=(open_timeout_s, read_timeout_s))
     except (av.FFmpegError, OSError) as exc:
-        raise SourceError(f"camera {camera_id}: cannot open {url}: {exc}") from exc
+        # PyAV's message repeats the URL, password included: keep only its reason
+        reason = exc.strerror if isinstance(exc, av.FFmpegError) and exc.strerror else type(exc).__name__
+        raise SourceError(f"camera {camera_id}: cannot open {redact(url)}: {reason}") from exc
     if not container.streams.video:
         container.close()
-        raise SourceError(f"camera {camera_id}: no video stream in {url}")
+        raise SourceError(f"camera {camera_id}: no video stream in {redact(url)}")
     return container
 
 
@@ -64,7 +76,7 @@ class FrameSampler:
         self._next_due: float | None = None
 
     def take(self, pts_s: float) -> bool:
-        # half a source frame of slack, so 25 fps sampled at 5 fps picks every 5th frame exactly
+        # 1 ms of slack for timestamp rounding, so 25 fps sampled at 5 fps picks every 5th frame exactly
         if self._next_due is None or pts_s >= self._next_due - 1e-3:
             due = pts_s + self.period if self._next_due is None else self._next_due + self.period
             # after a gap (stall, seek, loop) restart the grid instead of catching up with a burst
@@ -73,16 +85,43 @@ class FrameSampler:
         return False
 
 
+class Timeline:
+    """Maps a stream's raw timestamps onto the camera's clock, which starts at ``origin_s`` and
+    never goes back. A raw time that jumps back (a file's next loop, an encoder restart, a
+    transport-stream discontinuity) continues one frame after the last time placed."""
+
+    JUMP_S = 1.0  # smaller steps back are decoder reordering, not a restart
+
+    def __init__(self, origin_s: float, frame_s: float) -> None:
+        self._shift = origin_s
+        self._frame_s = frame_s
+        self.last_s: float | None = None
+
+    def place(self, raw_s: float, *, strictly_later: bool) -> float | None:
+        """Camera time of ``raw_s``; None when ``strictly_later`` and it is not after the last one."""
+        t = self._shift + raw_s
+        if self.last_s is not None:
+            if t < self.last_s - self.JUMP_S:
+                self._shift += self.last_s + self._frame_s - t
+                t = self.last_s + self._frame_s
+            elif strictly_later and t <= self.last_s:
+                return None
+        self.last_s = t if self.last_s is None else max(self.last_s, t)
+        return t
+
+
 def decode(url: str, *, camera_id: str, analysis_fps: float, ring: PacketRing | None = None,
            stats: SourceStats | None = None, loop: bool = False, realtime: bool = False,
-           stop: threading.Event | None = None, start_wall: float | None = None) -> Iterator[Frame]:
+           stop: threading.Event | None = None, start_wall: float | None = None,
+           origin_s: float = 0.0) -> Iterator[Frame]:
     """Analysis frames of one source, in presentation order.
 
-    ``pts_s`` starts at 0 and keeps growing across loops of a file. ``realtime`` paces a file as
-    if it were a live camera. ``wall_ts`` is the decode time for live sources and paced files,
-    and ``start_wall + pts_s`` for a replay run as fast as possible (so time-of-day rules see the
-    scene's own clock). Corrupt packets are counted and skipped; a broken container raises
-    SourceError after everything decoded so far has been yielded.
+    ``pts_s`` starts at ``origin_s`` (a reconnecting camera passes where its clock stood, so
+    frames and clip packets stay on one clock) and only grows (see Timeline). ``realtime`` paces
+    a file as if it were a live camera. ``wall_ts`` is the decode time for live sources and paced
+    files, and ``start_wall + pts_s`` for a replay run as fast as possible (so time-of-day rules
+    see the scene's own clock). Corrupt packets are counted and skipped; a broken container
+    raises SourceError after everything decoded so far has been yielded.
     """
     stats = stats or SourceStats()
     sampler = FrameSampler(analysis_fps)
@@ -90,35 +129,36 @@ def decode(url: str, *, camera_id: str, analysis_fps: float, ring: PacketRing | 
     start_wall = time.time() if start_wall is None else start_wall
     live = is_live_url(url)
     seq = 0
-    offset_s = 0.0
     pace_origin: float | None = None
     container = open_container(url, camera_id)
-    container.streams.video[0].thread_type = "AUTO"
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    time_base = float(stream.time_base)
+    frame_s = 1.0 / float(stream.average_rate or 25)
+    # packets (decode order) and pictures (presentation order) each keep a clock, bridged alike
+    packet_clock, picture_clock = Timeline(origin_s, frame_s), Timeline(origin_s, frame_s)
+    params: StreamParams | None = None  # one per opened stream, shared by every loop of a file
+    # stream time 0 is the first picture's presentation, not the first packet's decode time
+    first_ts: int | None = stream.start_time
     try:
         while not stop.is_set():
-            stream = container.streams.video[0]
-            params: StreamParams | None = None
-            time_base = float(stream.time_base)
-            frame_s = 1.0 / float(stream.average_rate or 25)
-            # stream time 0 is the first picture's presentation, not the first packet's decode time
-            first_ts: int | None = stream.start_time
-            last_pts_s = offset_s
             try:
                 for packet in container.demux(stream):
                     if stop.is_set():
                         return
                     # the demuxer ends with an empty packet that flushes the decoder's last pictures
-                    flush = packet.dts is None and packet.pts is None
-                    ts = packet.dts if packet.dts is not None else packet.pts
-                    if first_ts is None and not flush:
-                        first_ts = packet.pts if packet.pts is not None else ts
-                    if ring is not None and params is None and packet.is_keyframe:
-                        params = StreamParams.from_stream(stream, packet)
-                    if ring is not None and params is not None and not flush:
-                        pts = packet.pts if packet.pts is not None else ts
-                        ring.add(bytes(packet), pts_s=offset_s + (pts - first_ts) * time_base,
-                                 dts_s=offset_s + (ts - first_ts) * time_base, keyframe=packet.is_keyframe,
-                                 params=params)
+                    if packet.dts is not None or packet.pts is not None:
+                        ts = packet.dts if packet.dts is not None else packet.pts
+                        if first_ts is None:
+                            first_ts = packet.pts if packet.pts is not None else ts
+                        dts_s = packet_clock.place((ts - first_ts) * time_base, strictly_later=False)
+                        if ring is not None:
+                            params = params or (StreamParams.from_stream(stream, packet) if packet.is_keyframe
+                                                else None)
+                            if params is not None:
+                                pts = packet.pts if packet.pts is not None else ts
+                                ring.add(bytes(packet), pts_s=dts_s + (pts - ts) * time_base, dts_s=dts_s,
+                                         keyframe=packet.is_keyframe, params=params)
                     try:
                         pictures = packet.decode()
                     except av.error.InvalidDataError:
@@ -129,9 +169,9 @@ def decode(url: str, *, camera_id: str, analysis_fps: float, ring: PacketRing | 
                         stats.last_frame_wall = time.time()
                         if picture.pts is None or first_ts is None:
                             continue  # no timestamp: cannot be placed in stream time
-                        pts = picture.pts
-                        pts_s = offset_s + max(0.0, (pts - first_ts) * time_base)
-                        last_pts_s = max(last_pts_s, pts_s)
+                        pts_s = picture_clock.place((picture.pts - first_ts) * time_base, strictly_later=True)
+                        if pts_s is None:
+                            continue
                         if realtime and not live:
                             if pace_origin is None:
                                 pace_origin = time.monotonic() - pts_s
@@ -140,15 +180,15 @@ def decode(url: str, *, camera_id: str, analysis_fps: float, ring: PacketRing | 
                                 return
                         if not sampler.take(pts_s):
                             continue
-                        stats.sampled += 1
                         wall = time.time() if (live or realtime) else start_wall + pts_s
                         yield Frame(camera_id, seq, pts_s, wall, picture.to_ndarray(format="bgr24"))
                         seq += 1
             except av.FFmpegError as exc:
-                raise SourceError(f"camera {camera_id}: stream broke after {last_pts_s:.1f}s of {url}: {exc}") from exc
+                at = picture_clock.last_s if picture_clock.last_s is not None else origin_s
+                raise SourceError(f"camera {camera_id}: stream broke at {at:.1f}s of {redact(url)}: "
+                                  f"{exc.strerror or type(exc).__name__}") from exc
             if not loop or live:
                 return
-            offset_s = last_pts_s + frame_s
-            container.seek(0)
+            container.seek(0)  # the next loop's timestamps jump back; the clocks bridge them
     finally:
         container.close()

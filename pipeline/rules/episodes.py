@@ -69,7 +69,7 @@ class EpisodeTracker:
             else:
                 episode.last_seen_s = now
                 episode.last_bbox = box
-                episode.trail.append((now, *centre(box)))
+                self._remember_position(episode, now, box)
                 episode.role = str(objects.role[index])
                 episode.score_sum += float(objects.score[index])
                 episode.observations += 1
@@ -89,6 +89,10 @@ class EpisodeTracker:
             trail.popleft()
         _, x, y = trail[0]
         return centre_drift(np.array([x, y, x, y]), box) > self._rule.max_drift
+
+    def _remember_position(self, episode: Episode, now: float, box: np.ndarray) -> None:
+        if self._rule.max_drift is not None:  # only movement checks read the trail, and they trim it
+            episode.trail.append((now, *centre(box)))
 
     def _associate(self, objects: Detections) -> list[Episode | None]:
         """The episode each object continues, by track id, else by IoU with an episode unseen

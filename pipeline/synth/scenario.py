@@ -87,7 +87,7 @@ class Scenario:
 
 def draw_background(width: int, height: int, layout: Layout, rng: np.random.Generator) -> np.ndarray:
     img = np.zeros((height, width, 3), np.uint8)
-    y = lambda f: int(round(f * height))  # noqa: E731 - a unit conversion, not logic
+    y = lambda f: int(round(f * height))
     # shop fronts
     x = 0
     while x < width:
@@ -218,7 +218,7 @@ def sample_scenario(seed: int = 7, width: int = 960, height: int = 540, fps: flo
 
 def random_scene(rng: np.random.Generator, width: int, height: int) -> Scenario:
     """A random street at one instant (t = 0), for training images: varied layout, look and light."""
-    jitter = lambda v, d=0.02: float(v + rng.uniform(-d, d))  # noqa: E731
+    jitter = lambda v, d=0.02: float(v + rng.uniform(-d, d))
     layout = Layout(shops_bottom=jitter(0.26), north_walk_bottom=jitter(0.46), lane_a=jitter(0.60),
                     lane_b=jitter(0.72), kerb_lane=jitter(0.85), road_bottom=jitter(0.89, 0.01))
     H, W = height, width
