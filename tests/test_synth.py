@@ -5,9 +5,10 @@ from __future__ import annotations
 import gzip
 import json
 
+import cv2
 import numpy as np
-
 from conftest import DEFAULT_MODEL, SAMPLE_CAMERA, SAMPLE_VIDEO
+
 from pipeline.config import load_camera
 from pipeline.detect import Detector
 from pipeline.ingest import decode
@@ -23,11 +24,11 @@ def iou(a, b) -> float:
 
 
 def test_the_same_seed_renders_the_same_street(tmp_path):
-    scenario = dict(seed=3, width=320, height=180, fps=5.0, duration_s=2.0)
+    scenario = {"seed": 3, "width": 320, "height": 180, "fps": 5.0, "duration_s": 2.0}
     first = render_video(sample_scenario(**scenario), tmp_path / "a.mp4", seed=3, progress=False)
     second = render_video(sample_scenario(**scenario), tmp_path / "b.mp4", seed=3, progress=False)
     assert first["episodes"] == second["episodes"]
-    boxes = [gzip.open(tmp_path / f"{n}.boxes.jsonl.gz", "rt").read() for n in ("a", "b")]
+    boxes = [gzip.decompress((tmp_path / f"{n}.boxes.jsonl.gz").read_bytes()).decode() for n in ("a", "b")]
     assert boxes[0] == boxes[1] and boxes[0].count("\n") == 10
 
 
@@ -35,10 +36,9 @@ def test_the_sample_episodes_lie_in_the_zones_of_the_sample_camera():
     camera = load_camera(SAMPLE_CAMERA)
     truth = json.loads(SAMPLE_VIDEO.with_name("sample-street.gt.json").read_text())
     zones = {zone.id: zone.polygon_px((truth["width"], truth["height"])) for zone in camera.zones}
-    import cv2
 
     for episode in truth["episodes"]:
-        x1, y1, x2, y2 = episode["box"]
+        x1, _, x2, y2 = episode["box"]
         polygon = zones[episode["zone_id"]].astype(np.float32)
         assert cv2.pointPolygonTest(polygon, ((x1 + x2) / 2, y2 - 1), False) >= 0, episode
 
