@@ -39,7 +39,7 @@ def _backends(args) -> tuple:
     if not Path(args.model).is_file():
         raise UsageError(f"--model {args.model}: no such file")
     try:
-        detector = Detector(args.model, conf_threshold=args.conf)
+        detector = Detector(args.model, conf_threshold=args.conf, intra_op_threads=args.threads)
     except ModelCardError:
         raise
     except Exception as exc:  # ONNX Runtime's load errors share no base class but Exception
@@ -155,6 +155,7 @@ def cmd_synth(args) -> int:
 def _add_backend_options(parser: argparse.ArgumentParser, *, var: bool = True) -> None:
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help="ONNX detector (its card is found by sha256)")
     parser.add_argument("--conf", type=float, default=0.25, help="detector score threshold")
+    parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: its own choice)")
     if var:
         parser.add_argument("--var", default="var", help="working folder for the embedded queue and evidence")
     parser.add_argument("--queue", help="case queue URL (default: SQLite under --var)")

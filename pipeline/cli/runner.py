@@ -271,6 +271,9 @@ class Patrol:
                                    loop_files=loop_files, wake=self._wake, stop=self._stop) for c in cameras]
         self.health = HealthMeter()
         self._writers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="evidence")
+        # Each waiting job holds two full frames. When storage falls behind, the inference loop
+        # waits here (its cameras skip frames) rather than memory growing or a case being dropped.
+        self._writer_slots = threading.BoundedSemaphore(16)
 
     def stop(self) -> None:
         self._stop.set()
@@ -319,10 +322,12 @@ class Patrol:
             self.health.lag_s[camera.pipeline.camera.id] = time.time() - frame.wall_ts
 
     def _submit(self, pipeline: CameraPipeline, violation: Violation) -> None:
+        self._writer_slots.acquire()
         future = self._writers.submit(self.filer.file, pipeline, violation)
-        future.add_done_callback(_log_failure)
+        future.add_done_callback(self._release_slot)
 
+    def _release_slot(self, future: Future) -> None:
+        self._writer_slots.release()
+        if future.exception() is not None:
+            log.error("filing a case failed", exc_info=future.exception())
 
-def _log_failure(future: Future) -> None:
-    if future.exception() is not None:
-        log.error("filing a case failed", exc_info=future.exception())
