@@ -79,6 +79,12 @@ class Detections:
 BBox = tuple[float, float, float, float]
 
 
+def as_bbox(box) -> BBox:
+    """Plain Python floats from any 4-sequence, so numpy scalars never reach JSON or equality checks."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return x1, y1, x2, y2
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Violation:
     """One confirmed violation episode, with the frames that prove it. Rules emit one per episode."""

@@ -12,6 +12,13 @@ import time
 from pipeline.queue import open_queue
 from pipeline.types import CaseRecord, EvidenceItem
 
+LOCATION = {
+    "lat": 30.274085,
+    "lon": 120.15507,
+    "address": "杭州市上城区人民路 18 号",
+    "grid_code": "330102001001",
+    "timezone": "Asia/Shanghai",
+}
 
 def make_record(index: int, *, score: float = 0.1 + 0.2) -> CaseRecord:
     """A realistic case; ``score`` defaults to a float whose repr has 17 digits."""
@@ -31,13 +38,7 @@ def make_record(index: int, *, score: float = 0.1 + 0.2) -> CaseRecord:
         dwell_s=300.0,
         bbox=(101.5, 220.25, 388.0, 410.75),
         score=score,
-        location={
-            "lat": 30.274085,
-            "lon": 120.15507,
-            "address": "杭州市上城区人民路 18 号",
-            "grid_code": "330102001001",
-            "timezone": "Asia/Shanghai",
-        },
+        location=dict(LOCATION),
         first_seen_wall="2024-05-01T08:00:12.040+08:00",
         confirmed_wall="2024-05-01T08:05:12.040+08:00",
         model={"name": "yolo11s-city-v3", "sha256": "ab" * 32},

@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from queue_contract import LOCATION
 
 from pipeline.evidence import (
     CameraInfo,
@@ -68,13 +69,7 @@ def _violation(**changes: object) -> Violation:
 CAMERA = CameraInfo(
     camera_id="cam-07",
     name="人民路与解放路口东",
-    location={
-        "lat": 30.274085,
-        "lon": 120.15507,
-        "address": "杭州市上城区人民路 18 号",
-        "grid_code": "330102001001",
-        "timezone": "Asia/Shanghai",
-    },
+    location=dict(LOCATION),
 )
 
 

@@ -15,7 +15,7 @@ from pipeline.evidence.camera import CameraInfo
 from pipeline.evidence.event_codes import EventCodeTable
 from pipeline.evidence.store import EvidenceStore
 from pipeline.evidence.text import TextRenderer, default_text_renderer
-from pipeline.types import CaseRecord, Violation
+from pipeline.types import CaseRecord, Violation, as_bbox
 
 METADATA_VERSION = 1  # bump when a field of metadata.json changes meaning or goes away
 
@@ -103,7 +103,7 @@ class EvidenceWriter:
             first_seen_s=float(violation.first_seen_s),
             confirmed_s=float(violation.confirmed_s),
             dwell_s=float(violation.dwell_s),
-            bbox=_plain_box(violation.bbox),
+            bbox=as_bbox(violation.bbox),
             score=float(violation.score),
             location=dict(camera.location),
             first_seen_wall=first_seen_at.isoformat(timespec="milliseconds"),
@@ -117,7 +117,7 @@ class EvidenceWriter:
             "metadata_version": METADATA_VERSION,
             "event_category": event.category,
             "role": violation.role,
-            "first_bbox": list(_plain_box(violation.first_bbox)),
+            "first_bbox": list(as_bbox(violation.first_bbox)),
             "zone_polygon_px": np.asarray(zone_polygon_px, np.float64).tolist(),
         }
         # Written last: a case directory with metadata.json is complete.
@@ -153,7 +153,3 @@ def _caption(moment: datetime, camera: CameraInfo) -> str:
     return f"{moment:%Y-%m-%d %H:%M:%S %z} {camera.camera_id}"
 
 
-def _plain_box(bbox: Any) -> tuple[float, float, float, float]:
-    """Python floats, so numpy scalars from the detector never reach JSON."""
-    x1, y1, x2, y2 = (float(v) for v in bbox)
-    return x1, y1, x2, y2

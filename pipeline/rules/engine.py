@@ -8,9 +8,9 @@ from datetime import datetime, time
 import numpy as np
 
 from pipeline.config import CameraConfig, RuleConfig
-from pipeline.types import BBox, Detections, Frame, Violation
+from pipeline.types import BBox, Detections, Frame, Violation, as_bbox
 
-from .episodes import EpisodeTracker, as_bbox
+from .episodes import EpisodeTracker
 from .zone_mask import ZoneMask
 
 

@@ -9,7 +9,7 @@ from functools import partial
 import numpy as np
 
 from pipeline.config import RuleConfig
-from pipeline.types import BBox, Detections, Frame, Violation
+from pipeline.types import Detections, Frame, Violation, as_bbox
 
 from .boxes import box_iou, centre, centre_drift
 from .case_id import case_id
@@ -153,7 +153,3 @@ class EpisodeTracker:
         episode.first_frame = None
         return violation
 
-
-def as_bbox(box: np.ndarray) -> BBox:
-    x1, y1, x2, y2 = (float(v) for v in box)
-    return x1, y1, x2, y2
