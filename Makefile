@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install clean
+.PHONY: demo test install test-servers clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,11 @@ install: $(BIN)/.installed
 demo: $(BIN)/.installed
 	$(BIN)/patrol demo
 
-test: $(BIN)/.installed
+# redis-server and a GStreamer RTSP server from Debian: the tests start real ones on loopback
+test-servers:
+	tests/servers/install-packages.sh
+
+test: test-servers $(BIN)/.installed
 	$(BIN)/pytest
 
 clean:

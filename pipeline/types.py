@@ -171,3 +171,11 @@ class CaseRecord:
                 },
             }
         )
+
+
+class BackendUnavailable(ConnectionError):
+    """A production backend (Redis, S3/MinIO) cannot be reached right now; retrying later may work.
+
+    Backends raise it instead of their client library's own errors, so the spool that retries
+    them needs to know no client library.
+    """

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+# Real servers on loopback, each in its own plugin module.
+pytest_plugins = ["fixture_redis", "fixture_s3", "fixture_rtsp"]
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 SAMPLE_VIDEO = REPO / "streams" / "samples" / "sample-street.mp4"

@@ -1,0 +1,1 @@
+"""Pytest fixtures: a real redis server on loopback, started by the test setup."""

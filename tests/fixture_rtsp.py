@@ -1,0 +1,1 @@
+"""Pytest fixtures: a real rtsp server on loopback, started by the test setup."""
