@@ -179,3 +179,22 @@ class BackendUnavailable(ConnectionError):
     Backends raise it instead of their client library's own errors, so the spool that retries
     them needs to know no client library.
     """
+
+
+@dataclass(frozen=True, slots=True)
+class CaseNote:
+    """A line added to a filed case after the fact, e.g. the recovery of a camera whose fault was filed."""
+
+    note_id: str  # unique; adding the same note twice keeps one
+    case_id: str
+    at_wall: str  # ISO 8601 with offset
+    author: str  # "system" for the patrol's own notes
+    kind: str  # e.g. camera_recovered
+    text: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CaseNote:
+        return cls(**data)

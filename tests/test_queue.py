@@ -15,15 +15,16 @@ from pathlib import Path
 import pytest
 from queue_contract import make_record
 
-from pipeline.queue import CaseQueue, open_queue
-from pipeline.types import CaseRecord
+from pipeline.queue import CaseQueue, RedisCaseQueue, open_queue
+from pipeline.types import CaseNote, CaseRecord
 
 Connect = Callable[..., CaseQueue]
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "redis"])
 def queue_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    # The Redis backend joins by adding a param that returns a redis:// URL on a fresh stream.
+    if request.param == "redis":
+        return request.getfixturevalue("redis_url")  # the session's redis-server, flushed
     return f"sqlite:///{tmp_path}/cases.sqlite3"
 
 
@@ -214,6 +215,22 @@ def test_consumer_killed_before_ack_loses_nothing(queue_url: str, connect: Conne
     assert {d.attempts for d in deliveries} == {2}
 
 
+def test_notes_stay_with_their_case_once_each(connect: Connect) -> None:
+    queue = connect()
+    record = make_record(0)
+    first = CaseNote("N-1", record.case_id, "2024-05-01T08:30:00.000+08:00", "system", "camera_recovered", "画面恢复")
+    second = replace(first, note_id="N-2", text="second")
+    with pytest.raises(KeyError):
+        queue.add_note(first)  # a note never outruns its case
+    queue.publish(record)
+
+    assert queue.add_note(first) is True
+    assert queue.add_note(second) is True
+    assert queue.add_note(replace(first, text="retried")) is False
+    assert connect().notes(record.case_id) == [first, second]
+    assert queue.notes(make_record(1).case_id) == []
+
+
 def test_default_queue_is_sqlite_under_the_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -223,10 +240,18 @@ def test_default_queue_is_sqlite_under_the_working_directory(
     assert (tmp_path / "var/queue/cases.sqlite3").is_file()
 
 
-@pytest.mark.parametrize("url", ["redis://localhost:6379/0", "rediss://:secret@cache:6380/1"])
-def test_redis_url_says_the_backend_is_not_built_yet(url: str) -> None:
-    with pytest.raises(NotImplementedError, match="Redis") as raised:
-        open_queue(url)
+@pytest.mark.parametrize("url", ["redis://localhost:6379/0", "rediss://:secret@cache.invalid:6380/1"])
+def test_redis_url_opens_the_redis_queue_without_connecting(url: str) -> None:
+    started = time.monotonic()
+    with open_queue(url) as queue:  # nothing listens there: opening must not care
+        assert isinstance(queue, RedisCaseQueue)
+        assert "secret" not in repr(queue)
+    assert time.monotonic() - started < 1
+
+
+def test_unusable_redis_url_is_rejected_without_echoing_it() -> None:
+    with pytest.raises(ValueError, match="Redis") as raised:
+        open_queue("redis://:secret@cache:port/0")
     assert "secret" not in str(raised.value)
 
 

@@ -10,6 +10,7 @@ from pipeline.evidence.event_codes import (
 )
 from pipeline.evidence.factory import open_evidence_store
 from pipeline.evidence.local_store import LocalEvidenceStore
+from pipeline.evidence.s3_store import S3EvidenceStore
 from pipeline.evidence.store import EvidenceStore, InvalidEvidenceKey
 from pipeline.evidence.text import HersheyText, TrueTypeText, find_cjk_font
 from pipeline.evidence.writer import EvidenceWriter
@@ -25,6 +26,7 @@ __all__ = [
     "HersheyText",
     "InvalidEvidenceKey",
     "LocalEvidenceStore",
+    "S3EvidenceStore",
     "TrueTypeText",
     "find_cjk_font",
     "load_event_codes",

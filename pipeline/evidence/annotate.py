@@ -31,7 +31,8 @@ def annotate(
     line_px = max(2, round(height / 360))
     text_px = max(12, round(height / 36))
     polygon = np.round(np.asarray(zone_polygon_px, np.float64)).astype(np.int32).reshape(-1, 1, 2)
-    cv2.polylines(annotated, [polygon], True, ZONE_COLOR, line_px, cv2.LINE_AA)
+    if len(polygon):  # a camera-fault picture has no zone
+        cv2.polylines(annotated, [polygon], True, ZONE_COLOR, line_px, cv2.LINE_AA)
     x1, y1, x2, y2 = (round(v) for v in bbox)
     cv2.rectangle(annotated, (x1, y1), (x2, y2), BOX_COLOR, line_px)
     plate_height = text.measure(label, text_px)[1] + 2 * _plate_padding(text_px)

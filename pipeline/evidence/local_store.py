@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from pathlib import Path
@@ -14,7 +15,7 @@ class LocalEvidenceStore(EvidenceStore):
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def keys(self, prefix: str = "") -> list[str]:
+    def _keys(self, prefix: str) -> list[str]:
         # Walk only below the prefix's directory part, which must itself stay inside the root.
         directory, _, _ = prefix.rpartition("/")
         start = self._path(directory) if directory else self.root
@@ -29,7 +30,7 @@ class LocalEvidenceStore(EvidenceStore):
                     found.append(key)
         return sorted(found)
 
-    def _write(self, key: str, data: bytes, content_type: str) -> None:
+    def _write(self, key: str, data: bytes, content_type: str, sha256: str) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         # Same directory as the target, so the rename is atomic on one filesystem.
@@ -48,11 +49,24 @@ class LocalEvidenceStore(EvidenceStore):
     def _read(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             raise KeyError(key) from None
 
     def _exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def _sha256_of(self, key: str) -> str:
+        # Hashed from the file each time: a file changed on disk after it was written shows up.
+        try:
+            with open(self._path(key), "rb") as file:
+                return hashlib.file_digest(file, "sha256").hexdigest()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise KeyError(key) from None
+
+    def _url_for(self, key: str, expires_s: float) -> str | None:
+        if not self._exists(key):
+            raise KeyError(key)
+        return None
 
     def _path(self, key: str) -> Path:
         path = self.root / validate_key(key)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -15,9 +15,24 @@ from pipeline.evidence.camera import CameraInfo
 from pipeline.evidence.event_codes import EventCodeTable
 from pipeline.evidence.store import EvidenceStore
 from pipeline.evidence.text import TextRenderer, default_text_renderer
-from pipeline.types import CaseRecord, Violation, as_bbox
+from pipeline.types import CaseRecord, Frame, Violation, as_bbox
 
 METADATA_VERSION = 1  # bump when a field of metadata.json changes meaning or goes away
+CAMERA_FAULT = "camera_fault"  # the event-table key of 故障报警
+
+
+@dataclass(frozen=True)
+class CameraFault:
+    """A camera that has been offline past its threshold, as the fault case records it."""
+
+    case_id: str
+    since_wall: float  # when it stopped delivering video
+    filed_wall: float
+    stream_s: float  # the camera's stream clock when it stopped
+    state: str  # offline or stalled
+    reason: str
+    last_frame: Frame | None  # its last analysed picture, if it ever delivered one
+    history: tuple[tuple[str, str, float, str], ...] = ()  # recent (old, new, wall_ts, reason)
 
 
 class EvidenceWriter:
@@ -54,8 +69,11 @@ class EvidenceWriter:
         zone_polygon_px: np.ndarray,
         clip_mp4: bytes | None,
         model: dict[str, Any],
+        store: EvidenceStore | None = None,
     ) -> CaseRecord:
+        """``store`` overrides the writer's own store for this case (the spool stages cases)."""
         _check_inputs(violation, camera, model)
+        store = store or self._store
         event = self._event_codes.lookup(violation.kind)
         first_seen_at = datetime.fromtimestamp(violation.first_frame.wall_ts, camera.timezone)
         confirmed_at = datetime.fromtimestamp(violation.trigger_frame.wall_ts, camera.timezone)
@@ -85,11 +103,11 @@ class EvidenceWriter:
             ),
         }
         evidence = {
-            file: self._store.put(f"{prefix}/{file}", self._jpeg(picture), "image/jpeg")
+            file: store.put(f"{prefix}/{file}", self._jpeg(picture), "image/jpeg")
             for file, picture in pictures.items()
         }
         if clip_mp4 is not None:
-            evidence["clip.mp4"] = self._store.put(f"{prefix}/clip.mp4", clip_mp4, "video/mp4")
+            evidence["clip.mp4"] = store.put(f"{prefix}/clip.mp4", clip_mp4, "video/mp4")
 
         record = CaseRecord(
             case_id=violation.case_id,
@@ -120,19 +138,83 @@ class EvidenceWriter:
             "first_bbox": list(as_bbox(violation.first_bbox)),
             "zone_polygon_px": np.asarray(zone_polygon_px, np.float64).tolist(),
         }
-        # Written last: a case directory with metadata.json is complete.
-        evidence["metadata.json"] = self._store.put(
-            f"{prefix}/metadata.json",
-            json.dumps(metadata, ensure_ascii=False, indent=2, sort_keys=True).encode("utf-8"),
-            "application/json",
+        return _with_metadata(store, prefix, record, metadata)
+
+    def write_camera_fault(
+        self,
+        fault: CameraFault,
+        *,
+        camera: CameraInfo,
+        model: dict[str, Any],
+        store: EvidenceStore | None = None,
+    ) -> CaseRecord:
+        """A 故障报警 case for a camera that has delivered no usable video since ``fault.since_wall``.
+
+        Its proof is the camera's last analysed picture (when there was one) and the camera's
+        recent state changes; the zone is empty and the box is the whole picture.
+        """
+        store = store or self._store
+        event = self._event_codes.lookup(CAMERA_FAULT)
+        since = datetime.fromtimestamp(fault.since_wall, camera.timezone)
+        filed = datetime.fromtimestamp(fault.filed_wall, camera.timezone)
+        prefix = f"{filed.date().isoformat()}/{camera.camera_id}/{fault.case_id}"
+        evidence = {}
+        bbox = (0.0, 0.0, 0.0, 0.0)
+        if fault.last_frame is not None:
+            picture = fault.last_frame.image
+            height, width = picture.shape[:2]
+            bbox = (0.0, 0.0, float(width), float(height))
+            last_seen = datetime.fromtimestamp(fault.last_frame.wall_ts, camera.timezone)
+            labelled = annotate(picture, bbox=bbox, zone_polygon_px=np.zeros((0, 2)),
+                                label=event.name if self._text.renders_chinese else CAMERA_FAULT,
+                                caption=_caption(last_seen, camera), text=self._text)
+            evidence["last_frame.jpg"] = store.put(f"{prefix}/last_frame.jpg", self._jpeg(labelled), "image/jpeg")
+        offline_s = fault.filed_wall - fault.since_wall
+        record = CaseRecord(
+            case_id=fault.case_id,
+            violation=CAMERA_FAULT,
+            event_code=event.code,
+            event_name=event.name,
+            camera_id=camera.camera_id,
+            camera_name=camera.name,
+            zone_id="",
+            track_id=0,
+            first_seen_s=float(fault.stream_s),
+            confirmed_s=float(fault.stream_s + offline_s),
+            dwell_s=float(offline_s),
+            bbox=bbox,
+            score=1.0,
+            location=dict(camera.location),
+            first_seen_wall=since.isoformat(timespec="milliseconds"),
+            confirmed_wall=filed.isoformat(timespec="milliseconds"),
+            model=dict(model),
+            pipeline_version=self._pipeline_version,
+            evidence=evidence,
         )
-        return replace(record, evidence=evidence)
+        metadata = {
+            **record.to_dict(),
+            "metadata_version": METADATA_VERSION,
+            "event_category": event.category,
+            "fault": {"state": fault.state, "reason": fault.reason, "offline_s": round(offline_s, 3),
+                      "history": [list(change) for change in fault.history]},
+        }
+        return _with_metadata(store, prefix, record, metadata)
 
     def _jpeg(self, picture: np.ndarray) -> bytes:
         ok, encoded = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, self._jpeg_quality])
         if not ok:
             raise RuntimeError("OpenCV could not encode an evidence JPEG")
         return encoded.tobytes()
+
+
+def _with_metadata(store: EvidenceStore, prefix: str, record: CaseRecord, metadata: dict[str, Any]) -> CaseRecord:
+    # Written last: a case directory with metadata.json is complete.
+    item = store.put(
+        f"{prefix}/metadata.json",
+        json.dumps(metadata, ensure_ascii=False, indent=2, sort_keys=True).encode("utf-8"),
+        "application/json",
+    )
+    return replace(record, evidence={**record.evidence, "metadata.json": item})
 
 
 def _check_inputs(violation: Violation, camera: CameraInfo, model: dict[str, Any]) -> None:

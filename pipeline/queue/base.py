@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from types import TracebackType
 
-from pipeline.types import CaseRecord
+from pipeline.types import CaseNote, CaseRecord
 
 REVIEW_GROUP = "review"
 DEFAULT_VISIBILITY_TIMEOUT_S = 300.0
@@ -53,6 +53,17 @@ class CaseQueue(ABC):
     @abstractmethod
     def get(self, case_id: str) -> CaseRecord | None:
         """The published record with this ``case_id``, acknowledged or not."""
+
+    @abstractmethod
+    def add_note(self, note: CaseNote) -> bool:
+        """Attach ``note`` to its published case; False, and nothing stored, if its ``note_id`` was seen.
+
+        KeyError if the case was never published: a note never outruns its case.
+        """
+
+    @abstractmethod
+    def notes(self, case_id: str) -> list[CaseNote]:
+        """The notes of a case in the order they were added."""
 
     @abstractmethod
     def count(self) -> int:

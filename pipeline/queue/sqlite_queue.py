@@ -17,7 +17,7 @@ from pipeline.queue.base import (
     CaseQueue,
     Delivery,
 )
-from pipeline.types import CaseRecord
+from pipeline.types import CaseNote, CaseRecord
 
 # ``cases`` is the stream, ``consumer_groups.last_delivered_seq`` the group's read cursor and
 # ``pending`` its pending-entries list, so the Redis backend maps onto the same three ideas.
@@ -48,6 +48,13 @@ CREATE TABLE IF NOT EXISTS pending (
     PRIMARY KEY (group_name, seq)
 );
 CREATE INDEX IF NOT EXISTS pending_by_age ON pending (group_name, delivered_at);
+CREATE TABLE IF NOT EXISTS notes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    note_id TEXT NOT NULL UNIQUE,
+    case_id TEXT NOT NULL REFERENCES cases (case_id),
+    note TEXT NOT NULL  -- CaseNote.to_dict() as JSON
+);
+CREATE INDEX IF NOT EXISTS notes_by_case ON notes (case_id, seq);
 COMMIT;
 """
 
@@ -133,6 +140,21 @@ class SqliteCaseQueue(CaseQueue):
                 "SELECT record FROM cases WHERE case_id = ?", (case_id,)
             ).fetchone()
         return None if row is None else _record_from_json(row[0])
+
+    def add_note(self, note: CaseNote) -> bool:
+        with self._write_transaction() as conn:
+            if conn.execute("SELECT 1 FROM cases WHERE case_id = ?", (note.case_id,)).fetchone() is None:
+                raise KeyError(f"no case {note.case_id!r} to add note {note.note_id!r} to")
+            cursor = conn.execute(
+                "INSERT INTO notes (note_id, case_id, note) VALUES (?, ?, ?) ON CONFLICT (note_id) DO NOTHING",
+                (note.note_id, note.case_id, json.dumps(note.to_dict(), ensure_ascii=False, sort_keys=True)),
+            )
+        return cursor.rowcount == 1
+
+    def notes(self, case_id: str) -> list[CaseNote]:
+        with self._lock:
+            rows = self._conn.execute("SELECT note FROM notes WHERE case_id = ? ORDER BY seq", (case_id,)).fetchall()
+        return [CaseNote.from_dict(json.loads(row[0])) for row in rows]
 
     def count(self) -> int:
         with self._lock:

@@ -1,0 +1,160 @@
+"""Per-camera health figures that stay true: rates over a sliding window, so a dead stream reads 0.
+
+The same figures feed the ``[health]`` lines and the Prometheus ``/metrics`` endpoint. Totals are
+exported as counters (for ``rate()``/``increase()`` in Prometheus); the windowed rates, lag and
+per-hour counts as gauges, for a person reading the endpoint or the log without a query language.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+STATES = ("connecting", "live", "stalled", "offline", "ended", "failed", "stopped")
+
+
+@dataclass(frozen=True)
+class Counters:
+    """Totals of one camera at one moment."""
+
+    received: int = 0
+    analysed: int = 0
+    skipped: int = 0
+    decode_s: float = 0.0  # seconds spent decoding the received frames
+    inference_s: float = 0.0  # this camera's share of batched inference
+
+
+class RateWindow:
+    """Rates of a camera's counters over the last ``window_s`` seconds of samples."""
+
+    def __init__(self, window_s: float = 10.0) -> None:
+        self.window_s = window_s
+        self._samples: deque[tuple[float, Counters]] = deque()
+
+    def sample(self, counters: Counters, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self._samples.append((now, counters))
+        # keep one sample at or before the window's start, so the span always covers the window
+        while len(self._samples) > 2 and self._samples[1][0] <= now - self.window_s:
+            self._samples.popleft()
+
+    def rates(self) -> dict[str, float]:
+        if len(self._samples) < 2:
+            return {"received_fps": 0.0, "analysed_fps": 0.0, "skipped_fps": 0.0, "decode_ms": 0.0,
+                    "inference_ms": 0.0}
+        (then, old), (now, new) = self._samples[0], self._samples[-1]
+        span = max(now - then, 1e-9)
+        received, analysed = new.received - old.received, new.analysed - old.analysed
+        return {
+            "received_fps": received / span,
+            "analysed_fps": analysed / span,
+            "skipped_fps": (new.skipped - old.skipped) / span,
+            "decode_ms": 1000 * (new.decode_s - old.decode_s) / received if received else 0.0,
+            "inference_ms": 1000 * (new.inference_s - old.inference_s) / analysed if analysed else 0.0,
+        }
+
+
+@dataclass(frozen=True)
+class CameraReport:
+    camera_id: str
+    state: str
+    state_since: float  # wall clock
+    counters: Counters
+    rates: dict[str, float]
+    lag_s: float | None  # wall time from decode to the end of analysis of its latest frame
+    last_frame_wall: float | None
+    reconnects: int
+    stalls: int
+    corrupt: int
+    reconnects_last_hour: int
+    stalls_last_hour: int
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class PatrolReport:
+    cameras: list[CameraReport]
+    cases_filed: int  # new cases that reached the queue since start
+    spool_entries: int  # cases waiting on local disk for a backend
+    backend_error: str | None  # why the spool is not draining, while it is not
+
+
+def health_line(report: CameraReport) -> str:
+    rates = report.rates
+    lag = f"{report.lag_s:.2f}s" if report.lag_s is not None else "-"
+    line = (f"[health] {report.camera_id} {report.state} in={rates['received_fps']:.1f}/s "
+            f"analysed={rates['analysed_fps']:.1f}/s skipped={rates['skipped_fps']:.1f}/s "
+            f"decode={rates['decode_ms']:.1f}ms infer={rates['inference_ms']:.1f}ms lag={lag} "
+            f"reconnects={report.reconnects} stalls={report.stalls} corrupt={report.corrupt}")
+    if report.state not in ("live", "connecting") and report.last_error:
+        line += f" error: {report.last_error}"
+    return line
+
+
+def spool_line(report: PatrolReport) -> str | None:
+    if not report.spool_entries and report.backend_error is None:
+        return None
+    line = f"[health] spool {report.spool_entries} case(s) waiting"
+    return line + (f"; backend unavailable: {report.backend_error}" if report.backend_error else "")
+
+
+class PatrolCollector(Collector):
+    """Prometheus collector that reads the patrol's figures at scrape time (no second bookkeeping)."""
+
+    def __init__(self, report: Callable[[], PatrolReport]) -> None:
+        self._report = report
+
+    def collect(self) -> Iterator[Metric]:
+        report = self._report()
+        cams = report.cameras
+        yield _gauge("patrol_camera_state", "1 for the camera's current state, 0 for the others",
+                     ((c.camera_id, s, float(c.state == s)) for c in cams for s in STATES), ("camera", "state"))
+        yield _gauge("patrol_camera_state_since_seconds", "Unix time the camera entered its current state",
+                     ((c.camera_id, c.state_since) for c in cams))
+        for name, key, help_text in (
+            ("patrol_camera_received_fps", "received_fps", "Frames decoded per second over the last window"),
+            ("patrol_camera_analysed_fps", "analysed_fps", "Frames analysed per second over the last window"),
+            ("patrol_camera_skipped_fps", "skipped_fps", "Analysis frames replaced by a newer one per second"),
+            ("patrol_camera_decode_ms", "decode_ms", "Milliseconds of decoding per received frame"),
+            ("patrol_camera_inference_ms", "inference_ms", "Milliseconds of inference per analysed frame"),
+        ):
+            yield _gauge(name, help_text, ((c.camera_id, c.rates[key]) for c in cams))
+        yield _gauge("patrol_camera_lag_seconds", "Decode-to-analysed latency of the latest analysed frame",
+                     ((c.camera_id, c.lag_s) for c in cams if c.lag_s is not None))
+        yield _gauge("patrol_camera_last_frame_timestamp_seconds", "Unix time of the last decoded frame",
+                     ((c.camera_id, c.last_frame_wall) for c in cams if c.last_frame_wall is not None))
+        yield _gauge("patrol_camera_reconnects_last_hour", "Reconnects in the last hour",
+                     ((c.camera_id, c.reconnects_last_hour) for c in cams))
+        yield _gauge("patrol_camera_stalls_last_hour", "Stalls (connected, no frames) in the last hour",
+                     ((c.camera_id, c.stalls_last_hour) for c in cams))
+        for name, help_text, value in (
+            ("patrol_camera_frames_received", "Frames decoded", lambda c: c.counters.received),
+            ("patrol_camera_frames_analysed", "Frames analysed", lambda c: c.counters.analysed),
+            ("patrol_camera_frames_skipped", "Analysis frames replaced by a newer one", lambda c: c.counters.skipped),
+            ("patrol_camera_reconnects", "Reconnects", lambda c: c.reconnects),
+            ("patrol_camera_stalls", "Stalls", lambda c: c.stalls),
+            ("patrol_camera_corrupt_packets", "Packets the decoder rejected", lambda c: c.corrupt),
+        ):
+            family = CounterMetricFamily(name, help_text, labels=("camera",))
+            for camera in cams:
+                family.add_metric((camera.camera_id,), value(camera))
+            yield family
+        cases = CounterMetricFamily("patrol_cases_filed", "New cases that reached the case queue")
+        cases.add_metric((), report.cases_filed)
+        yield cases
+        yield _gauge("patrol_spool_entries", "Cases on local disk waiting for the backends",
+                     [(report.spool_entries,)], ())
+        yield _gauge("patrol_backends_up", "1 while the case queue and evidence store accept deliveries",
+                     [(float(report.backend_error is None),)], ())
+
+
+def _gauge(name: str, help_text: str, rows: Iterable[tuple], labels: tuple[str, ...] = ("camera",)) -> Metric:
+    family = GaugeMetricFamily(name, help_text, labels=labels)
+    for *label_values, value in rows:
+        family.add_metric(label_values, value)
+    return family

@@ -1,0 +1,155 @@
+"""The write-ahead spool on the embedded backends: order, crash leftovers, idempotent redelivery."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from queue_contract import make_record
+
+from pipeline.evidence import LocalEvidenceStore
+from pipeline.queue import SqliteCaseQueue
+from pipeline.queue.spool import CaseSpool, SpoolDrainer
+from pipeline.types import CaseNote, CaseRecord
+
+
+def spool_case(spool: CaseSpool, index: int) -> CaseRecord:
+    """Stages and commits a case with two evidence files, as the case filer does."""
+    template = make_record(index)
+    staged = spool.stage(template.case_id)
+    prefix = f"2024-05-01/cam-07/{template.case_id}"
+    evidence = {
+        "frame.jpg": staged.files.put(f"{prefix}/frame.jpg", f"jpeg {index}".encode(), "image/jpeg"),
+        "metadata.json": staged.files.put(f"{prefix}/metadata.json", b'{"n": %d}' % index, "application/json"),
+    }
+    record = replace(template, evidence=evidence)
+    spool.commit(staged, record)
+    return record
+
+
+@pytest.fixture
+def backends(tmp_path: Path):
+    store = LocalEvidenceStore(tmp_path / "evidence")
+    queue = SqliteCaseQueue(tmp_path / "cases.sqlite3")
+    yield store, queue
+    queue.close()
+
+
+def test_cases_reach_store_and_queue_in_commit_order(tmp_path: Path, backends) -> None:
+    store, queue = backends
+    spool = CaseSpool(tmp_path / "spool")
+    records = [spool_case(spool, i) for i in range(5)]
+    heard: list[tuple[str, bool]] = []
+    drainer = SpoolDrainer(spool, store, queue, listeners=[lambda r, new: heard.append((r.case_id, new))])
+
+    assert drainer.drain_once() == 5
+
+    assert heard == [(r.case_id, True) for r in records]
+    assert [d.record for d in queue.consume("reviewer", count=10)] == records
+    for record in records:
+        for item in record.evidence.values():
+            assert store.sha256_of(item.key) == item.sha256
+    assert spool.entries() == []
+
+
+def test_committed_cases_survive_a_crash_and_half_written_ones_vanish(tmp_path: Path, backends) -> None:
+    store, queue = backends
+    spool = CaseSpool(tmp_path / "spool")
+    committed = spool_case(spool, 1)
+    half = spool.stage("P-half-written")  # the process dies here, before commit
+    half.files.put("2024-05-01/cam-07/P-half-written/frame.jpg", b"partial", "image/jpeg")
+
+    spool.close()  # the process dies: the kernel drops its lock
+    reopened = CaseSpool(tmp_path / "spool")  # the restarted worker
+    assert [e.case_id for e in reopened.entries()] == [committed.case_id]
+    assert not half.path.exists()
+    SpoolDrainer(reopened, store, queue).drain_once()
+    assert queue.get(committed.case_id) == committed
+    assert queue.count() == 1
+
+
+def test_case_already_on_the_queue_is_neither_uploaded_nor_published_again(tmp_path: Path, backends) -> None:
+    store, queue = backends
+    spool = CaseSpool(tmp_path / "spool")
+    first = spool_case(spool, 1)
+    SpoolDrainer(spool, store, queue).drain_once()
+    key = first.evidence["frame.jpg"].key
+    stored = store.get(key)
+
+    again = CaseSpool(tmp_path / "spool-of-a-rerun")
+    staged = again.stage(first.case_id)
+    staged.files.put(key, b"different bytes of a rerun", "image/jpeg")
+    again.commit(staged, first)
+    heard: list[tuple[CaseRecord, bool]] = []
+    SpoolDrainer(again, store, queue, listeners=[lambda r, new: heard.append((r, new))]).drain_once()
+
+    assert heard == [(first, False)]
+    assert store.get(key) == stored
+    assert queue.count() == 1
+    assert again.entries() == []
+
+
+def test_unreadable_entry_is_set_aside_and_later_cases_go_on(tmp_path: Path, backends) -> None:
+    store, queue = backends
+    spool = CaseSpool(tmp_path / "spool")
+    broken = spool_case(spool, 1)
+    good = spool_case(spool, 2)
+    (spool.entries()[0].path / "record.json").write_text("{not json", encoding="utf-8")
+
+    SpoolDrainer(spool, store, queue).drain_once()
+
+    assert queue.get(broken.case_id) is None
+    assert queue.get(good.case_id) == good
+    aside = list(spool.rejected.iterdir())
+    assert [p.name.split("--", 1)[1] for p in aside] == [broken.case_id]
+    assert "unreadable record" in (aside[0] / "reason.txt").read_text()
+
+
+def test_drainer_thread_delivers_what_is_committed_while_it_runs(tmp_path: Path, backends) -> None:
+    store, queue = backends
+    spool = CaseSpool(tmp_path / "spool")
+    delivered = threading.Event()
+    drainer = SpoolDrainer(spool, store, queue, listeners=[lambda r, new: delivered.set()]).start()
+    try:
+        record = spool_case(spool, 3)
+        drainer.wake()
+        assert drainer.wait_empty(timeout_s=30)
+        assert delivered.is_set()
+        assert queue.get(record.case_id) == record
+    finally:
+        drainer.stop()
+
+
+def test_a_case_id_that_cannot_name_a_folder_is_refused(tmp_path: Path) -> None:
+    spool = CaseSpool(tmp_path / "spool")
+    for bad in ("", "../escape", ".hidden"):
+        with pytest.raises(ValueError, match="cannot name a spool entry"):
+            spool.stage(bad)
+
+
+def test_a_note_follows_its_case_and_is_added_once(tmp_path: Path, backends) -> None:
+    store, queue = backends
+    spool = CaseSpool(tmp_path / "spool")
+    record = spool_case(spool, 1)
+    note = CaseNote("N-1", record.case_id, "2024-05-01T08:30:00.000+08:00", "system", "camera_recovered",
+                    "camera back after 31 min")
+    spool.add_note(note)
+    spool.add_note(note)  # a retried note
+
+    SpoolDrainer(spool, store, queue).drain_once()
+
+    assert queue.notes(record.case_id) == [note]
+    assert spool.entries() == []
+
+
+def test_a_second_process_cannot_share_a_spool(tmp_path: Path) -> None:
+    held = CaseSpool(tmp_path / "spool")
+    script = f"from pipeline.queue.spool import CaseSpool; CaseSpool({str(tmp_path / 'spool')!r})"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "SpoolBusy" in result.stderr and "in use by another patrol process" in result.stderr
+    held.close()
