@@ -1,1 +1,173 @@
-"""Pytest fixtures: a real rtsp server on loopback, started by the test setup."""
+"""Pytest fixtures: a real rtsp server on loopback, started by the test setup.
+
+``rtsp_server({"street": SAMPLE_VIDEO})`` starts ``tests/servers/rtsp_serve.py`` under the system
+Python (Debian's GStreamer RTSP server) on a free loopback port and returns an :class:`RtspServer`;
+every server a test started is killed when the test ends, whatever happened.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+SERVE = Path(__file__).resolve().parent / "servers" / "rtsp_serve.py"
+SYSTEM_PYTHON = "/usr/bin/python3"
+READY_TIMEOUT_S = 15.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def gst_rtsp_missing() -> str | None:
+    """Why the GStreamer RTSP server cannot run here, or None when it can."""
+    probe = ("import gi; gi.require_version('GstRtspServer', '1.0'); gi.require_version('Gst', '1.0'); "
+             "from gi.repository import Gst, GstRtspServer; Gst.init(None); "
+             "assert Gst.ElementFactory.find('rtph264pay') and Gst.ElementFactory.find('qtdemux')")
+    try:
+        result = subprocess.run([SYSTEM_PYTHON, "-c", probe], check=False, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{SYSTEM_PYTHON}: {exc}"
+    return None if result.returncode == 0 else (result.stderr.strip().splitlines() or ["failed"])[-1]
+
+
+class RtspServer:
+    """One RTSP server process on ``127.0.0.1:port``; the port stays the same across restarts."""
+
+    def __init__(self, mounts: Mapping[str, str | os.PathLike], port: int | None = None) -> None:
+        self.mounts = {name: Path(path) for name, path in mounts.items()}
+        self.port = port or free_port()
+        self._process: subprocess.Popen | None = None
+        self._stderr = None  # a file, not a pipe: nobody reads it while the server runs
+        self._paused = False
+
+    def url(self, name: str) -> str:
+        if name not in self.mounts:
+            raise KeyError(f"no mount {name!r}; mounts: {sorted(self.mounts)}")
+        return f"rtsp://127.0.0.1:{self.port}/{name}"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def start(self, timeout_s: float = READY_TIMEOUT_S) -> RtspServer:
+        """Starts the server and waits (at most ``timeout_s``) until it prints ``ready``."""
+        if self.running:
+            raise RuntimeError(f"rtsp server already running on port {self.port}")
+        command = [SYSTEM_PYTHON, str(SERVE), "--port", str(self.port)]
+        for name, path in self.mounts.items():
+            command += ["--mount", f"{name}={path}"]
+        # the file outlives start(): it is closed when the server is reaped
+        self._stderr = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")  # noqa: SIM115
+        self._process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._stderr,
+                                         stdin=subprocess.DEVNULL, text=True)
+        self._paused = False
+        deadline = time.monotonic() + timeout_s
+        stdout = self._process.stdout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or self._process.poll() is not None:
+                break
+            readable, _, _ = select.select([stdout], [], [], min(left, 0.5))
+            if readable:
+                line = stdout.readline()
+                if line.strip() == "ready":
+                    return self
+                if not line:  # stdout closed: the process is exiting
+                    self._process.wait(5)
+                    break
+        stderr = self.stderr()
+        self.kill()
+        raise RuntimeError(f"rtsp server on port {self.port} did not get ready in {timeout_s:.0f}s "
+                           f"(exit {self._process.returncode}): {stderr.strip()[-2000:]}")
+
+    def stderr(self) -> str:
+        """What the server wrote on stderr so far (GStreamer warnings, tracebacks)."""
+        if self._stderr is None or self._stderr.closed:
+            return ""
+        self._stderr.seek(0)
+        return self._stderr.read()
+
+    def kill(self) -> None:
+        """SIGKILL: the camera dies without a word; its TCP connections are reset."""
+        if self.running:
+            if self._paused:
+                self._process.send_signal(signal.SIGCONT)
+            self._process.kill()
+        self._reap()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM and wait; SIGKILL if it does not exit in ``timeout_s``."""
+        if self.running:
+            if self._paused:
+                self.resume()
+            self._process.terminate()
+            try:
+                self._process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+        self._reap()
+
+    def pause(self) -> None:
+        """SIGSTOP: a hung camera. Connections stay open and even new ones are accepted by the
+        kernel, but nothing is answered or sent."""
+        if not self.running:
+            raise RuntimeError("rtsp server is not running")
+        self._process.send_signal(signal.SIGSTOP)
+        self._paused = True
+
+    def resume(self) -> None:
+        """SIGCONT after :meth:`pause`."""
+        if self.running:
+            self._process.send_signal(signal.SIGCONT)
+        self._paused = False
+
+    def _reap(self) -> None:
+        if self._process is not None:
+            try:
+                self._process.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+            if self._process.stdout is not None:
+                self._process.stdout.close()
+        if self._stderr is not None:
+            self._stderr.close()
+        self._paused = False
+
+
+@pytest.fixture(scope="session")
+def _gst_rtsp_available() -> None:
+    reason = gst_rtsp_missing()
+    if reason is not None:
+        pytest.fail(f"the GStreamer RTSP server is missing ({reason}); `make test` installs it "
+                    "(tests/servers/install-packages.sh)", pytrace=False)
+
+
+@pytest.fixture
+def rtsp_server(_gst_rtsp_available) -> Iterator[Callable[..., RtspServer]]:
+    """Factory: ``rtsp_server({"street": path})`` starts a server serving each file at /name."""
+    servers: list[RtspServer] = []
+
+    def start(mounts: Mapping[str, str | os.PathLike], *, port: int | None = None) -> RtspServer:
+        server = RtspServer(mounts, port)
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.kill()

@@ -81,6 +81,11 @@ def test_zone_polygon_in_pixels() -> None:
         ("dwell_s: 60", 'dwell_s: 60, hours: ["22:00-25:00"]', "zones[0].rules[0].hours[0]", "25:00"),
         ("dwell_s: 60", "dwell_s: 60, cooldown_s: 1", "zones[0].rules[0]", "cooldown_s"),
         ("location:", "timezone: Beijing\nlocation:", "timezone", "unknown time zone"),
+        ("location:", "ingest: {read_timeout_s: 0}\nlocation:", "ingest.read_timeout_s", "greater than 0"),
+        ("location:", "ingest: {stall_after_s: soon}\nlocation:", "ingest.stall_after_s", "valid number"),
+        ("location:", "ingest: {reconect_max_s: 5}\nlocation:", "ingest.reconect_max_s", "unknown key"),
+        ("location:", "ingest: {reconnect_min_s: 60}\nlocation:", "ingest",
+         "reconnect_min_s (60) is more than reconnect_max_s (30)"),
     ],
 )
 def test_malformed_file_names_file_and_field(
@@ -95,6 +100,16 @@ def test_malformed_file_names_file_and_field(
     assert str(path) in str(error.value)
     assert f"{field}: " in str(error.value)
     assert reason in str(error.value)
+
+
+def test_ingest_settings_default_and_override(tmp_path: Path) -> None:
+    assert load_camera(write(tmp_path, VALID)).ingest.model_dump() == {
+        "open_timeout_s": 10.0, "read_timeout_s": 10.0, "stall_after_s": 10.0,
+        "reconnect_min_s": 0.5, "reconnect_max_s": 30.0, "offline_fault_after_s": 300.0,
+    }
+    text = VALID.replace("location:", "ingest: {stall_after_s: 5, reconnect_max_s: 60}\nlocation:")
+    ingest = load_camera(write(tmp_path, text)).ingest
+    assert (ingest.stall_after_s, ingest.reconnect_max_s, ingest.read_timeout_s) == (5.0, 60.0, 10.0)
 
 
 def test_duplicate_zone_id_is_rejected(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from pipeline.config import CameraConfig
 from pipeline.detect import Detector
 from pipeline.evidence import CameraInfo, EvidenceWriter
-from pipeline.ingest import ClipError, PacketRing, SourceError, SourceStats, decode, is_live_url
+from pipeline.ingest import ClipError, LiveSource, PacketRing, SourceStats, decode
 from pipeline.queue import CaseQueue
 from pipeline.rules import RuleEngine
 from pipeline.track import Tracker
@@ -161,74 +161,24 @@ def case_summary(record: CaseRecord, evidence_root: Path | None) -> dict:
     }
 
 
-class LiveCamera:
-    """Decode thread of one camera. Keeps only the newest analysis frame: a slow analysis loop skips
-    frames instead of building a backlog. Reconnects with backoff when the source fails."""
+@dataclass(frozen=True, eq=False)
+class PatrolCamera:
+    """A camera of a live patrol: its analysis state and its decode thread (see LiveSource)."""
 
-    def __init__(self, pipeline: CameraPipeline, *, loop_files: bool, wake: threading.Event,
-                 stop: threading.Event, max_backoff_s: float = 30.0) -> None:
-        self.pipeline = pipeline
-        self.state = "connecting"
-        self.last_error: str | None = None
-        self._loop_files = loop_files
-        self._wake = wake
-        self._stop = stop
-        self._max_backoff_s = max_backoff_s
-        self._latest: Frame | None = None
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name=f"decode-{pipeline.camera.id}", daemon=True)
+    pipeline: CameraPipeline
+    source: LiveSource
 
-    def start(self) -> None:
-        self._thread.start()
+    @property
+    def state(self) -> str:
+        return self.source.state
 
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
-
-    def take(self) -> Frame | None:
-        with self._lock:
-            frame, self._latest = self._latest, None
-        return frame
+    @property
+    def last_error(self) -> str | None:
+        return self.source.last_error
 
     @property
     def running(self) -> bool:
-        return self.state in ("connecting", "live", "offline")
-
-    def _run(self) -> None:
-        camera = self.pipeline.camera
-        stats = self.pipeline.stats
-        live = is_live_url(camera.url)
-        backoff = 1.0
-        origin_s = 0.0  # stream time keeps growing across reconnects: one clock for dwell, ids and clips
-        while not self._stop.is_set():
-            self.state = "connecting"
-            try:
-                for frame in decode(camera.url, camera_id=camera.id, analysis_fps=camera.analysis_fps,
-                                    ring=self.pipeline.ring, stats=stats, loop=self._loop_files,
-                                    realtime=True, stop=self._stop, origin_s=origin_s):
-                    self.state = "live"
-                    backoff = 1.0
-                    origin_s = frame.pts_s + 1.0
-                    with self._lock:
-                        if self._latest is not None:
-                            stats.skipped += 1
-                        self._latest = frame
-                    self._wake.set()
-            except SourceError as exc:
-                self.last_error = str(exc)
-                log.error("%s", exc)
-                if not live:  # a broken file stays broken: reading it again would refile its cases
-                    self.state = "failed"
-                    return
-            if self._stop.is_set():
-                break
-            if not live:
-                self.state = "ended"
-                return
-            self.state = "offline"
-            stats.reconnects += 1
-            self._stop.wait(backoff)
-            backoff = min(self._max_backoff_s, backoff * 2)
-        self.state = "stopped"
+        return self.source.running
 
 
 class HealthMeter:
@@ -239,9 +189,9 @@ class HealthMeter:
         self._last: dict[str, tuple[float, int, int, int]] = {}
         self.lag_s: dict[str, float] = {}
 
-    def line(self, camera: LiveCamera) -> str:
-        stats = camera.pipeline.stats
-        camera_id = camera.pipeline.camera.id
+    def line(self, camera: LiveSource) -> str:
+        stats = camera.stats
+        camera_id = camera.camera.id
         now = time.monotonic()
         then, received, analysed, skipped = self._last.get(camera_id, (self._started, 0, 0, 0))
         self._last[camera_id] = (now, stats.received, stats.analysed, stats.skipped)
@@ -249,7 +199,8 @@ class HealthMeter:
         rate = (lambda a, b: (a - b) / span) if span > 0 else (lambda a, b: 0.0)
         line = (f"[health] {camera_id} {camera.state} in={rate(stats.received, received):.1f}/s "
                 f"analysed={rate(stats.analysed, analysed):.1f}/s skipped={rate(stats.skipped, skipped):.1f}/s "
-                f"lag={self.lag_s.get(camera_id, 0.0):.2f}s reconnects={stats.reconnects} corrupt={stats.corrupt}")
+                f"lag={self.lag_s.get(camera_id, 0.0):.2f}s reconnects={stats.reconnects} stalls={stats.stalls} "
+                f"corrupt={stats.corrupt}")
         if camera.state != "live" and camera.last_error:
             line += f" error: {camera.last_error}"
         return line
@@ -267,8 +218,12 @@ class Patrol:
         self._stop = threading.Event()
         self._wake = threading.Event()
         session = time.strftime("%Y%m%dT%H%M%S")
-        self.cameras = [LiveCamera(CameraPipeline(c, case_namespace=f"live:{c.id}:{session}"),
-                                   loop_files=loop_files, wake=self._wake, stop=self._stop) for c in cameras]
+        self.cameras: list[PatrolCamera] = []
+        for camera in cameras:
+            pipeline = CameraPipeline(camera, case_namespace=f"live:{camera.id}:{session}")
+            source = LiveSource(camera, pipeline.ring, pipeline.stats, loop_files=loop_files, wake=self._wake,
+                                stop=self._stop)
+            self.cameras.append(PatrolCamera(pipeline, source))
         self.health = HealthMeter()
         self._writers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="evidence")
         # Each waiting job holds two full frames. When storage falls behind, the inference loop
@@ -281,7 +236,7 @@ class Patrol:
 
     def run(self, duration_s: float | None = None) -> None:
         for camera in self.cameras:
-            camera.start()
+            camera.source.start()
         deadline = None if duration_s is None else time.monotonic() + duration_s
         next_health = time.monotonic() + self.health_every_s
         try:
@@ -290,13 +245,13 @@ class Patrol:
                     break
                 if time.monotonic() >= next_health:
                     for camera in self.cameras:
-                        self.print_line(self.health.line(camera))
+                        self.print_line(self.health.line(camera.source))
                     next_health += self.health_every_s
                 self._wake.wait(0.2)
                 self._wake.clear()
                 self._analyse_newest()
                 for camera in self.cameras:
-                    if camera.state != "live":  # no newer frame is coming to release its post-roll
+                    if camera.state not in ("live", "stalled"):  # no newer frame is coming to release its post-roll
                         for violation in camera.pipeline.flush():
                             self._submit(camera.pipeline, violation)
                 if not any(camera.running for camera in self.cameras):
@@ -304,7 +259,7 @@ class Patrol:
         finally:
             self.stop()
             for camera in self.cameras:
-                camera.join(timeout=10)
+                camera.source.join(timeout=10)
             self._analyse_newest()  # frames decoded before the stop still count
             for camera in self.cameras:
                 for violation in camera.pipeline.flush():
@@ -312,7 +267,7 @@ class Patrol:
             self._writers.shutdown(wait=True)  # every confirmed violation is written before exit
 
     def _analyse_newest(self) -> None:
-        batch = [(camera, frame) for camera in self.cameras if (frame := camera.take()) is not None]
+        batch = [(camera, frame) for camera in self.cameras if (frame := camera.source.take()) is not None]
         if not batch:
             return
         detections = self.detector.detect([frame.image for _, frame in batch])

@@ -8,7 +8,7 @@ from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
-from pydantic import Field, Strict, StringConstraints, ValidationInfo, field_validator
+from pydantic import Field, Strict, StringConstraints, ValidationInfo, field_validator, model_validator
 
 from .rules import RuleConfig
 from .strict_model import StrictModel
@@ -78,6 +78,49 @@ class ZoneConfig(StrictModel):
         return np.round(np.asarray(self.polygon) * (width, height)).astype(np.int32)
 
 
+class IngestConfig(StrictModel):
+    """How the camera's stream is read, watched and reconnected (all optional).
+
+    A connected stream that delivers no picture for ``stall_after_s`` is reported stalled; the
+    connection itself is dropped and retried only after ``read_timeout_s`` without data, so
+    ``stall_after_s`` at or below ``read_timeout_s`` reports a hung camera before it is reconnected.
+    (A hung RTSP camera is dropped after about twice ``read_timeout_s``: at the first timeout
+    FFmpeg's RTSP reader hands over the packets it still holds, at the second it gives up.)
+    """
+
+    open_timeout_s: float = Field(
+        10.0, gt=0, description="Seconds allowed for connecting and for each step of reading the stream headers."
+    )
+    read_timeout_s: float = Field(
+        10.0, gt=0, description="Seconds without data after which a connected stream is dropped and reconnected."
+    )
+    stall_after_s: float = Field(
+        10.0,
+        gt=0,
+        description=(
+            "Seconds without a decoded picture after which a connected stream is reported stalled"
+            " (best at or below read_timeout_s)."
+        ),
+    )
+    reconnect_min_s: float = Field(
+        0.5, gt=0, description="Shortest wait before reconnecting; waits double per failure, with full jitter."
+    )
+    reconnect_max_s: float = Field(
+        30.0, gt=0, description="Longest wait between reconnect attempts."
+    )
+    offline_fault_after_s: float = Field(
+        300.0, gt=0, description="Seconds offline after which the camera is reported faulty (a camera-fault case)."
+    )
+
+    @model_validator(mode="after")
+    def _ordered_backoff(self) -> IngestConfig:
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError(
+                f"reconnect_min_s ({self.reconnect_min_s:g}) is more than reconnect_max_s ({self.reconnect_max_s:g})"
+            )
+        return self
+
+
 class CameraConfig(StrictModel):
     """One street camera: its stream, where it stands and the zones it watches."""
 
@@ -99,6 +142,9 @@ class CameraConfig(StrictModel):
     )
     location: Location = Field(description="Where the camera is.")
     zones: list[ZoneConfig] = Field(min_length=1, description="Zones and their rules.")
+    ingest: IngestConfig = Field(
+        default_factory=IngestConfig, description="Stream timeouts, stall detection and reconnect backoff."
+    )
 
     @field_validator("url")
     @classmethod

@@ -29,8 +29,12 @@ class SourceStats:
     received: int = 0  # decoded pictures
     skipped: int = 0  # picked, but replaced by a newer one before analysis took it
     analysed: int = 0
-    corrupt: int = 0  # packets the decoder rejected
-    reconnects: int = 0
+    corrupt: int = 0  # packets the decoder rejected or the demuxer flagged corrupt, pictures flagged corrupt
+    resync_skipped: int = 0  # packets not decoded while waiting for a keyframe after a corrupt one
+    reconnects: int = 0  # reconnect attempts of a live source
+    stalls: int = 0  # times a connected live source stopped delivering pictures (see LiveSource)
+    decode_s: float = 0.0  # seconds spent decoding and converting pictures: decode_s / received per frame
+    stream_s: float | None = None  # newest camera time placed (packets or pictures): where a reconnect resumes
     last_frame_wall: float | None = None
     started_wall: float = field(default_factory=time.time)
 
@@ -49,18 +53,31 @@ def is_live_url(url: str) -> bool:
     return url.split("://", 1)[0].lower() in {"rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt"}
 
 
+def _reason(exc: Exception, timed_out: bool, timeout_s: float, what: str) -> str:
+    """Why PyAV failed, without its message (which repeats the URL, password included)."""
+    if timed_out or isinstance(exc, (av.error.ExitError, av.error.TimeoutError)):
+        return f"{what} in {timeout_s:g}s"
+    return exc.strerror if isinstance(exc, av.FFmpegError) and exc.strerror else type(exc).__name__
+
+
 def open_container(url: str, camera_id: str, *, open_timeout_s: float = 10.0, read_timeout_s: float = 10.0):
-    """PyAV input container; RTSP over TCP with socket timeouts so a dead camera cannot hang a worker."""
+    """PyAV input container; RTSP over TCP with socket timeouts so a dead camera cannot hang a worker.
+
+    ``open_timeout_s`` bounds connecting and each step of reading the stream's headers (PyAV's
+    interrupt callback); ``read_timeout_s`` bounds every later read, and is also RTSP's socket
+    I/O timeout.
+    """
     options = {}
     if url.lower().startswith(("rtsp://", "rtsps://")):
         options = {"rtsp_transport": "tcp", "timeout": str(int(read_timeout_s * 1e6))}
     elif not is_live_url(url) and not Path(url).is_file():
         raise SourceError(f"camera {camera_id}: video file not found: {url}")
+    started = time.monotonic()
     try:
         container = av.open(url, options=options, timeout=(open_timeout_s, read_timeout_s))
     except (av.FFmpegError, OSError) as exc:
-        # PyAV's message repeats the URL, password included: keep only its reason
-        reason = exc.strerror if isinstance(exc, av.FFmpegError) and exc.strerror else type(exc).__name__
+        timed_out = time.monotonic() - started >= open_timeout_s and is_live_url(url)
+        reason = _reason(exc, timed_out, open_timeout_s, "no answer")
         raise SourceError(f"camera {camera_id}: cannot open {redact(url)}: {reason}") from exc
     if not container.streams.video:
         container.close()
@@ -110,18 +127,30 @@ class Timeline:
         return t
 
 
+RESYNC_GIVE_UP_S = 10.0  # stream time without a keyframe after which decoding resumes anyway
+FILE_SHORTFALL = 0.98  # a file that demuxes fewer packets than this share of its index is cut short
+
+
 def decode(url: str, *, camera_id: str, analysis_fps: float, ring: PacketRing | None = None,
            stats: SourceStats | None = None, loop: bool = False, realtime: bool = False,
            stop: threading.Event | None = None, start_wall: float | None = None,
-           origin_s: float = 0.0) -> Iterator[Frame]:
+           origin_s: float = 0.0, open_timeout_s: float = 10.0, read_timeout_s: float = 10.0) -> Iterator[Frame]:
     """Analysis frames of one source, in presentation order.
 
     ``pts_s`` starts at ``origin_s`` (a reconnecting camera passes where its clock stood, so
     frames and clip packets stay on one clock) and only grows (see Timeline). ``realtime`` paces
     a file as if it were a live camera. ``wall_ts`` is the decode time for live sources and paced
     files, and ``start_wall + pts_s`` for a replay run as fast as possible (so time-of-day rules
-    see the scene's own clock). Corrupt packets are counted and skipped; a broken container
-    raises SourceError after everything decoded so far has been yielded.
+    see the scene's own clock).
+
+    Packet loss: after a packet the decoder rejects or the demuxer flags corrupt (or a picture
+    the decoder flags corrupt), the decoder is flushed and nothing is decoded until the next
+    keyframe packet, so pictures smeared by missing references are never analysed
+    (``stats.resync_skipped`` counts the packets passed over; after ``RESYNC_GIVE_UP_S`` of
+    stream time without a keyframe, decoding resumes regardless, for streams that never mark one).
+    A live stream carries on. A file that held damage, or that ends short of its own index, and a
+    container that fails to read (``read_timeout_s`` bounds each read) raise SourceError once
+    everything decodable before has been yielded.
     """
     stats = stats or SourceStats()
     sampler = FrameSampler(analysis_fps)
@@ -130,9 +159,10 @@ def decode(url: str, *, camera_id: str, analysis_fps: float, ring: PacketRing | 
     live = is_live_url(url)
     seq = 0
     pace_origin: float | None = None
-    container = open_container(url, camera_id)
+    container = open_container(url, camera_id, open_timeout_s=open_timeout_s, read_timeout_s=read_timeout_s)
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
+    codec = stream.codec_context
     time_base = float(stream.time_base)
     frame_s = 1.0 / float(stream.average_rate or 25)
     # packets (decode order) and pictures (presentation order) each keep a clock, bridged alike
@@ -140,33 +170,68 @@ def decode(url: str, *, camera_id: str, analysis_fps: float, ring: PacketRing | 
     params: StreamParams | None = None  # one per opened stream, shared by every loop of a file
     # stream time 0 is the first picture's presentation, not the first packet's decode time
     first_ts: int | None = stream.start_time
+    resync_since: float | None = None  # camera time the wait for a keyframe began; None: decoding
+    damage: list[float] = []  # camera times of the damage met in this pass over a file
+
+    def lose_sync() -> None:
+        nonlocal resync_since
+        stats.corrupt += 1
+        at = packet_clock.last_s if packet_clock.last_s is not None else origin_s
+        damage.append(at)
+        if resync_since is None:
+            resync_since = at
+            codec.flush_buffers()  # pictures in flight may reference the lost data: drop them too
+
     try:
         while not stop.is_set():
+            packets = 0
+            damage.clear()
             try:
                 for packet in container.demux(stream):
                     if stop.is_set():
                         return
                     # the demuxer ends with an empty packet that flushes the decoder's last pictures
+                    has_data = packet.size > 0
+                    packets += has_data
                     if packet.dts is not None or packet.pts is not None:
                         ts = packet.dts if packet.dts is not None else packet.pts
                         if first_ts is None:
                             first_ts = packet.pts if packet.pts is not None else ts
                         dts_s = packet_clock.place((ts - first_ts) * time_base, strictly_later=False)
+                        pts_s = dts_s + ((packet.pts if packet.pts is not None else ts) - ts) * time_base
+                        stats.stream_s = pts_s if stats.stream_s is None else max(stats.stream_s, pts_s)
                         if ring is not None:
                             params = params or (StreamParams.from_stream(stream, packet) if packet.is_keyframe
                                                 else None)
                             if params is not None:
-                                pts = packet.pts if packet.pts is not None else ts
-                                ring.add(bytes(packet), pts_s=dts_s + (pts - ts) * time_base, dts_s=dts_s,
+                                ring.add(bytes(packet), pts_s=pts_s, dts_s=dts_s,
                                          keyframe=packet.is_keyframe, params=params)
+                    if has_data and packet.is_corrupt:
+                        lose_sync()
+                    if resync_since is not None and has_data:
+                        if packet.is_keyframe and not packet.is_corrupt:
+                            resync_since = None
+                        elif (packet_clock.last_s or 0.0) - resync_since > RESYNC_GIVE_UP_S:
+                            log.warning("camera %s: no keyframe for %.0fs after damage; decoding on", camera_id,
+                                        RESYNC_GIVE_UP_S)
+                            resync_since = None
+                        else:
+                            stats.resync_skipped += 1
+                            continue
+                    started = time.perf_counter()
                     try:
                         pictures = packet.decode()
                     except av.error.InvalidDataError:
-                        stats.corrupt += 1
+                        lose_sync()
                         continue
+                    finally:
+                        stats.decode_s += time.perf_counter() - started
                     for picture in pictures:
                         stats.received += 1
                         stats.last_frame_wall = time.time()
+                        if picture.is_corrupt:
+                            lose_sync()
+                            break  # the rest of this batch came out of the same damaged state
                         if picture.pts is None or first_ts is None:
                             continue  # no timestamp: cannot be placed in stream time
                         pts_s = picture_clock.place((picture.pts - first_ts) * time_base, strictly_later=True)
@@ -181,13 +246,26 @@ def decode(url: str, *, camera_id: str, analysis_fps: float, ring: PacketRing | 
                         if not sampler.take(pts_s):
                             continue
                         wall = time.time() if (live or realtime) else start_wall + pts_s
-                        yield Frame(camera_id, seq, pts_s, wall, picture.to_ndarray(format="bgr24"))
+                        started = time.perf_counter()
+                        image = picture.to_ndarray(format="bgr24")
+                        stats.decode_s += time.perf_counter() - started
+                        yield Frame(camera_id, seq, pts_s, wall, image)
                         seq += 1
             except av.FFmpegError as exc:
                 at = picture_clock.last_s if picture_clock.last_s is not None else origin_s
-                raise SourceError(f"camera {camera_id}: stream broke at {at:.1f}s of {redact(url)}: "
-                                  f"{exc.strerror or type(exc).__name__}") from exc
-            if not loop or live:
+                reason = _reason(exc, False, read_timeout_s, "no data")
+                raise SourceError(f"camera {camera_id}: stream broke at {at:.1f}s of {redact(url)}: {reason}") from exc
+            if live:
+                return
+            problems = []
+            if damage:
+                more = f" and {len(damage) - 1} more places" if len(damage) > 1 else ""
+                problems.append(f"corrupt data at {damage[0]:.1f}s{more}, skipped to the next keyframe")
+            if stream.frames and packets < stream.frames * FILE_SHORTFALL:
+                problems.append(f"it ends early, {packets} of {stream.frames} packets")
+            if problems:
+                raise SourceError(f"camera {camera_id}: video file {redact(url)} is damaged: {'; '.join(problems)}")
+            if not loop:
                 return
             container.seek(0)  # the next loop's timestamps jump back; the clocks bridge them
     finally:
