@@ -21,6 +21,7 @@ from pipeline.config import load_camera
 from pipeline.detect import Detector
 from pipeline.evidence import EvidenceWriter, LocalEvidenceStore, load_event_codes
 from pipeline.queue import SqliteCaseQueue
+from pipeline.queue.spool import CaseSpool
 
 TOLERANCE_S = 3.0  # detection and tracking latency allowed on the confirmation time
 START = 1_795_500_000.0  # a fixed wall clock for the scene, so runs are comparable
@@ -54,10 +55,12 @@ def run_replay(out: Path, detector) -> list[dict]:
     store = LocalEvidenceStore(out / "evidence")
     queue = SqliteCaseQueue(out / "cases.sqlite3")
     writer = EvidenceWriter(store, load_event_codes(), "test")
-    filer = CaseFiler(writer, queue, {"name": "patrol-street", "sha256": "0" * 64})
-    replay(str(SAMPLE_VIDEO), camera, detector, filer, cases_path=out / "cases.jsonl",
-           evidence_root=store.root, start_wall=START)
-    queue.close()
+    filer = CaseFiler(writer, queue, {"name": "patrol-street", "sha256": "0" * 64}, spool=CaseSpool(out / "spool"))
+    try:
+        replay(str(SAMPLE_VIDEO), camera, detector, filer, cases_path=out / "cases.jsonl",
+               evidence_root=store.root, start_wall=START)
+    finally:
+        assert filer.close(drain_timeout_s=30) == 0
     return [json.loads(line) for line in (out / "cases.jsonl").read_text().splitlines()]
 
 
@@ -157,7 +160,8 @@ def test_a_malformed_camera_file_is_refused_naming_the_field(tmp_path):
 
 def test_the_demo_files_cases_prints_health_and_stops_on_ctrl_c(tmp_path):
     process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli.main", "demo", "--var", str(tmp_path / "var"), "--health-every", "2"],
+        [sys.executable, "-m", "pipeline.cli.main", "demo", "--var", str(tmp_path / "var"), "--health-every", "2",
+         "--metrics", "127.0.0.1:0"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
     lines: list[str] = []
@@ -209,8 +213,8 @@ def test_a_camera_whose_file_is_missing_fails_once_and_the_patrol_ends(tmp_path,
     writer = EvidenceWriter(LocalEvidenceStore(tmp_path / "evidence"), load_event_codes(), "test")
     with SqliteCaseQueue(tmp_path / "cases.sqlite3") as queue:
         lines: list[str] = []
-        patrol = Patrol([camera], detector, CaseFiler(writer, queue, {"name": "m", "sha256": "0" * 64}),
-                        loop_files=True, health_every_s=0.5, print_line=lines.append)
+        filer = CaseFiler(writer, queue, {"name": "m", "sha256": "0" * 64}, spool=CaseSpool(tmp_path / "spool"))
+        patrol = Patrol([camera], detector, filer, loop_files=True, health_every_s=0.5, print_line=lines.append)
         started = time.monotonic()
         patrol.run(duration_s=20)
         assert time.monotonic() - started < 5

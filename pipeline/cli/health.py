@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -32,7 +33,7 @@ class Counters:
 class RateWindow:
     """Rates of a camera's counters over the last ``window_s`` seconds of samples."""
 
-    def __init__(self, window_s: float = 10.0) -> None:
+    def __init__(self, window_s: float = 5.0) -> None:
         self.window_s = window_s
         self._samples: deque[tuple[float, Counters]] = deque()
 
@@ -91,7 +92,7 @@ def health_line(report: CameraReport) -> str:
             f"analysed={rates['analysed_fps']:.1f}/s skipped={rates['skipped_fps']:.1f}/s "
             f"decode={rates['decode_ms']:.1f}ms infer={rates['inference_ms']:.1f}ms lag={lag} "
             f"reconnects={report.reconnects} stalls={report.stalls} corrupt={report.corrupt}")
-    if report.state not in ("live", "connecting") and report.last_error:
+    if report.state != "live" and report.last_error:  # while reconnecting too: why it is not live
         line += f" error: {report.last_error}"
     return line
 
@@ -151,6 +152,24 @@ class PatrolCollector(Collector):
                      [(report.spool_entries,)], ())
         yield _gauge("patrol_backends_up", "1 while the case queue and evidence store accept deliveries",
                      [(float(report.backend_error is None),)], ())
+
+
+def serve_metrics(address: str, report: Callable[[], PatrolReport]) -> str | None:
+    """Serves ``/metrics`` on ``address`` (HOST:PORT, port 0 picks one) in a daemon thread; returns its
+    URL, or None when ``address`` is ``off``. ValueError names what is wrong with the address."""
+    if address == "off":
+        return None
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError("expected HOST:PORT (port 0 picks a free one) or off")
+    registry = CollectorRegistry()
+    registry.register(PatrolCollector(report))
+    ProcessCollector(registry=registry)  # memory, open fds, CPU: what a weeks-long run must keep flat
+    try:
+        server, _ = start_http_server(int(port), addr=host, registry=registry)
+    except OSError as exc:
+        raise ValueError(f"cannot listen there: {exc.strerror or exc}") from exc
+    return f"http://{host}:{server.server_port}/metrics"
 
 
 def _gauge(name: str, help_text: str, rows: Iterable[tuple], labels: tuple[str, ...] = ("camera",)) -> Metric:

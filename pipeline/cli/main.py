@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import time
@@ -22,7 +23,11 @@ class UsageError(Exception):
 
 
 def _backends(args) -> tuple:
-    """Detector, case filer and the evidence root (when local) from the common options."""
+    """Detector, case filer and the evidence root (when local) from the common options.
+
+    Backends come from the options, else from the environment (``REDIS_URL``, ``S3_ENDPOINT`` and
+    its keys), else the embedded default under ``--var``.
+    """
     import yaml
 
     from pipeline.cli.runner import CaseFiler
@@ -35,6 +40,7 @@ def _backends(args) -> tuple:
         open_evidence_store,
     )
     from pipeline.queue import open_queue
+    from pipeline.queue.spool import CaseSpool, SpoolBusy
 
     if not Path(args.model).is_file():
         raise UsageError(f"--model {args.model}: no such file")
@@ -49,18 +55,25 @@ def _backends(args) -> tuple:
     except (EventCodeError, OSError, yaml.YAMLError) as exc:
         raise UsageError(f"--event-codes {args.event_codes}: {exc}") from exc
     var = Path(args.var)
+    evidence = args.evidence or (None if os.environ.get("S3_ENDPOINT") else str(var / "evidence"))
     try:
-        store = open_evidence_store(args.evidence or str(var / "evidence"))
-    except (ValueError, NotImplementedError, OSError) as exc:
-        raise UsageError(f"--evidence: {exc}") from exc
+        store = open_evidence_store(evidence)
+    except (ValueError, OSError) as exc:
+        raise UsageError(f"--evidence / S3_*: {exc}") from exc
+    queue_url = args.queue or os.environ.get("REDIS_URL") or f"sqlite:///{var / 'queue' / 'cases.sqlite3'}"
     try:
-        queue = open_queue(args.queue or f"sqlite:///{var / 'queue' / 'cases.sqlite3'}")
-    except (ValueError, NotImplementedError, OSError) as exc:
-        raise UsageError(f"--queue: {exc}") from exc
+        queue = open_queue(queue_url)
+    except (ValueError, OSError) as exc:
+        raise UsageError(f"--queue / REDIS_URL: {exc}") from exc
+    try:
+        spool = CaseSpool(args.spool or var / "spool")
+    except (SpoolBusy, OSError) as exc:
+        queue.close()
+        raise UsageError(f"--spool: {exc}") from exc
     writer = EvidenceWriter(store, codes, pipeline.__version__)
     model = {"name": detector.card.name, "sha256": detector.card.sha256, "providers": detector.providers}
     root = store.root if isinstance(store, LocalEvidenceStore) else None
-    return detector, CaseFiler(writer, queue, model), root
+    return detector, CaseFiler(writer, queue, model, spool=spool), root
 
 
 def _load_cameras(paths: list[str]):
@@ -79,23 +92,30 @@ def _load_cameras(paths: list[str]):
 
 
 def _patrol(args, cameras, *, loop_files: bool) -> int:
+    from pipeline.cli.health import serve_metrics
     from pipeline.cli.runner import Patrol, case_line
 
     detector, filer, root = _backends(args)
     filer.listeners.append(lambda record, is_new: print(case_line(record, is_new), flush=True))
     patrol = Patrol(cameras, detector, filer, loop_files=loop_files, health_every_s=args.health_every,
                     print_line=lambda line: print(line, flush=True))
+    try:
+        metrics = serve_metrics(args.metrics, patrol.report)
+    except ValueError as exc:
+        filer.close(drain_timeout_s=0)
+        raise UsageError(f"--metrics {args.metrics}: {exc}") from exc
     signal.signal(signal.SIGTERM, lambda *_: patrol.stop())
     where = f"evidence under {root}" if root else "evidence in the object store"
     print(f"patrol: {len(cameras)} camera(s), model {detector.card.name} on {detector.providers[0]}, {where}; "
-          f"Ctrl-C stops", flush=True)
+          f"spool {filer.spool.root}" + (f"; metrics {metrics}" if metrics else "") + "; Ctrl-C stops", flush=True)
     try:
         patrol.run(duration_s=args.duration)
     except KeyboardInterrupt:
         patrol.stop()
     finally:
-        print(f"patrol: stopped; {filer.queue.count()} cases in the queue", flush=True)
-        filer.queue.close()
+        left = filer.close(drain_timeout_s=args.drain_timeout)
+        waiting = f"; {left} case(s) wait in the spool and go out on the next start" if left else ""
+        print(f"patrol: stopped; {filer.drainer.delivered} new case(s) filed{waiting}", flush=True)
     return 0
 
 
@@ -129,9 +149,9 @@ def cmd_replay(args) -> int:
         start = (given if given.tzinfo else given.replace(tzinfo=camera.tz)).timestamp()
     try:
         summary = replay(args.video, camera, detector, filer, cases_path=out / "cases.jsonl", evidence_root=root,
-                         start_wall=start, progress=sys.stderr.isatty())
+                         start_wall=start, progress=sys.stderr.isatty(), drain_timeout_s=args.drain_timeout)
     finally:
-        filer.queue.close()
+        filer.close(drain_timeout_s=0)
     print(summary.line())
     print(f"cases: {out / 'cases.jsonl'}")
     return 0
@@ -158,8 +178,13 @@ def _add_backend_options(parser: argparse.ArgumentParser, *, var: bool = True) -
     parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: its own choice)")
     if var:
         parser.add_argument("--var", default="var", help="working folder for the embedded queue and evidence")
-    parser.add_argument("--queue", help="case queue URL (default: SQLite under --var)")
-    parser.add_argument("--evidence", help="evidence store (default: a folder under --var)")
+    parser.add_argument("--queue", help="case queue URL: redis://host:port/db or sqlite:///path "
+                        "(default: $REDIS_URL, else SQLite under --var)")
+    parser.add_argument("--evidence", help="evidence store: a folder, file:///path or s3://bucket "
+                        "(default: S3 when $S3_ENDPOINT is set, else a folder under --var)")
+    parser.add_argument("--spool", help="this worker's own folder for cases not yet delivered (default: --var/spool)")
+    parser.add_argument("--drain-timeout", type=float, default=30.0,
+                        help="seconds to wait at exit for spooled cases to reach the backends")
     parser.add_argument("--event-codes", help="数字城管 event code table (YAML); default: the shipped one")
 
 
@@ -177,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
         _add_backend_options(p)
         p.add_argument("--duration", type=float, help="stop after this many seconds")
         p.add_argument("--health-every", type=float, default=5.0, help="seconds between health lines")
+        p.add_argument("--metrics", default=os.environ.get("METRICS_ADDR", "127.0.0.1:9464"),
+                       help="HOST:PORT of the Prometheus /metrics endpoint, or off (default: $METRICS_ADDR, "
+                       "else 127.0.0.1:9464)")
     run.set_defaults(func=cmd_run)
     demo.set_defaults(func=cmd_demo)
 
@@ -199,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--fps", type=float, default=15.0)
     syn.add_argument("--duration", type=float, default=150.0)
     syn.set_defaults(func=cmd_synth)
+
     return parser
 
 

@@ -12,21 +12,27 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from tqdm import tqdm
 
+from pipeline.cli.faults import FaultWatch, FileFault, Recovered
+from pipeline.cli.health import CameraReport, Counters, PatrolReport, RateWindow, health_line, spool_line
 from pipeline.config import CameraConfig
 from pipeline.detect import Detector
-from pipeline.evidence import CameraInfo, EvidenceWriter
-from pipeline.ingest import ClipError, LiveSource, PacketRing, SourceStats, decode
+from pipeline.evidence import CameraInfo, EvidenceStore, EvidenceWriter
+from pipeline.evidence.writer import CameraFault
+from pipeline.ingest import ClipError, LiveSource, PacketRing, SourceStats, StateChange, decode
 from pipeline.queue import CaseQueue
+from pipeline.queue.spool import CaseSpool, Listener, SpoolDrainer
 from pipeline.rules import RuleEngine
 from pipeline.track import Tracker
-from pipeline.types import CaseRecord, Detections, Frame, Violation
+from pipeline.types import BackendUnavailable, CaseNote, CaseRecord, Detections, Frame, Violation
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +51,8 @@ class CameraPipeline:
         self.stats = SourceStats()
         self.info = CameraInfo(camera.id, camera.name,
                                {**camera.location.model_dump(), "timezone": camera.timezone})
+        self.inference_s = 0.0  # this camera's share of batched inference time
+        self.last_frame: Frame | None = None  # the picture a camera-fault case shows
         self._pending: list[Violation] = []
 
     def analyse(self, frame: Frame, detections: Detections) -> list[Violation]:
@@ -52,6 +60,7 @@ class CameraPipeline:
         tracks = self.tracker.update(detections, frame.pts_s)
         self._pending.extend(self.rules.update(frame, tracks))
         self.stats.analysed += 1
+        self.last_frame = frame
         due = [v for v in self._pending if v.confirmed_s + CLIP_AFTER_S <= frame.pts_s]
         self._pending = [v for v in self._pending if v not in due]
         return due
@@ -63,34 +72,80 @@ class CameraPipeline:
 
 
 class CaseFiler:
-    """Violation → evidence files → case on the queue; then tells every listener."""
+    """Violation → evidence files → write-ahead spool; the spool's drainer then delivers each case to
+    the evidence store and the case queue and tells every listener ``(record, is_new)``.
 
-    def __init__(self, writer: EvidenceWriter, queue: CaseQueue, model: dict,
-                 listeners: Iterable[Callable[[CaseRecord, bool], None]] = ()) -> None:
+    A case reaches local disk before any backend is asked, so an outage of Redis or S3, or a kill
+    of the worker, delays a case but never loses it.
+    """
+
+    def __init__(self, writer: EvidenceWriter, queue: CaseQueue, model: dict, *, spool: CaseSpool,
+                 listeners: Iterable[Listener] = ()) -> None:
         self.writer = writer
         self.queue = queue
         self.model = model
-        self.listeners = list(listeners)
+        self.spool = spool
+        self.drainer = SpoolDrainer(spool, writer.store, queue, listeners=listeners)
+        self.listeners = self.drainer.listeners  # one list: listeners added later hear deliveries too
+        self._started = False
 
-    def file(self, pipeline: CameraPipeline, violation: Violation) -> CaseRecord:
-        filed = self.queue.get(violation.case_id)
+    def start(self) -> CaseFiler:
+        if not self._started:
+            self.drainer.start()
+            self._started = True
+        return self
+
+    def file(self, pipeline: CameraPipeline, violation: Violation) -> None:
+        filed = self._filed(violation.case_id)
         if filed is not None:  # a replay of the same stream: the filed evidence and its sha256s stand
             for listener in self.listeners:
                 listener(filed, False)
-            return filed
+            return
+        if self.spool.holds(violation.case_id):
+            return  # spooled by the run this one restarted; the drainer delivers it
         try:
             clip = pipeline.ring.clip(violation.confirmed_s - CLIP_BEFORE_S, violation.confirmed_s + CLIP_AFTER_S)
         except (ClipError, OSError, ValueError) as exc:  # a case without a clip beats no case
             log.warning("case %s: no clip: %s", violation.case_id, exc)
             clip = None
         zone = next(z for z in pipeline.camera.zones if z.id == violation.zone_id)
-        record = self.writer.write(violation, camera=pipeline.info,
-                                   zone_polygon_px=zone.polygon_px(violation.trigger_frame.size),
-                                   clip_mp4=clip, model=self.model)
-        is_new = self.queue.publish(record)
-        for listener in self.listeners:
-            listener(record, is_new)
-        return record
+        self._spool(violation.case_id, lambda store: self.writer.write(
+            violation, camera=pipeline.info, zone_polygon_px=zone.polygon_px(violation.trigger_frame.size),
+            clip_mp4=clip, model=self.model, store=store))
+
+    def file_fault(self, pipeline: CameraPipeline, fault: CameraFault) -> None:
+        self._spool(fault.case_id, lambda store: self.writer.write_camera_fault(
+            fault, camera=pipeline.info, model=self.model, store=store))
+
+    def add_note(self, note: CaseNote) -> None:
+        self.spool.add_note(note)
+        self.drainer.wake()
+
+    def close(self, drain_timeout_s: float) -> int:
+        """Delivers what it can within ``drain_timeout_s``; returns how many entries stay spooled."""
+        if self._started:
+            self.drainer.wait_empty(drain_timeout_s)
+            self.drainer.stop()
+        left = len(self.spool.entries())
+        self.spool.close()
+        self.queue.close()
+        return left
+
+    def _filed(self, case_id: str) -> CaseRecord | None:
+        try:
+            return self.queue.get(case_id)
+        except BackendUnavailable:  # cannot tell now; the drainer checks again before publishing
+            return None
+
+    def _spool(self, case_id: str, write: Callable[[EvidenceStore], CaseRecord]) -> None:
+        staged = self.spool.stage(case_id)
+        try:
+            record = write(staged.files)
+            self.spool.commit(staged, record)
+        except BaseException:
+            self.spool.discard(staged)
+            raise
+        self.drainer.wake()
 
 
 def case_line(record: CaseRecord, is_new: bool) -> str:
@@ -105,44 +160,66 @@ class ReplaySummary:
     frames_decoded: int
     frames_analysed: int
     seconds: float
-    cases: int
+    cases: int  # cases that reached the queue (or were found there already)
+    spooled: int = 0  # cases still on local disk, waiting for a backend
+    outages: int = 0  # times a backend became unreachable during the run
 
     @property
     def analysed_fps(self) -> float:
         return self.frames_analysed / self.seconds if self.seconds > 0 else 0.0
 
     def line(self) -> str:
-        return (f"replay: {self.frames_decoded} frames decoded, {self.frames_analysed} analysed in "
+        line = (f"replay: {self.frames_decoded} frames decoded, {self.frames_analysed} analysed in "
                 f"{self.seconds:.1f}s ({self.analysed_fps:.1f} analysed fps), {self.cases} cases")
+        if self.outages:
+            line += f"; backends were unreachable {self.outages} time(s), the spool held the cases meanwhile"
+        if self.spooled:
+            line += f"; {self.spooled} case(s) still wait in the spool for a backend"
+        return line
 
 
 def replay(video: str, camera: CameraConfig, detector: Detector, filer: CaseFiler, *, cases_path: Path,
-           evidence_root: Path | None, start_wall: float, progress: bool = False) -> ReplaySummary:
-    """Runs the patrol over a file with no pacing; appends one JSON line per case to ``cases_path``."""
+           evidence_root: Path | None, start_wall: float, progress: bool = False,
+           drain_timeout_s: float = 60.0) -> ReplaySummary:
+    """Runs the patrol over a file with no pacing; appends one JSON line per case to ``cases_path``
+    as each reaches the queue, and waits up to ``drain_timeout_s`` at the end for the spool."""
     pipeline = CameraPipeline(camera, case_namespace=f"replay:{Path(video).name}")
     cases_path.parent.mkdir(parents=True, exist_ok=True)
     filed = 0
+    lock = threading.Lock()
     started = time.perf_counter()
     with cases_path.open("w", encoding="utf-8") as out, tqdm(
         desc=f"replay {Path(video).name}", unit="frame", disable=not progress
     ) as bar:
 
-        def file(violations: list[Violation]) -> None:
+        written: set[str] = set()
+
+        def record_case(record: CaseRecord, is_new: bool) -> None:
             nonlocal filed
-            for violation in violations:
-                record = filer.file(pipeline, violation)
+            with lock:
+                if record.case_id in written:  # met again after a restart: delivered from the spool and re-confirmed
+                    return
+                written.add(record.case_id)
                 out.write(json.dumps(case_summary(record, evidence_root), ensure_ascii=False) + "\n")
                 out.flush()
                 filed += 1
 
+        filer.listeners.append(record_case)
+        filer.start()
         try:
             for frame in decode(video, camera_id=camera.id, analysis_fps=camera.analysis_fps, ring=pipeline.ring,
                                 stats=pipeline.stats, start_wall=start_wall):
-                file(pipeline.analyse(frame, detector.detect([frame.image])[0]))
+                for violation in pipeline.analyse(frame, detector.detect([frame.image])[0]):
+                    filer.file(pipeline, violation)
                 bar.update(1)
         finally:  # a video that breaks off still files what it confirmed before the break
-            file(pipeline.flush())
-    return ReplaySummary(pipeline.stats.received, pipeline.stats.analysed, time.perf_counter() - started, filed)
+            for violation in pipeline.flush():
+                filer.file(pipeline, violation)
+            delivered = filer.drainer.wait_empty(drain_timeout_s)
+            filer.listeners.remove(record_case)
+    spooled = 0 if delivered else len(filer.spool.entries())
+    return ReplaySummary(pipeline.stats.received, pipeline.stats.analysed, time.perf_counter() - started, filed,
+                         spooled, filer.drainer.outages)
 
 
 def case_summary(record: CaseRecord, evidence_root: Path | None) -> dict:
@@ -161,12 +238,34 @@ def case_summary(record: CaseRecord, evidence_root: Path | None) -> dict:
     }
 
 
-@dataclass(frozen=True, eq=False)
+class CameraEvents:
+    """Times of a camera's reconnects and stalls over the last hour, from its state changes."""
+
+    def __init__(self) -> None:
+        self.reconnects: deque[float] = deque(maxlen=100_000)
+        self.stalls: deque[float] = deque(maxlen=100_000)
+
+    def record(self, change: StateChange) -> None:
+        if change.new == "offline":
+            self.reconnects.append(change.wall_ts)
+        elif change.new == "stalled":
+            self.stalls.append(change.wall_ts)
+
+    @staticmethod
+    def last_hour(times: deque[float], now: float) -> int:
+        return sum(1 for t in list(times) if t > now - 3600)
+
+
+@dataclass(eq=False)
 class PatrolCamera:
-    """A camera of a live patrol: its analysis state and its decode thread (see LiveSource)."""
+    """A camera of a live patrol: its analysis state, its decode thread (see LiveSource), its health."""
 
     pipeline: CameraPipeline
     source: LiveSource
+    events: CameraEvents
+    faults: FaultWatch | None  # None for file sources: a file is no camera that can fail
+    rates: RateWindow = field(default_factory=RateWindow)
+    lag_s: float | None = None
 
     @property
     def state(self) -> str:
@@ -180,30 +279,18 @@ class PatrolCamera:
     def running(self) -> bool:
         return self.source.running
 
+    def counters(self) -> Counters:
+        stats = self.pipeline.stats
+        return Counters(stats.received, stats.analysed, stats.skipped, stats.decode_s, self.pipeline.inference_s)
 
-class HealthMeter:
-    """Per-camera rates over the last interval; a dead stream's rates drop to 0."""
-
-    def __init__(self) -> None:
-        self._started = time.monotonic()
-        self._last: dict[str, tuple[float, int, int, int]] = {}
-        self.lag_s: dict[str, float] = {}
-
-    def line(self, camera: LiveSource) -> str:
-        stats = camera.stats
-        camera_id = camera.camera.id
-        now = time.monotonic()
-        then, received, analysed, skipped = self._last.get(camera_id, (self._started, 0, 0, 0))
-        self._last[camera_id] = (now, stats.received, stats.analysed, stats.skipped)
-        span = now - then
-        rate = (lambda a, b: (a - b) / span) if span > 0 else (lambda a, b: 0.0)
-        line = (f"[health] {camera_id} {camera.state} in={rate(stats.received, received):.1f}/s "
-                f"analysed={rate(stats.analysed, analysed):.1f}/s skipped={rate(stats.skipped, skipped):.1f}/s "
-                f"lag={self.lag_s.get(camera_id, 0.0):.2f}s reconnects={stats.reconnects} stalls={stats.stalls} "
-                f"corrupt={stats.corrupt}")
-        if camera.state != "live" and camera.last_error:
-            line += f" error: {camera.last_error}"
-        return line
+    def report(self, now: float) -> CameraReport:
+        stats = self.pipeline.stats
+        return CameraReport(
+            camera_id=self.pipeline.camera.id, state=self.state, state_since=self.source.state_since,
+            counters=self.counters(), rates=self.rates.rates(), lag_s=self.lag_s,
+            last_frame_wall=stats.last_frame_wall, reconnects=stats.reconnects, stalls=stats.stalls,
+            corrupt=stats.corrupt, reconnects_last_hour=CameraEvents.last_hour(self.events.reconnects, now),
+            stalls_last_hour=CameraEvents.last_hour(self.events.stalls, now), last_error=self.last_error)
 
 
 class Patrol:
@@ -218,13 +305,15 @@ class Patrol:
         self._stop = threading.Event()
         self._wake = threading.Event()
         session = time.strftime("%Y%m%dT%H%M%S")
+        started = time.time()
         self.cameras: list[PatrolCamera] = []
         for camera in cameras:
             pipeline = CameraPipeline(camera, case_namespace=f"live:{camera.id}:{session}")
+            events = CameraEvents()
             source = LiveSource(camera, pipeline.ring, pipeline.stats, loop_files=loop_files, wake=self._wake,
-                                stop=self._stop)
-            self.cameras.append(PatrolCamera(pipeline, source))
-        self.health = HealthMeter()
+                                stop=self._stop, on_state=events.record)
+            watch = FaultWatch(camera.id, camera.ingest.offline_fault_after_s, started) if source.live_url else None
+            self.cameras.append(PatrolCamera(pipeline, source, events, watch))
         self._writers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="evidence")
         # Each waiting job holds two full frames. When storage falls behind, the inference loop
         # waits here (its cameras skip frames) rather than memory growing or a case being dropped.
@@ -234,7 +323,19 @@ class Patrol:
         self._stop.set()
         self._wake.set()
 
+    def report(self) -> PatrolReport:
+        """The figures of the health lines and /metrics, read from the live counters."""
+        now = time.time()
+        drainer = self.filer.drainer
+        return PatrolReport(
+            cameras=[camera.report(now) for camera in self.cameras],
+            cases_filed=drainer.delivered,
+            spool_entries=len(self.filer.spool.entries()),
+            backend_error=drainer.backend_error,
+        )
+
     def run(self, duration_s: float | None = None) -> None:
+        self.filer.start()
         for camera in self.cameras:
             camera.source.start()
         deadline = None if duration_s is None else time.monotonic() + duration_s
@@ -243,9 +344,11 @@ class Patrol:
             while not self._stop.is_set():
                 if deadline is not None and time.monotonic() >= deadline:
                     break
+                for camera in self.cameras:
+                    camera.rates.sample(camera.counters())
+                    self._watch_faults(camera)
                 if time.monotonic() >= next_health:
-                    for camera in self.cameras:
-                        self.print_line(self.health.line(camera.source))
+                    self._print_health()
                     next_health += self.health_every_s
                 self._wake.wait(0.2)
                 self._wake.clear()
@@ -253,7 +356,7 @@ class Patrol:
                 for camera in self.cameras:
                     if camera.state not in ("live", "stalled"):  # no newer frame is coming to release its post-roll
                         for violation in camera.pipeline.flush():
-                            self._submit(camera.pipeline, violation)
+                            self._submit(self.filer.file, camera.pipeline, violation)
                 if not any(camera.running for camera in self.cameras):
                     break
         finally:
@@ -263,26 +366,59 @@ class Patrol:
             self._analyse_newest()  # frames decoded before the stop still count
             for camera in self.cameras:
                 for violation in camera.pipeline.flush():
-                    self._submit(camera.pipeline, violation)
-            self._writers.shutdown(wait=True)  # every confirmed violation is written before exit
+                    self._submit(self.filer.file, camera.pipeline, violation)
+            self._writers.shutdown(wait=True)  # every confirmed violation is spooled before exit
+
+    def _print_health(self) -> None:
+        report = self.report()
+        for camera in report.cameras:
+            self.print_line(health_line(camera))
+        if (line := spool_line(report)) is not None:
+            self.print_line(line)
+
+    def _watch_faults(self, camera: PatrolCamera) -> None:
+        if camera.faults is None:
+            return
+        now = time.time()
+        event = camera.faults.observe(camera.state, now)
+        if isinstance(event, FileFault):
+            source = camera.source
+            fault = CameraFault(
+                case_id=event.case_id, since_wall=event.since_wall, filed_wall=now,
+                stream_s=source.stats.stream_s or 0.0, state=camera.state, reason=camera.last_error or camera.state,
+                last_frame=camera.pipeline.last_frame,
+                history=tuple((c.old, c.new, c.wall_ts, c.reason) for c in list(source.history)[-20:]))
+            log.warning("camera %s without video since %s: filing fault case %s", camera.pipeline.camera.id,
+                        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event.since_wall)), event.case_id)
+            self._submit(self.filer.file_fault, camera.pipeline, fault)
+        elif isinstance(event, Recovered):
+            camera_id = camera.pipeline.camera.id
+            at = datetime.fromtimestamp(event.back_wall, camera.pipeline.camera.tz)
+            down_min = (event.back_wall - event.since_wall) / 60
+            self.filer.add_note(CaseNote(
+                note_id=f"{event.case_id}:recovered", case_id=event.case_id,
+                at_wall=at.isoformat(timespec="milliseconds"), author="system", kind="camera_recovered",
+                text=f"camera {camera_id} delivers video again after {down_min:.1f} min without"))
 
     def _analyse_newest(self) -> None:
         batch = [(camera, frame) for camera in self.cameras if (frame := camera.source.take()) is not None]
         if not batch:
             return
+        started = time.perf_counter()
         detections = self.detector.detect([frame.image for _, frame in batch])
+        share = (time.perf_counter() - started) / len(batch)
         for (camera, frame), dets in zip(batch, detections, strict=True):
+            camera.pipeline.inference_s += share
             for violation in camera.pipeline.analyse(frame, dets):
-                self._submit(camera.pipeline, violation)
-            self.health.lag_s[camera.pipeline.camera.id] = time.time() - frame.wall_ts
+                self._submit(self.filer.file, camera.pipeline, violation)
+            camera.lag_s = time.time() - frame.wall_ts
 
-    def _submit(self, pipeline: CameraPipeline, violation: Violation) -> None:
+    def _submit(self, job: Callable, *args) -> None:
         self._writer_slots.acquire()
-        future = self._writers.submit(self.filer.file, pipeline, violation)
+        future = self._writers.submit(job, *args)
         future.add_done_callback(self._release_slot)
 
     def _release_slot(self, future: Future) -> None:
         self._writer_slots.release()
         if future.exception() is not None:
             log.error("filing a case failed", exc_info=future.exception())
-

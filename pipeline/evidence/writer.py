@@ -61,6 +61,10 @@ class EvidenceWriter:
         self._crop_margin = crop_margin
         self._text = text if text is not None else default_text_renderer()
 
+    @property
+    def store(self) -> EvidenceStore:
+        return self._store
+
     def write(
         self,
         violation: Violation,

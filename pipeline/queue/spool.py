@@ -170,7 +170,8 @@ class SpoolDrainer:
         self.store = store
         self.queue = queue
         self.listeners = list(listeners)
-        self.delivered = 0
+        self.delivered = 0  # new cases published
+        self.outages = 0  # times a backend became unreachable
         self.backend_error: str | None = None  # set while a backend is unreachable
         self._retry_min_s = retry_min_s
         self._retry_max_s = retry_max_s
@@ -220,12 +221,13 @@ class SpoolDrainer:
                 self.drain_once()
             except BackendUnavailable as exc:
                 if self.backend_error is None:
+                    self.outages += 1
                     log.warning("backend unavailable, cases stay in the spool %s: %s", self.spool.root, exc)
                 self.backend_error = str(exc)
                 self._retry_later(delay)
                 delay = min(self._retry_max_s, delay * 2)
                 continue
-            except Exception as exc:  # a backend refusing one entry (bad key, permissions): retry, then set it aside
+            except Exception as exc:  # noqa: BLE001 - a backend refusing one entry (bad key, permissions)
                 self._refused(exc)
                 self._retry_later(delay)
                 delay = min(self._retry_max_s, delay * 2)

@@ -1,0 +1,94 @@
+"""The patrol on a real RTSP server that dies and comes back: states, fault case, metrics, later cases."""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from conftest import DEFAULT_MODEL, SAMPLE_CAMERA, SAMPLE_VIDEO
+
+from pipeline.cli.health import serve_metrics
+from pipeline.cli.runner import CaseFiler, Patrol
+from pipeline.config import load_camera
+from pipeline.config.camera import IngestConfig
+from pipeline.detect import Detector
+from pipeline.evidence import EvidenceWriter, LocalEvidenceStore, load_event_codes
+from pipeline.queue import SqliteCaseQueue
+from pipeline.queue.spool import CaseSpool
+
+BACK_LIVE_WITHIN_S = 8.0  # restart → live: reconnect backoff ≤ 1 s plus FFmpeg probing the stream (~1.5 s)
+
+
+def wait_for(condition, timeout_s: float, what: str) -> float:
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout_s:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def scrape(url: str) -> dict[str, float]:
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    return {name: float(value) for name, value in
+            (line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))}
+
+
+def test_server_killed_and_restarted_mid_stream(tmp_path: Path, rtsp_server) -> None:
+    server = rtsp_server({"street": SAMPLE_VIDEO})
+    camera = load_camera(SAMPLE_CAMERA).model_copy(update={
+        "url": server.url("street"),
+        "ingest": IngestConfig(open_timeout_s=2, read_timeout_s=3, stall_after_s=1.5, reconnect_min_s=0.2,
+                               reconnect_max_s=1, offline_fault_after_s=3)})
+    queue = SqliteCaseQueue(tmp_path / "cases.sqlite3")
+    writer = EvidenceWriter(LocalEvidenceStore(tmp_path / "evidence"), load_event_codes(), "test")
+    filer = CaseFiler(writer, queue, {"name": "m", "sha256": "0" * 64}, spool=CaseSpool(tmp_path / "spool"))
+    delivered: list[tuple[float, object]] = []
+    filer.listeners.append(lambda record, is_new: delivered.append((time.time(), record)))
+    lines: list[str] = []
+    patrol = Patrol([camera], Detector(DEFAULT_MODEL), filer, loop_files=False, health_every_s=1,
+                    print_line=lines.append)
+    metrics = serve_metrics("127.0.0.1:0", patrol.report)
+    runner = threading.Thread(target=patrol.run, kwargs={"duration_s": 150})
+    runner.start()
+    (cam,) = patrol.cameras
+    label = '{camera="shuangshan-sample"}'
+    try:
+        wait_for(lambda: cam.state == "live" and cam.pipeline.stats.analysed >= 10, 30, "the camera live")
+        assert scrape(metrics)[f"patrol_camera_received_fps{label}"] > 10  # the sample is 15 fps
+
+        server.kill()
+        wait_for(lambda: cam.state in ("offline", "connecting"), 10, "the camera offline")
+        wait_for(lambda: any(r.violation == "camera_fault" for _, r in delivered), 15, "the fault case")
+        time.sleep(6)  # longer than the rate window: a dead stream's rates read 0
+        dead = scrape(metrics)
+        assert dead[f"patrol_camera_received_fps{label}"] == 0
+        assert dead[f"patrol_camera_analysed_fps{label}"] == 0
+        assert dead['patrol_camera_state{camera="shuangshan-sample",state="live"}'] == 0
+        assert dead[f"patrol_camera_reconnects_total{label}"] >= 1
+
+        server.start()
+        restarted_wall = time.time()
+        back_after_s = wait_for(lambda: cam.state == "live", 30, "the camera live again")
+        assert back_after_s < BACK_LIVE_WITHIN_S
+        wait_for(lambda: any(r.violation == "illegal_parking" for _, r in delivered), 90,
+                 "the first parking case after recovery")
+    finally:
+        patrol.stop()
+        runner.join(timeout=60)
+        left = filer.close(drain_timeout_s=10)
+
+    assert not runner.is_alive() and left == 0
+    states = [change.new for change in cam.source.history]
+    first_live = states.index("live")
+    assert "offline" in states[first_live:] and "live" in states[states.index("offline", first_live):]
+    faults = [r for _, r in delivered if r.violation == "camera_fault"]
+    assert len(faults) == 1 and faults[0].event_code == "0601"
+    with SqliteCaseQueue(tmp_path / "cases.sqlite3") as reader:
+        notes = reader.notes(faults[0].case_id)
+    assert [note.kind for note in notes] == ["camera_recovered"]
+    parking = [(at, r) for at, r in delivered if r.violation == "illegal_parking"]
+    assert parking and all(at > restarted_wall for at, _ in parking)
+    assert any(" offline " in line or " connecting " in line for line in lines)
