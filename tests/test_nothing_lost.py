@@ -57,6 +57,7 @@ def stream_case_ids(redis_server) -> list[str]:
 def assert_ground_truth(case_ids: list[str], out: Path) -> None:
     """Every episode once, nothing else: the queue's ids are those the run logged, each once."""
     duplicated = [case_id for case_id, n in Counter(case_ids).items() if n > 1]
+    print(f"cases expected 4, found {len(set(case_ids))}, duplicated {len(duplicated)}")
     assert duplicated == []
     logged = [json.loads(line) for line in (out / "cases.jsonl").read_text().splitlines()]
     assert sorted(c["case_id"] for c in logged) == sorted(case_ids)
@@ -78,6 +79,7 @@ def test_redis_stopped_mid_run_every_case_reaches_the_stream_once(tmp_path: Path
     finally:
         run.kill()
     assert run.returncode == 0, stderr
+    print(f"Redis down: {held} case(s) held in the spool")
     assert held >= 1
     assert "backends were unreachable 1 time(s)" in stdout
     assert_ground_truth(stream_case_ids(redis_server), out)
@@ -136,6 +138,7 @@ def test_worker_killed_with_spooled_cases_loses_and_duplicates_nothing(tmp_path:
     second = patrol_replay(out, "--queue", redis_url)  # the restarted worker: same spool, same stream
     stdout, stderr = second.communicate(timeout=180)
     assert second.returncode == 0, stderr
+    print(f"SIGKILL with {held} case(s) in the spool")
     assert held >= 2
     assert_ground_truth(stream_case_ids(redis_server), out)
     assert spooled(out) == 0

@@ -158,19 +158,40 @@ def test_a_malformed_camera_file_is_refused_naming_the_field(tmp_path):
     assert "cam.yaml" in result.stderr and "zones[0].rules[0].dwell_s" in result.stderr
 
 
+def cases_on_the_review_page(lines: list[str]) -> int:
+    """Logs in to the demo's review page as the printed user; the number of cases it lists."""
+    import urllib.request
+
+    found = next(re.search(r"\[review\] (http://\S+) .*log in as (\S+) / (\S+)", line) for line in lines
+                 if line.startswith("[review]"))
+    url, user, password = found.groups()
+    login = urllib.request.Request(url + "api/login", data=json.dumps({"name": user, "password": password}).encode(),
+                                   headers={"Content-Type": "application/json"})
+    token = json.loads(urllib.request.urlopen(login, timeout=10).read())["access_token"]
+    deadline = time.monotonic() + 20
+    while True:  # the page takes cases from the queue in the background
+        listing = urllib.request.Request(url + "api/cases", headers={"Authorization": f"Bearer {token}"})
+        total = json.loads(urllib.request.urlopen(listing, timeout=10).read())["total"]
+        if total or time.monotonic() > deadline:
+            return total
+        time.sleep(0.5)
+
+
 def test_the_demo_files_cases_prints_health_and_stops_on_ctrl_c(tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli.main", "demo", "--var", str(tmp_path / "var"), "--health-every", "2",
-         "--metrics", "127.0.0.1:0"],
+         "--metrics", "127.0.0.1:0", "--review", "127.0.0.1:0"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
     lines: list[str] = []
     deadline = time.monotonic() + 90
+    reviewable = 0
     try:
         for line in process.stdout:
             lines.append(line.rstrip())
             if line.startswith("[case]") or time.monotonic() > deadline:
                 break
+        reviewable = cases_on_the_review_page(lines)
         process.send_signal(signal.SIGINT)
         rest, _ = process.communicate(timeout=30)
     finally:
@@ -183,6 +204,7 @@ def test_the_demo_files_cases_prints_health_and_stops_on_ctrl_c(tmp_path):
     assert rates and max(rates) >= 4.5, health  # the camera's analysis_fps is 5
     assert process.returncode == 0
     assert lines[-1].startswith("patrol: stopped")
+    assert reviewable >= 1  # a newcomer logs in with the printed password and sees the case
     evidence = list((tmp_path / "var" / "evidence").rglob("metadata.json"))
     assert len(evidence) >= 1
 

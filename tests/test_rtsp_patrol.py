@@ -72,6 +72,7 @@ def test_server_killed_and_restarted_mid_stream(tmp_path: Path, rtsp_server) -> 
         server.start()
         restarted_wall = time.time()
         back_after_s = wait_for(lambda: cam.state == "live", 30, "the camera live again")
+        print(f"RTSP server restarted: camera live again after {back_after_s:.2f}s")
         assert back_after_s < BACK_LIVE_WITHIN_S
         wait_for(lambda: any(r.violation == "illegal_parking" for _, r in delivered), 90,
                  "the first parking case after recovery")

@@ -73,6 +73,7 @@ def _backends(args) -> tuple:
     writer = EvidenceWriter(store, codes, pipeline.__version__)
     model = {"name": detector.card.name, "sha256": detector.card.sha256, "providers": detector.providers}
     root = store.root if isinstance(store, LocalEvidenceStore) else None
+    args.resolved_queue, args.resolved_evidence = queue_url, evidence  # what the review page must read
     return detector, CaseFiler(writer, queue, model, spool=spool), root
 
 
@@ -91,7 +92,7 @@ def _load_cameras(paths: list[str]):
     return cameras
 
 
-def _patrol(args, cameras, *, loop_files: bool) -> int:
+def _patrol(args, cameras, *, loop_files: bool, streams_dir: Path | None) -> int:
     from pipeline.cli.health import serve_metrics
     from pipeline.cli.runner import Patrol, case_line
 
@@ -104,27 +105,53 @@ def _patrol(args, cameras, *, loop_files: bool) -> int:
     except ValueError as exc:
         filer.close(drain_timeout_s=0)
         raise UsageError(f"--metrics {args.metrics}: {exc}") from exc
+    try:
+        review = _serve_review(args, streams_dir, metrics) if args.review != "off" else None
+    except UsageError:
+        filer.close(drain_timeout_s=0)
+        raise
     signal.signal(signal.SIGTERM, lambda *_: patrol.stop())
     where = f"evidence under {root}" if root else "evidence in the object store"
     print(f"patrol: {len(cameras)} camera(s), model {detector.card.name} on {detector.providers[0]}, {where}; "
           f"spool {filer.spool.root}" + (f"; metrics {metrics}" if metrics else "") + "; Ctrl-C stops", flush=True)
+    if review is not None:
+        print(review.line(), flush=True)
     try:
         patrol.run(duration_s=args.duration)
     except KeyboardInterrupt:
         patrol.stop()
     finally:
         left = filer.close(drain_timeout_s=args.drain_timeout)
+        if review is not None:
+            review.stop()
         waiting = f"; {left} case(s) wait in the spool and go out on the next start" if left else ""
         print(f"patrol: stopped; {filer.drainer.delivered} new case(s) filed{waiting}", flush=True)
     return 0
 
 
+def _serve_review(args, streams_dir: Path | None, metrics_url: str | None):
+    """The officers' review page beside the patrol, over the same queue and evidence."""
+    from pipeline.review import start_review_server
+
+    host, _, port = args.review.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--review {args.review}: expected HOST:PORT (port 0 picks a free one) or off")
+    try:
+        return start_review_server(Path(args.var), host=host, port=int(port), streams_dir=streams_dir,
+                                   metrics_urls=[metrics_url] if metrics_url else (),
+                                   queue_url=args.resolved_queue, evidence_url=args.resolved_evidence)
+    except OSError as exc:
+        raise UsageError(f"--review {args.review}: {exc}") from exc
+
+
 def cmd_run(args) -> int:
-    return _patrol(args, _load_cameras(args.cameras), loop_files=args.loop)
+    folders = [Path(p) for p in args.cameras if Path(p).is_dir()]
+    return _patrol(args, _load_cameras(args.cameras), loop_files=args.loop,
+                   streams_dir=folders[0] if folders else Path(args.cameras[0]).parent)
 
 
 def cmd_demo(args) -> int:
-    return _patrol(args, _load_cameras([str(SAMPLE_CAMERA)]), loop_files=True)
+    return _patrol(args, _load_cameras([str(SAMPLE_CAMERA)]), loop_files=True, streams_dir=SAMPLE_CAMERA.parent)
 
 
 def cmd_replay(args) -> int:
@@ -205,6 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--metrics", default=os.environ.get("METRICS_ADDR", "127.0.0.1:9464"),
                        help="HOST:PORT of the Prometheus /metrics endpoint, or off (default: $METRICS_ADDR, "
                        "else 127.0.0.1:9464)")
+    demo.add_argument("--review", default="127.0.0.1:8000",
+                      help="HOST:PORT of the officers' review page served beside the demo, or off")
+    run.add_argument("--review", default="off",
+                     help="HOST:PORT to also serve the review page from this worker (default off: `patrol serve`)")
     run.set_defaults(func=cmd_run)
     demo.set_defaults(func=cmd_demo)
 
@@ -228,6 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--duration", type=float, default=150.0)
     syn.set_defaults(func=cmd_synth)
 
+    from pipeline.cli.bench_verbs import add_bench_verbs
+    from pipeline.cli.review_verbs import add_review_verbs
+
+    add_review_verbs(verbs)
+    add_bench_verbs(verbs)
     return parser
 
 

@@ -86,10 +86,14 @@ class TrueTypeText:
 
 
 def find_cjk_font() -> Path | None:
-    """A font fontconfig lists for Chinese, the same one on every run; None if there is none."""
+    """A font fontconfig lists for Chinese and English, the same one on every run; None if none.
+
+    Labels mix Chinese with digits and Latin letters, so a CJK-only fallback font (Droid Sans
+    Fallback has no Latin glyphs) would draw the numbers as boxes.
+    """
     try:
         listing = subprocess.run(
-            ["fc-list", "--format", "%{file}\n", ":lang=zh"],
+            ["fc-list", "--format", "%{file}\t%{lang}\n", ":lang=zh"],
             capture_output=True,
             text=True,
             timeout=10,
@@ -97,7 +101,8 @@ def find_cjk_font() -> Path | None:
         ).stdout
     except (FileNotFoundError, subprocess.TimeoutExpired):
         return None
-    paths = sorted(line for line in listing.splitlines() if line.strip())
+    paths = sorted({file for file, _, langs in (line.partition("\t") for line in listing.splitlines())
+                    if file.strip() and "en" in langs.split("|")})
     return Path(paths[0]) if paths else None
 
 

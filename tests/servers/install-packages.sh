@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
-# Debian packages the tests' real servers need: redis-server, and a GStreamer RTSP server run
-# under the system Python. Installs only what is missing, so a prepared machine pays nothing.
+# Debian packages the tests' real servers need: redis-server, a GStreamer RTSP server run under the
+# system Python, and headless Chromium with its driver and a CJK font for the review page's browser
+# test. Installs only what is missing, so a prepared machine pays nothing.
 set -euo pipefail
 have_rtsp() {
   /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer" \
     >/dev/null 2>&1 && gst-inspect-1.0 rtph264pay >/dev/null 2>&1 && gst-inspect-1.0 qtdemux >/dev/null 2>&1
 }
-if command -v redis-server >/dev/null && have_rtsp; then
+have_browser() {
+  command -v chromium >/dev/null && command -v chromedriver >/dev/null \
+    && [ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ]
+}
+if command -v redis-server >/dev/null && have_rtsp && have_browser; then
   exit 0
 fi
 packages=(redis-server python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-tools
-          gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly)
+          gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
+          chromium chromium-driver fonts-wqy-microhei)
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
 echo "installing test servers: ${packages[*]}"

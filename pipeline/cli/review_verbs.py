@@ -1,0 +1,220 @@
+"""The review-side verbs: `patrol serve`, `patrol users`, `patrol verify`, `patrol dataset export`."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+
+DEFAULT_DB = "var/review/review.sqlite3"
+DEFAULT_QUEUE = "sqlite:///var/queue/cases.sqlite3"  # what `patrol demo` writes
+PASSWORD_ENV = "PATROL_PASSWORD"
+
+
+def _usage(message: str) -> Exception:
+    from pipeline.cli.main import UsageError
+
+    return UsageError(message)
+
+
+def _cli_actor() -> str:
+    """Audit entries made from a shell name the account that ran the command."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+def _store(args):
+    from pipeline.review.store import ReviewStore
+
+    try:
+        return ReviewStore(args.db)
+    except Exception as exc:  # sqlite3.Error or OSError: a path that is no database
+        raise _usage(f"--db {args.db}: cannot open the review store: {exc}") from exc
+
+
+def _evidence(args):
+    from pipeline.evidence import open_evidence_store
+
+    try:
+        return open_evidence_store(args.evidence)
+    except (ValueError, OSError) as exc:
+        raise _usage(f"--evidence: {exc}") from exc
+
+
+def cmd_serve(args) -> int:
+    import uvicorn
+    from pydantic import ValidationError
+
+    from pipeline.review.app import create_app
+    from pipeline.review.settings import ReviewSettings
+
+    streams = args.streams
+    if streams is None and Path("streams").is_dir():
+        streams = "streams"
+    try:
+        settings = ReviewSettings(db_path=args.db, queue_url=args.queue or os.environ.get("REDIS_URL") or DEFAULT_QUEUE,
+                                  evidence_url=args.evidence, streams_dir=streams,
+                                  metrics_urls=tuple(args.metrics_url), secure_cookies=args.secure_cookies)
+    except ValidationError as exc:
+        raise _usage("; ".join(f"--{'-'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from exc
+    try:
+        app = create_app(settings)
+    except ValueError as exc:
+        raise _usage(f"--queue/--evidence: {exc}") from exc
+    if not app.state.review.store.users():
+        print("serve: no users yet; add one with `patrol users add NAME --role supervisor`", flush=True)
+    print(f"serve: review page on http://{args.host}:{args.port}/ (API docs at /docs); Ctrl-C stops", flush=True)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower())
+    except SystemExit as exc:  # uvicorn's way of saying it could not bind
+        raise _usage(f"--host/--port: cannot listen on {args.host}:{args.port}") from exc
+    return 0
+
+
+def _read_password(args) -> str:
+    if args.password_file:
+        try:
+            return Path(args.password_file).read_text(encoding="utf-8").splitlines()[0]
+        except (OSError, IndexError, UnicodeDecodeError) as exc:
+            raise _usage(f"--password-file {args.password_file}: cannot read a first line: {exc}") from exc
+    if os.environ.get(PASSWORD_ENV):
+        return os.environ[PASSWORD_ENV]
+    if not sys.stdin.isatty():
+        raise _usage(f"no password: give --password-file, set {PASSWORD_ENV}, or run in a terminal")
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        raise _usage("the two passwords differ")
+    return first
+
+
+def cmd_users_add(args) -> int:
+    from pipeline.review.auth import hash_password
+    from pipeline.review.store import Conflict, Invalid
+    from pipeline.review.vocabulary import Role
+
+    password = _read_password(args)
+    try:
+        password_hash = hash_password(password)
+    except ValueError as exc:
+        raise _usage(f"password: {exc}") from exc
+    store = _store(args)
+    try:
+        user = store.add_user(args.name, Role(args.role), password_hash, actor=_cli_actor())
+    except (Conflict, Invalid) as exc:
+        raise _usage(f"users add {args.name}: {exc}") from exc
+    finally:
+        store.close()
+    print(f"users: added {user.name} ({user.role.value})")
+    return 0
+
+
+def cmd_users_list(args) -> int:
+    store = _store(args)
+    try:
+        for user in store.users():
+            print(f"{user.name}\t{user.role.value}")
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from pipeline.review.store import NotFound
+    from pipeline.review.verify import verify
+    from pipeline.types import BackendUnavailable
+
+    store = _store(args)
+    try:
+        report = verify(store, _evidence(args), args.case)
+    except NotFound as exc:
+        raise _usage(f"--case {args.case}: {exc}") from exc
+    except BackendUnavailable as exc:
+        raise _usage(f"--evidence: {exc}") from exc
+    finally:
+        store.close()
+    chain = report.chain
+    if report.ok:
+        print(f"verify: OK — audit chain of {chain.entries} entries intact (head sha256 {chain.head_sha256}); "
+              f"evidence of {report.cases_checked} case(s) matches its sha256s")
+        return 0
+    print(f"verify: FAILED — first broken: {report.problems[0]}", file=sys.stderr)
+    for problem in report.problems[1:]:
+        print(f"  also: {problem}", file=sys.stderr)
+    return 1
+
+
+def cmd_dataset_export(args) -> int:
+    from pipeline.review.api import LOCAL_TIMEZONE
+    from pipeline.review.dataset import export_reviewed
+
+    try:
+        since = datetime.fromisoformat(args.since)
+    except ValueError as exc:
+        raise _usage(f"--since {args.since}: not an ISO 8601 date or time") from exc
+    since = since if since.tzinfo else since.replace(tzinfo=LOCAL_TIMEZONE)
+    store = _store(args)
+    try:
+        result = export_reviewed(store, _evidence(args), Path(args.out), since=since, actor=_cli_actor())
+    finally:
+        store.close()
+    print(result.line())
+    for case_id, why in result.skipped.items():
+        print(f"  skipped {case_id}: {why}")
+    return 0
+
+
+def add_review_verbs(verbs: argparse._SubParsersAction) -> None:
+    """Adds the review service's verbs to the `patrol` parser."""
+    from pipeline.review.vocabulary import Role
+
+    def db_option(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--db", default=DEFAULT_DB, help=f"review store (SQLite; default {DEFAULT_DB})")
+
+    def evidence_option(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--evidence", help="evidence store: a path, file:///path or s3://bucket "
+                            "(default: S3_* environment, else var/evidence)")
+
+    serve = verbs.add_parser("serve", help="the officers' review page and API (FastAPI)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    db_option(serve)
+    serve.add_argument("--queue", help=f"case queue URL (default: $REDIS_URL, else {DEFAULT_QUEUE})")
+    evidence_option(serve)
+    serve.add_argument("--streams", help="folder of camera files for names and places (default: ./streams)")
+    serve.add_argument("--metrics-url", action="append", default=[],
+                       help="a worker's Prometheus /metrics URL, for live camera state (repeatable)")
+    serve.add_argument("--secure-cookies", action="store_true", help="mark the session cookie Secure (HTTPS)")
+    serve.set_defaults(func=cmd_serve)
+
+    users = verbs.add_parser("users", help="review accounts")
+    user_verbs = users.add_subparsers(dest="users_verb", required=True)
+    add = user_verbs.add_parser("add", help="add an account (password from --password-file, "
+                                f"${PASSWORD_ENV} or a prompt)")
+    add.add_argument("name")
+    add.add_argument("--role", required=True, choices=[role.value for role in Role])
+    add.add_argument("--password-file", help="file whose first line is the password")
+    db_option(add)
+    add.set_defaults(func=cmd_users_add)
+    listing = user_verbs.add_parser("list", help="list accounts and roles")
+    db_option(listing)
+    listing.set_defaults(func=cmd_users_list)
+
+    check = verbs.add_parser("verify", help="check the audit chain and the evidence sha256s; names the first break")
+    check.add_argument("--case", help="check only this case's evidence (the chain is always checked whole)")
+    db_option(check)
+    evidence_option(check)
+    check.set_defaults(func=cmd_verify)
+
+    dataset = verbs.add_parser("dataset", help="training data from reviewed cases")
+    dataset_verbs = dataset.add_subparsers(dest="dataset_verb", required=True)
+    export = dataset_verbs.add_parser("export", help="confirmed → YOLO positives, rejected as 误检 → hard negatives")
+    export.add_argument("--since", required=True, help="decided at or after this ISO 8601 time (no offset: UTC+8)")
+    export.add_argument("--out", default="annotations/reviewed", help="output folder (default annotations/reviewed)")
+    db_option(export)
+    evidence_option(export)
+    export.set_defaults(func=cmd_dataset_export)

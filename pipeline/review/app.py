@@ -1,0 +1,133 @@
+"""`create_app(settings)`: the officers' review service, JSON API and web page in one FastAPI app."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from urllib.parse import quote
+
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import pipeline
+from pipeline.evidence import open_evidence_store
+from pipeline.queue import CaseQueue, open_queue
+from pipeline.review import api, pages
+from pipeline.review.auth import LoginRequired
+from pipeline.review.cameras import CameraBoard
+from pipeline.review.intake import CaseIntake, NotesReader
+from pipeline.review.services import ReviewServices
+from pipeline.review.settings import ReviewSettings
+from pipeline.review.store import Conflict, Invalid, NotAllowed, NotFound, ReviewError, ReviewStore
+from pipeline.types import BackendUnavailable
+
+STATIC = Path(__file__).parent / "web" / "static"
+_STATUS_OF_ERROR = {NotFound: 404, Conflict: 409, NotAllowed: 403, Invalid: 422}
+
+
+def create_app(settings: ReviewSettings, *, environ: Mapping[str, str] = os.environ) -> FastAPI:
+    """Opens the review store, evidence store and camera files now (errors raise here, not at the
+    first request); the queue intake runs while the app does. ``app.state.review.close()`` releases
+    the stores once the app is done with.
+
+    ValueError for an unusable queue or evidence setting, ConfigError for a bad camera file.
+    """
+    def queue() -> CaseQueue:
+        return open_queue(settings.queue_url)
+
+    queue().close()  # a malformed URL fails now; an unreachable backend is fine (Redis connects on first use)
+    cameras = CameraBoard(settings.streams_dir, [str(url) for url in settings.metrics_urls],
+                          timeout_s=settings.metrics_timeout_s)
+    evidence = open_evidence_store(settings.evidence_url, environ)
+    store = ReviewStore(settings.db_path)
+    intake = CaseIntake(queue, store, consumer=settings.consumer, block_s=settings.intake_block_s,
+                        max_backoff_s=settings.intake_max_backoff_s)
+    review = ReviewServices(settings=settings, store=store, evidence=evidence, intake=intake,
+                            notes=NotesReader(queue), cameras=cameras)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The stores stay open across lifespans (ReviewServices.close ends them): a test client
+        # or server may start and stop the app more than once.
+        intake.start()
+        try:
+            yield
+        finally:
+            intake.stop()
+            review.notes.close()
+
+    app = FastAPI(
+        title="智能五长 案件审核 (patrol review service)",
+        version=pipeline.__version__,
+        description="Officers review the patrol's cases: list and filter, see the evidence, decide, export. "
+                    "Every route needs a user: POST /api/login for a bearer token.",
+        lifespan=lifespan,
+    )
+    app.state.review = review
+    app.include_router(api.router)
+    app.include_router(pages.router)
+    # Style sheet, script and icons only, no case data: served without a user so the login page has them.
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    _add_error_handlers(app)
+    _add_security_headers(app, getattr(review.evidence, "endpoint", None))
+    return app
+
+
+def _wants_html(request: Request) -> bool:
+    return not request.url.path.startswith(("/api/", "/openapi", "/docs", "/redoc"))
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ReviewError)
+    async def review_error(request: Request, exc: ReviewError) -> Response:
+        status_code = next(code for kind, code in _STATUS_OF_ERROR.items() if isinstance(exc, kind))
+        if _wants_html(request):
+            return pages.error_page(request, status_code, str(exc))
+        return JSONResponse({"detail": str(exc)}, status_code=status_code)
+
+    @app.exception_handler(BackendUnavailable)
+    async def backend_unavailable(request: Request, exc: BackendUnavailable) -> Response:
+        message = f"a storage backend is unavailable right now; try again shortly ({exc})"
+        if _wants_html(request):
+            return pages.error_page(request, 503, message)
+        return JSONResponse({"detail": message}, status_code=503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, exc: LoginRequired) -> Response:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if _wants_html(request) and exc.status_code in (403, 404, 405):
+            return pages.error_page(request, exc.status_code, str(exc.detail))
+        return await http_exception_handler(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        if _wants_html(request):
+            return pages.error_page(request, 422, "; ".join(str(error.get("msg")) for error in exc.errors()))
+        return await request_validation_exception_handler(request, exc)
+
+
+def _add_security_headers(app: FastAPI, object_store: str | None) -> None:
+    # Presigned evidence URLs point at the object store, so pictures and clips may come from there.
+    media = "'self'" + (f" {object_store}" if object_store else "")
+    policy = (f"default-src 'self'; img-src {media} data:; media-src {media}; script-src 'self'; "
+              "style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next) -> Response:
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        if _wants_html(request):
+            response.headers.setdefault("Content-Security-Policy", policy)
+            response.headers.setdefault("X-Frame-Options", "DENY")
+        return response

@@ -1,0 +1,113 @@
+"""Cases come in from the case queue as consumer ``review-service-<host>`` of the ``review`` group.
+
+At-least-once in, exactly-once in the store: a delivery is acknowledged only after its case is in
+the review store, and storing is idempotent on case id, so a redelivery after a crash changes
+nothing. An unreachable queue is logged and retried with backoff while the app keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable
+
+from pipeline.queue import CaseQueue
+from pipeline.review.store import ReviewStore
+from pipeline.types import BackendUnavailable, CaseNote
+
+log = logging.getLogger(__name__)
+QueueOpener = Callable[[], CaseQueue]
+# What "the queue is not there right now" looks like per backend: Redis and S3 raise
+# BackendUnavailable; a SQLite queue file on a missing or locked disk raises these.
+QUEUE_DOWN = (BackendUnavailable, sqlite3.OperationalError, OSError)
+MIN_BACKOFF_S = 0.5
+
+
+class CaseIntake:
+    """A daemon thread moving cases from the queue into the review store."""
+
+    def __init__(self, open_queue: QueueOpener, store: ReviewStore, *, consumer: str, block_s: float,
+                 max_backoff_s: float, batch: int = 50) -> None:
+        self._open_queue = open_queue
+        self._store = store
+        self._consumer = consumer
+        self._block_s = block_s
+        self._max_backoff_s = max_backoff_s
+        self._batch = batch
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_error: str | None = None  # why the queue is not being read, while it is not
+
+    def start(self) -> None:
+        """Start taking cases; a no-op while already running (an app's lifespan may run more than once)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="review-intake", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        queue: CaseQueue | None = None
+        backoff_s = MIN_BACKOFF_S
+        while not self._stop.is_set():
+            try:
+                queue = queue or self._open_queue()
+                self._take(queue)
+                if self.last_error is not None:
+                    log.warning("case queue reachable again; taking cases")
+                self.last_error, backoff_s = None, MIN_BACKOFF_S
+            except QUEUE_DOWN as exc:
+                if self.last_error is None:
+                    log.warning("case queue unavailable, retrying with backoff: %s", exc)
+                self.last_error = str(exc) or type(exc).__name__
+                if queue is not None:
+                    queue.close()  # reopened on the next try: a SQLite handle on a vanished file never recovers
+                    queue = None
+                self._stop.wait(backoff_s)
+                backoff_s = min(backoff_s * 2, self._max_backoff_s)
+            except Exception as exc:  # keep serving: a bad record must not end intake for all
+                log.exception("case intake failed; retrying")
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                self._stop.wait(backoff_s)
+                backoff_s = min(backoff_s * 2, self._max_backoff_s)
+        if queue is not None:
+            queue.close()
+
+    def _take(self, queue: CaseQueue) -> None:
+        for delivery in queue.consume(self._consumer, count=self._batch, block_s=self._block_s):
+            self._store.receive(delivery.record)
+            queue.ack(delivery.delivery_id)
+
+
+class NotesReader:
+    """Reads a case's notes (e.g. ``camera_recovered``) from the queue when a case is opened."""
+
+    def __init__(self, open_queue: QueueOpener) -> None:
+        self._open_queue = open_queue
+        self._queue: CaseQueue | None = None
+        self._lock = threading.Lock()
+
+    def notes(self, case_id: str) -> list[CaseNote] | None:
+        """The case's notes, or None when the queue cannot be reached now (the page says so)."""
+        with self._lock:
+            try:
+                self._queue = self._queue or self._open_queue()
+                return self._queue.notes(case_id)
+            except QUEUE_DOWN as exc:
+                log.warning("notes of %s unavailable: %s", case_id, exc)
+                if self._queue is not None:
+                    self._queue.close()
+                    self._queue = None
+                return None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._queue is not None:
+                self._queue.close()
+                self._queue = None

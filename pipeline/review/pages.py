@@ -1,0 +1,207 @@
+"""The officers' web page: server-rendered Jinja2 with a small script for keyboard triage.
+
+Reading is plain GET pages; deciding goes through the JSON API from the page's script, with the
+session cookie and the session's CSRF token in a header. Text is Chinese; values stay English.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from pipeline.review.api import LOCAL_TIMEZONE, case_detail
+from pipeline.review.auth import (
+    CAMERA_VIEWERS,
+    CSRF_FORM_FIELD,
+    REVIEWERS,
+    SESSION_COOKIE,
+    Caller,
+    check_password,
+    hash_password,
+    page_caller,
+    page_roles,
+    same_origin,
+)
+from pipeline.review.schemas import CameraBoardOut, CasePageOut
+from pipeline.review.services import ReviewServices, services
+from pipeline.review.store import CaseFilter, Conflict, Invalid
+from pipeline.review.vocabulary import (
+    ACTION_LABELS,
+    REJECT_REASON_LABELS,
+    ROLE_LABELS,
+    STATUS_LABELS,
+    VIOLATION_LABELS,
+    RejectReason,
+    Role,
+    Status,
+)
+
+TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "web" / "templates")
+PER_PAGE = 24
+FILTER_KEYS = ("status", "violation", "camera", "zone", "since", "until", "q")
+
+router = APIRouter(include_in_schema=False)
+Review = Annotated[ReviewServices, Depends(services)]
+
+
+def _local_time(iso: str | None) -> str:
+    """``2026-11-25 08:53:43`` on the district's clock, from any ISO 8601 time with an offset."""
+    if not iso:
+        return ""
+    return datetime.fromisoformat(iso).astimezone(LOCAL_TIMEZONE).strftime("%Y-%m-%d %H:%M:%S")
+
+
+TEMPLATES.env.filters["local_time"] = _local_time
+TEMPLATES.env.globals.update(status_labels={s.value: label for s, label in STATUS_LABELS.items()},
+                             violation_labels=VIOLATION_LABELS, action_labels=ACTION_LABELS,
+                             reject_reasons={r.value: label for r, label in REJECT_REASON_LABELS.items()},
+                             role_labels={r.value: label for r, label in ROLE_LABELS.items()},
+                             csrf_field=CSRF_FORM_FIELD)
+
+
+def _render(request: Request, template: str, caller: Caller | None, status_code: int = 200, **context) -> Response:
+    review: ReviewServices = request.app.state.review
+    return TEMPLATES.TemplateResponse(request, template, {
+        "user": caller.user if caller else None,
+        "csrf_token": caller.session.csrf_token if caller else "",
+        "queue_error": review.intake.last_error,
+        **context,
+    }, status_code=status_code)
+
+
+def error_page(request: Request, status_code: int, message: str) -> Response:
+    return _render(request, "error.html", None, status_code=status_code, status_code_=status_code, message=message)
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request, next: str = "/") -> Response:
+    return _render(request, "login.html", None, next=_safe_next(next), error=None)
+
+
+@router.post("/login", response_class=HTMLResponse)
+def login_form(request: Request, review: Review, name: Annotated[str, Form(max_length=64)],
+               password: Annotated[str, Form(max_length=1024)], next: Annotated[str, Form()] = "/") -> Response:
+    target = _safe_next(next)
+    if not same_origin(request):
+        return error_page(request, 403, "login from another site refused")
+    user = check_password(review, name, password)
+    if user is None:
+        return _render(request, "login.html", None, status_code=401, next=target, error="用户名或密码错误")
+    token, _ = review.store.create_session(user, review.settings.session_ttl_s)
+    if user.role is Role.ADMIN and target == "/":
+        target = "/cameras"
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(SESSION_COOKIE, token, max_age=int(review.settings.session_ttl_s), httponly=True,
+                        samesite="strict", secure=review.settings.secure_cookies, path="/")
+    return response
+
+
+@router.post("/logout")
+def logout_form(caller: Annotated[Caller, Depends(page_caller)], review: Review) -> Response:
+    review.store.end_session(caller.token)
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+@router.get("/", response_class=HTMLResponse)
+def case_list(request: Request, caller: Annotated[Caller, Depends(page_caller)], review: Review,
+              page: int = 1) -> Response:
+    if caller.user.role not in REVIEWERS:
+        return RedirectResponse("/cameras", status_code=303)
+    filters, values = _page_filter(request)
+    page = min(max(page, 1), 100_000)
+    found = CasePageOut.of(review.store.list_cases(filters, page=page, per_page=PER_PAGE))
+    query = urlencode({k: v for k, v in values.items() if v is not None})
+    return _render(request, "cases.html", caller, page=found, filters=values, query=query,
+                   cameras=review.store.distinct("camera_id"), zones=review.store.distinct("zone_id"),
+                   violations=sorted(set(VIOLATION_LABELS) | set(review.store.distinct("violation"))))
+
+
+@router.get("/cases/{case_id}", response_class=HTMLResponse)
+def case_page(request: Request, case_id: str, caller: Annotated[Caller, Depends(page_roles(*REVIEWERS))],
+              review: Review) -> Response:
+    detail = case_detail(review, review.store.get(case_id))
+    filters, values = _page_filter(request)
+    query = urlencode({k: v for k, v in values.items() if v is not None})
+    around = review.store.neighbours(case_id, filters)
+    done = request.query_params.get("done")
+    return _render(
+        request, "case.html", caller, case=detail, query=query, evidence={item.name: item for item in detail.evidence},
+        newer_url=f"/cases/{around.newer}?{query}" if around.newer else None,
+        older_url=f"/cases/{around.older}?{query}" if around.older else None,
+        done=done, done_action=request.query_params.get("did"),
+        is_supervisor=caller.user.role is Role.SUPERVISOR,
+        assignable=[user.name for user in review.store.users() if user.role in REVIEWERS],
+        reasons=list(RejectReason))
+
+
+@router.get("/cameras", response_class=HTMLResponse)
+def camera_page(request: Request, caller: Annotated[Caller, Depends(page_roles(*CAMERA_VIEWERS))],
+                review: Review) -> Response:
+    return _render(request, "cameras.html", caller, board=CameraBoardOut.of(review.cameras.snapshot()))
+
+
+@router.get("/users", response_class=HTMLResponse)
+def users_page(request: Request, caller: Annotated[Caller, Depends(page_roles(Role.ADMIN))],
+               review: Review) -> Response:
+    return _render(request, "users.html", caller, users=review.store.users(), roles=list(Role), error=None)
+
+
+@router.post("/users", response_class=HTMLResponse)
+def users_form(request: Request, caller: Annotated[Caller, Depends(page_roles(Role.ADMIN))], review: Review,
+               name: Annotated[str, Form(max_length=64)], role: Annotated[Role, Form()],
+               password: Annotated[str, Form(max_length=1024)]) -> Response:
+    try:
+        review.store.add_user(name, role, hash_password(password), actor=caller.user.name)
+    except (Conflict, Invalid, ValueError) as exc:
+        return _render(request, "users.html", caller, status_code=422, users=review.store.users(),
+                       roles=list(Role), error=str(exc))
+    return RedirectResponse("/users", status_code=303)
+
+
+def _page_filter(request: Request) -> tuple[CaseFilter, dict[str, str | None]]:
+    """The list's filter from the query string, leniently (a page never answers 422 for a stale link).
+
+    No ``status`` at all means 待审核 (the triage view); ``status=`` (empty) means every status.
+    """
+    params = request.query_params
+    values = {key: (params.get(key) or None) for key in FILTER_KEYS}
+    if "status" not in params:
+        values["status"] = Status.NEW.value
+    if values["status"] not in {s.value for s in Status}:
+        values["status"] = ""
+    for key in ("since", "until"):
+        if values[key] is not None and _parse_local(values[key]) is None:
+            values[key] = None
+    filters = CaseFilter(
+        status=Status(values["status"]) if values["status"] else None, violation=values["violation"],
+        camera_id=values["camera"], zone_id=values["zone"], since=_parse_local(values["since"]),
+        until=_parse_local(values["until"]), text=(values["q"] or "")[:100] or None)
+    return filters, values
+
+
+def _parse_local(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=LOCAL_TIMEZONE)
+        moment.timestamp()
+    except (ValueError, OverflowError):
+        return None
+    return moment
+
+
+def _safe_next(target: str) -> str:
+    """Only a path on this site: never an open redirect to another one."""
+    if target.startswith("/") and not target.startswith(("//", "/\\")):
+        return target
+    return "/"
+

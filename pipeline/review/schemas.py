@@ -1,0 +1,268 @@
+"""The API's request and response bodies (pydantic), and how a stored case becomes one."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from pydantic import BaseModel, Field
+
+from pipeline.review.audit import AuditEntry
+from pipeline.review.cameras import CameraSnapshot, CameraStatus
+from pipeline.review.store import CasePage, ReviewCase, User
+from pipeline.review.vocabulary import (
+    ACTION_LABELS,
+    CAMERA_STATE_LABELS,
+    REJECT_REASON_LABELS,
+    ROLE_LABELS,
+    STATUS_LABELS,
+    RejectReason,
+    Role,
+    Status,
+    violation_label,
+)
+from pipeline.types import CaseNote
+
+NOTE_MAX = 2000
+THUMBNAIL_ORDER = ("crop.jpg", "last_frame.jpg", "annotated.jpg")
+
+
+class UserOut(BaseModel):
+    name: str
+    role: Role
+    role_label: str
+
+    @classmethod
+    def of(cls, user: User) -> UserOut:
+        return cls(name=user.name, role=user.role, role_label=ROLE_LABELS[user.role])
+
+
+class LoginIn(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    expires_at: float = Field(description="Unix time the token stops working.")
+    user: UserOut
+
+
+class NewUserIn(BaseModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
+    role: Role
+    password: str = Field(min_length=10, max_length=1024)
+
+
+class ConfirmIn(BaseModel):
+    note: str = Field("", max_length=NOTE_MAX)
+
+
+class EscalateIn(BaseModel):
+    note: str = Field("", max_length=NOTE_MAX, description="Why it goes up, e.g. 需要联合执法.")
+
+
+class RejectIn(BaseModel):
+    reason: RejectReason
+    note: str = Field("", max_length=NOTE_MAX, description="Required when the reason is 'other'.")
+
+
+class DuplicateIn(BaseModel):
+    duplicate_of: str = Field(min_length=1, max_length=128, description="The case this one repeats.")
+    note: str = Field("", max_length=NOTE_MAX)
+
+
+class ReopenIn(BaseModel):
+    note: str = Field(min_length=1, max_length=NOTE_MAX, description="Why the decision is reopened.")
+
+
+class AssignIn(BaseModel):
+    assignee: str | None = Field(None, max_length=64, description="An officer or supervisor; null unassigns.")
+
+
+class EvidenceOut(BaseModel):
+    name: str
+    content_type: str
+    sha256: str
+    url: str
+
+
+class NoteOut(BaseModel):
+    note_id: str
+    at_wall: str
+    author: str
+    kind: str
+    text: str
+
+    @classmethod
+    def of(cls, note: CaseNote) -> NoteOut:
+        return cls(**note.to_dict())
+
+
+class AuditEntryOut(BaseModel):
+    seq: int
+    at: str
+    actor: str
+    action: str
+    action_label: str
+    case_id: str | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    detail: dict[str, Any]
+    prev_sha256: str
+    sha256: str
+
+    @classmethod
+    def of(cls, entry: AuditEntry) -> AuditEntryOut:
+        return cls(**entry.to_dict(), action_label=ACTION_LABELS.get(entry.action, entry.action))
+
+
+class CaseSummary(BaseModel):
+    case_id: str
+    violation: str
+    violation_label: str
+    event_code: str
+    status: Status
+    status_label: str
+    camera_id: str
+    camera_name: str
+    zone_id: str
+    confirmed_wall: str
+    dwell_s: float
+    score: float
+    address: str | None
+    grid_code: str | None
+    assignee: str | None
+    thumbnail_url: str | None
+
+    @classmethod
+    def of(cls, case: ReviewCase) -> CaseSummary:
+        record = case.record
+        thumbnail = next((name for name in THUMBNAIL_ORDER if name in record.evidence), None)
+        return cls(
+            case_id=record.case_id, violation=record.violation, violation_label=violation_label(record.violation),
+            event_code=record.event_code, status=case.status, status_label=STATUS_LABELS[case.status],
+            camera_id=record.camera_id, camera_name=record.camera_name, zone_id=record.zone_id,
+            confirmed_wall=record.confirmed_wall, dwell_s=record.dwell_s, score=record.score,
+            address=record.location.get("address"), grid_code=record.location.get("grid_code"),
+            assignee=case.assignee, thumbnail_url=evidence_url(record.case_id, thumbnail) if thumbnail else None)
+
+
+class CasePageOut(BaseModel):
+    items: list[CaseSummary]
+    total: int
+    page: int
+    per_page: int
+    pages: int
+
+    @classmethod
+    def of(cls, page: CasePage) -> CasePageOut:
+        return cls(items=[CaseSummary.of(case) for case in page.cases], total=page.total, page=page.page,
+                   per_page=page.per_page, pages=max(1, -(-page.total // page.per_page)))
+
+
+class DecisionOut(BaseModel):
+    decided_by: str | None
+    decided_at: str | None
+    reject_reason: RejectReason | None
+    reject_reason_label: str | None
+    note: str | None
+    duplicate_of: str | None
+
+
+class LocationOut(BaseModel):
+    lat: float | None
+    lon: float | None
+    address: str | None
+    grid_code: str | None
+
+
+class CaseDetail(CaseSummary):
+    event_name: str
+    first_seen_wall: str
+    track_id: int
+    bbox: list[float]
+    model: dict[str, Any]
+    location: LocationOut
+    decision: DecisionOut
+    evidence: list[EvidenceOut]
+    notes: list[NoteOut] | None = Field(description="null when the case queue cannot be reached right now")
+    audit: list[AuditEntryOut]
+    record_sha256: str
+
+    @classmethod
+    def build(cls, case: ReviewCase, notes: list[CaseNote] | None, audit: list[AuditEntry]) -> CaseDetail:
+        record = case.record
+        location = record.location
+        return cls(
+            **CaseSummary.of(case).model_dump(),
+            event_name=record.event_name, first_seen_wall=record.first_seen_wall, track_id=record.track_id,
+            bbox=list(record.bbox), model=dict(record.model), record_sha256=case.record_sha256,
+            location=LocationOut(lat=location.get("lat"), lon=location.get("lon"), address=location.get("address"),
+                                 grid_code=location.get("grid_code")),
+            decision=DecisionOut(
+                decided_by=case.decided_by, decided_at=case.decided_at, reject_reason=case.reject_reason,
+                reject_reason_label=REJECT_REASON_LABELS[case.reject_reason] if case.reject_reason else None,
+                note=case.decision_note, duplicate_of=case.duplicate_of),
+            evidence=[EvidenceOut(name=name, content_type=item.content_type, sha256=item.sha256,
+                                  url=evidence_url(record.case_id, name))
+                      for name, item in sorted(record.evidence.items())],
+            notes=None if notes is None else [NoteOut.of(note) for note in notes],
+            audit=[AuditEntryOut.of(entry) for entry in audit])
+
+
+class CameraOut(BaseModel):
+    camera_id: str
+    name: str
+    address: str | None
+    grid_code: str | None
+    lat: float | None
+    lon: float | None
+    zones: list[str]
+    state: str
+    state_label: str
+    health: str
+    worker: str | None
+    received_fps: float | None
+    analysed_fps: float | None
+    lag_s: float | None
+    last_frame_age_s: float | None
+    reconnects_last_hour: float | None
+
+    @classmethod
+    def of(cls, camera: CameraStatus) -> CameraOut:
+        figures = camera.figures
+        return cls(camera_id=camera.camera_id, name=camera.name, address=camera.address, grid_code=camera.grid_code,
+                   lat=camera.lat, lon=camera.lon, zones=camera.zones, state=camera.state,
+                   state_label=CAMERA_STATE_LABELS.get(camera.state, camera.state), health=camera.health,
+                   worker=camera.worker, received_fps=figures.get("received_fps"),
+                   analysed_fps=figures.get("analysed_fps"), lag_s=figures.get("lag_s"),
+                   last_frame_age_s=camera.last_frame_age_s, reconnects_last_hour=figures.get("reconnects_last_hour"))
+
+
+class WorkerOut(BaseModel):
+    url: str
+    ok: bool
+    error: str | None
+
+
+class CameraBoardOut(BaseModel):
+    cameras: list[CameraOut]
+    workers: list[WorkerOut]
+
+    @classmethod
+    def of(cls, snapshot: CameraSnapshot) -> CameraBoardOut:
+        return cls(cameras=[CameraOut.of(camera) for camera in snapshot.cameras],
+                   workers=[WorkerOut(url=w.url, ok=w.ok, error=w.error) for w in snapshot.workers])
+
+
+class VocabularyOut(BaseModel):
+    statuses: dict[str, str]
+    violations: dict[str, str]
+    reject_reasons: dict[str, str]
+    roles: dict[str, str]
+
+
+def evidence_url(case_id: str, name: str) -> str:
+    return f"/api/cases/{quote(case_id, safe='')}/evidence/{quote(name, safe='')}"

@@ -1,0 +1,30 @@
+"""What a review service instance is pointed at; the CLI fills it from options and environment."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+
+from pipeline.review.store import DEFAULT_REVIEW_DB
+
+
+class ReviewSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    db_path: Path = Field(DEFAULT_REVIEW_DB, description="The review store (SQLite, WAL).")
+    queue_url: str | None = Field(
+        None, description="Case queue URL (open_queue's forms); None: SQLite at var/queue/cases.sqlite3.")
+    evidence_url: str | None = Field(
+        None, description="Evidence store (open_evidence_store's forms); None: S3_* environment, else var/evidence.")
+    streams_dir: Path | None = Field(None, description="Folder of camera files (*.yaml) for names and locations.")
+    metrics_urls: tuple[HttpUrl, ...] = Field((), description="Workers' Prometheus /metrics endpoints.")
+    consumer: str = Field(default_factory=lambda: f"review-service-{socket.gethostname()}",
+                          description="This instance's consumer name in the queue's review group.")
+    intake_block_s: float = Field(1.0, gt=0, le=30, description="How long one queue read waits for new cases.")
+    intake_max_backoff_s: float = Field(30.0, gt=0, description="Longest wait between tries of an unreachable queue.")
+    session_ttl_s: float = Field(12 * 3600, gt=0, description="A login lasts this long (one shift).")
+    evidence_url_expiry_s: int = Field(300, ge=1, le=3600, description="Presigned S3 evidence URLs expire after this.")
+    metrics_timeout_s: float = Field(1.5, gt=0, description="How long the camera list waits for a worker.")
+    secure_cookies: bool = Field(False, description="Mark the session cookie Secure (set when served over HTTPS).")

@@ -1,0 +1,104 @@
+"""The review service's fixed vocabulary: English values in code and data, Chinese labels for officers."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    NEW = "new"
+    CONFIRMED = "confirmed"
+    REJECTED = "rejected"
+    ESCALATED = "escalated"
+    DUPLICATE = "duplicate"
+
+
+class Role(StrEnum):
+    """Separate duties, not a ladder: an admin manages accounts and cameras but decides no case,
+    so whoever can create users cannot also create decisions under them."""
+
+    OFFICER = "officer"
+    SUPERVISOR = "supervisor"
+    ADMIN = "admin"
+
+
+class RejectReason(StrEnum):
+    NOT_A_VIOLATION = "not_a_violation"
+    DETECTOR_ERROR = "detector_error"
+    OUTSIDE_ZONE = "outside_zone"
+    AUTHORISED = "authorised"
+    OTHER = "other"
+
+
+class Decision(StrEnum):
+    """What an officer can do to a new case, and the status each leads to."""
+
+    CONFIRM = "confirm"
+    REJECT = "reject"
+    ESCALATE = "escalate"
+    DUPLICATE = "duplicate"
+
+    @property
+    def status(self) -> Status:
+        return _STATUS_OF_DECISION[self]
+
+
+_STATUS_OF_DECISION = {
+    Decision.CONFIRM: Status.CONFIRMED,
+    Decision.REJECT: Status.REJECTED,
+    Decision.ESCALATE: Status.ESCALATED,
+    Decision.DUPLICATE: Status.DUPLICATE,
+}
+
+STATUS_LABELS = {
+    Status.NEW: "待审核",
+    Status.CONFIRMED: "已确认",
+    Status.REJECTED: "已驳回",
+    Status.ESCALATED: "已上报",
+    Status.DUPLICATE: "重复",
+}
+# Keys are the rule types of pipeline/rules and the writer's camera-fault kind.
+VIOLATION_LABELS = {
+    "illegal_parking": "机动车乱停放",
+    "stall_encroachment": "占道经营",
+    "bin_overflow": "垃圾满溢",
+    "camera_fault": "故障报警",
+}
+REJECT_REASON_LABELS = {
+    RejectReason.NOT_A_VIOLATION: "非违规",
+    RejectReason.DETECTOR_ERROR: "误检",
+    RejectReason.OUTSIDE_ZONE: "不在管控区",
+    RejectReason.AUTHORISED: "已审批",
+    RejectReason.OTHER: "其他",
+}
+ROLE_LABELS = {Role.OFFICER: "执法队员", Role.SUPERVISOR: "中队长", Role.ADMIN: "系统管理员"}
+CAMERA_STATE_LABELS = {
+    "connecting": "连接中",
+    "live": "在线",
+    "stalled": "卡顿",
+    "offline": "离线",
+    "ended": "已结束",
+    "failed": "故障",
+    "stopped": "已停止",
+    "unknown": "未知",
+}
+ACTION_LABELS = {
+    "case_received": "接收案件",
+    "confirm": "确认",
+    "reject": "驳回",
+    "escalate": "上报",
+    "duplicate": "标记重复",
+    "reopen": "重新打开",
+    "assign": "分派",
+    "evidence_view": "查看证据",
+    "bundle_export": "导出证据包",
+    "dataset_export": "导出训练数据",
+    "user_add": "新增用户",
+    "password_reset": "重置密码",
+    "login": "登录",
+}
+
+
+def violation_label(violation: str) -> str:
+    """Chinese name of a violation kind; a kind this table does not know yet is shown as it is."""
+    return VIOLATION_LABELS.get(violation, violation)

@@ -1,0 +1,148 @@
+"""What the review service's tests share: a street replayed once per session, a fresh copy of it
+per test, accounts for each role, and an app whose intake has taken every queued case.
+
+The cases are real: `patrol replay` of the sample street (the project's model, evidence writer and
+SQLite queue), plus one camera-fault case written by the real evidence writer with a
+``camera_recovered`` note, as the patrol files them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import cv2
+import pytest
+from fastapi.testclient import TestClient
+
+from pipeline.evidence import CameraInfo, EvidenceWriter, LocalEvidenceStore, load_event_codes
+from pipeline.evidence.writer import CameraFault
+from pipeline.queue import SqliteCaseQueue
+from pipeline.review.app import create_app
+from pipeline.review.auth import hash_password
+from pipeline.review.settings import ReviewSettings
+from pipeline.review.store import ReviewStore
+from pipeline.review.vocabulary import Role
+from pipeline.types import CaseNote, Frame
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_VIDEO = REPO / "streams" / "samples" / "sample-street.mp4"
+SAMPLE_CAMERA = REPO / "streams" / "sample-street.yaml"
+STREAMS = REPO / "streams"
+START_TIME = "2026-03-02T08:00:00"  # the replay's first frame, camera local time (UTC+8)
+FAULT_CASE = "F-0123456789abcdef"
+PASSWORD = "correct-horse-battery"  # every test account's password
+ACCOUNTS = {"officer1": Role.OFFICER, "officer2": Role.OFFICER, "chief": Role.SUPERVISOR, "root": Role.ADMIN}
+
+_replayed: dict[str, Path] = {}
+_password_hash: list[str] = []
+
+
+def replayed_street(base: Path) -> Path:
+    """The pristine replay (queue + evidence) under ``base``, made once per test session."""
+    if "street" not in _replayed:
+        out = base / "street"
+        done = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli.main", "replay", str(SAMPLE_VIDEO), "--camera", str(SAMPLE_CAMERA),
+             "--out", str(out), "--start-time", START_TIME, "--threads", "2"],
+            check=False, cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        _add_camera_fault(out)
+        _replayed["street"] = out
+    return _replayed["street"]
+
+
+def _add_camera_fault(out: Path) -> None:
+    """A 故障报警 case as the patrol files one: last picture, fault metadata, then a recovery note."""
+    store = LocalEvidenceStore(out / "evidence")
+    frame_key = next(key for key in store.keys(prefix="") if key.endswith("/frame.jpg"))
+    picture = cv2.imread(str(store.root / frame_key))
+    camera = CameraInfo("shuangshan-sample", "双山大街 样例路段 (synthetic)",
+                        {"lat": 36.7001, "lon": 117.5412, "address": "章丘区双山大街 (示例)",
+                         "grid_code": "370181001001999", "timezone": "Asia/Shanghai"})
+    since = datetime.fromisoformat(START_TIME).replace(tzinfo=ZoneInfo("Asia/Shanghai")).timestamp() + 400
+    fault = CameraFault(case_id=FAULT_CASE, since_wall=since, filed_wall=since + 300, stream_s=150.0, state="offline",
+                        reason="connection refused", last_frame=Frame("shuangshan-sample", 749, 149.8, since, picture))
+    record = EvidenceWriter(store, load_event_codes(), "test").write_camera_fault(
+        fault, camera=camera, model={"name": "patrol-street", "sha256": "0" * 64})
+    queue = SqliteCaseQueue(out / "queue" / "cases.sqlite3")
+    try:
+        assert queue.publish(record)
+        queue.add_note(CaseNote(note_id=f"{FAULT_CASE}:recovered", case_id=FAULT_CASE,
+                                at_wall="2026-03-02T08:16:40.000+08:00", author="system", kind="camera_recovered",
+                                text="camera shuangshan-sample delivers video again after 5.0 min without"))
+    finally:
+        queue.close()
+
+
+def copy_of_street(tmp_path_factory: pytest.TempPathFactory, var: Path) -> Path:
+    """A private copy of the replayed street at ``var``: one test's decisions touch nobody else's."""
+    shutil.copytree(replayed_street(tmp_path_factory.getbasetemp()), var)
+    return var
+
+
+def settings_for(var: Path, **overrides) -> ReviewSettings:
+    return ReviewSettings(**{
+        "db_path": var / "review" / "review.sqlite3",
+        "queue_url": f"sqlite:///{var / 'queue' / 'cases.sqlite3'}",
+        "evidence_url": str(var / "evidence"),
+        "streams_dir": STREAMS,
+        "consumer": "review-test",
+        "intake_block_s": 0.2,
+        **overrides,
+    })
+
+
+def add_accounts(db_path: Path) -> None:
+    """The test accounts, hashed once per session (argon2 is slow on purpose)."""
+    if not _password_hash:
+        _password_hash.append(hash_password(PASSWORD))
+    store = ReviewStore(db_path)
+    try:
+        existing = {user.name for user in store.users()}
+        for name, role in ACCOUNTS.items():
+            if name not in existing:
+                store.add_user(name, role, _password_hash[0], actor="test-setup")
+    finally:
+        store.close()
+
+
+def queued_case_count(var: Path) -> int:
+    queue = SqliteCaseQueue(var / "queue" / "cases.sqlite3")
+    try:
+        return queue.count()
+    finally:
+        queue.close()
+
+
+def wait_for_cases(store: ReviewStore, count: int, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while len(store.all_case_ids()) < count:
+        assert time.monotonic() < deadline, f"intake stored {len(store.all_case_ids())} of {count} cases"
+        time.sleep(0.05)
+
+
+@contextmanager
+def running_app(var: Path, *, environ=None, expect_cases: int | None = None, **overrides):
+    """A TestClient on an app over ``var`` whose intake has taken every queued case (or ``expect_cases``)."""
+    settings = settings_for(var, **overrides)
+    add_accounts(settings.db_path)
+    app = create_app(settings, **({"environ": environ} if environ is not None else {}))
+    try:
+        with TestClient(app) as client:
+            wait_for_cases(app.state.review.store, queued_case_count(var) if expect_cases is None else expect_cases)
+            yield client
+    finally:
+        app.state.review.close()
+
+
+def login(client: TestClient, name: str) -> dict[str, str]:
+    response = client.post("/api/login", json={"name": name, "password": PASSWORD})
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}

@@ -1,0 +1,522 @@
+"""The review API's contract, route by route, on real replayed cases."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import zipfile
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, quote, urlsplit
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from review_support import FAULT_CASE, PASSWORD, copy_of_street, login, running_app
+
+from pipeline.cli.health import CameraReport, Counters, PatrolCollector, PatrolReport
+from pipeline.evidence import LocalEvidenceStore, open_evidence_store
+from pipeline.queue import RedisCaseQueue, SqliteCaseQueue
+
+
+@pytest.fixture
+def street_var(tmp_path_factory, tmp_path):
+    """A private copy of the replayed street (made once per session): this test's decisions are its own."""
+    return copy_of_street(tmp_path_factory, tmp_path / "var")
+
+
+@pytest.fixture
+def client(street_var):
+    with running_app(street_var) as client:
+        yield client
+
+
+def all_cases(client, headers, **params) -> list[dict]:
+    response = client.get("/api/cases", headers=headers, params={"per_page": 100, **params})
+    assert response.status_code == 200, response.text
+    return response.json()["items"]
+
+
+def audit_of(client, headers, case_id) -> list[dict]:
+    response = client.get(f"/api/cases/{case_id}/audit", headers=headers)
+    assert response.status_code == 200
+    return response.json()
+
+
+def test_review_imports_no_analysis_stage():
+    """The review side runs on a box without the models: it must not pull in ingest, detect or track."""
+    script = "import sys, pipeline.review, pipeline.review.dataset, pipeline.review.verify; print(*sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True).stdout.split()
+    assert "pipeline.review.app" in loaded
+    assert not [name for name in loaded if name.startswith(("pipeline.ingest", "pipeline.detect", "pipeline.track",
+                                                            "pipeline.rules", "onnxruntime", "av"))]
+
+
+# -- auth ---------------------------------------------------------------------------------------
+
+
+def test_every_api_route_needs_a_user(client):
+    spec = client.get("/openapi.json").json()
+    checked = 0
+    for path, operations in spec["paths"].items():
+        for method in operations:
+            if path == "/api/login":
+                continue
+            url = path.replace("{case_id}", "P-0").replace("{name}", "frame.jpg")
+            response = client.request(method.upper(), url, json={})
+            assert response.status_code == 401, f"{method} {path} answered {response.status_code} without a user"
+            assert response.headers["www-authenticate"] == "Bearer"
+            checked += 1
+    assert checked >= 15
+
+
+def test_pages_without_a_user_go_to_login(client):
+    for page in ("/", "/cases/P-0", "/cameras", "/users"):
+        response = client.get(page, follow_redirects=False)
+        assert response.status_code == 303
+        assert response.headers["location"] == f"/login?next={quote(page, safe='')}"
+
+
+def test_login_checks_the_password_and_tokens_expire(street_var):
+    with running_app(street_var, session_ttl_s=1.0) as client:
+        assert client.post("/api/login", json={"name": "officer1", "password": "wrong-password"}).status_code == 401
+        assert client.post("/api/login", json={"name": "nobody", "password": PASSWORD}).status_code == 401
+        assert client.get("/api/me", headers={"Authorization": "Bearer not-a-token"}).status_code == 401
+        headers = login(client, "officer1")
+        me = client.get("/api/me", headers=headers)
+        assert me.json() == {"name": "officer1", "role": "officer", "role_label": "执法队员"}
+        time.sleep(1.1)
+        assert client.get("/api/me", headers=headers).status_code == 401
+
+
+def test_passwords_are_stored_as_argon2id_and_logout_ends_the_token(client):
+    store = client.app.state.review.store
+    _, stored = store.password_hash("officer1")
+    assert stored.startswith("$argon2id$") and PASSWORD not in stored
+    headers = login(client, "officer1")
+    assert client.post("/api/logout", headers=headers).status_code == 204
+    assert client.get("/api/me", headers=headers).status_code == 401
+
+
+ROLE_MATRIX = [
+    # (method, path, body, {role: expected status})
+    ("GET", "/api/cases", None, {"officer1": 200, "chief": 200, "root": 403}),
+    ("GET", "/api/cases/{case}", None, {"officer1": 200, "chief": 200, "root": 403}),
+    ("GET", "/api/cases/{case}/bundle", None, {"officer1": 200, "chief": 200, "root": 403}),
+    ("GET", "/api/cases/{case}/evidence/frame.jpg", None, {"officer1": 200, "chief": 200, "root": 403}),
+    ("POST", "/api/cases/{case}/assign", {"assignee": "officer1"}, {"officer1": 403, "root": 403, "chief": 200}),
+    ("POST", "/api/cases/{case}/confirm", {}, {"root": 403, "officer1": 200}),
+    ("POST", "/api/cases/{case}/reopen", {"note": "复核"}, {"officer1": 403, "root": 403, "chief": 200}),
+    ("GET", "/api/cameras", None, {"officer1": 403, "chief": 200, "root": 200}),
+    ("GET", "/api/users", None, {"officer1": 403, "chief": 403, "root": 200}),
+    ("POST", "/api/users", {"name": "newbie", "role": "officer", "password": "a-long-password"},
+     {"officer1": 403, "chief": 403, "root": 201}),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "expected"), ROLE_MATRIX,
+                         ids=[f"{m} {p}" for m, p, _, _ in ROLE_MATRIX])
+def test_roles(client, method, path, body, expected):
+    case_id = all_cases(client, login(client, "chief"), violation="illegal_parking")[0]["case_id"]
+    if path.endswith("/reopen"):  # only a decided case can be reopened
+        client.post(f"/api/cases/{case_id}/confirm", headers=login(client, "officer1"), json={})
+    for name, status in expected.items():  # in order: the allowed role last, so state changes come after refusals
+        response = client.request(method, path.format(case=case_id), headers=login(client, name), json=body)
+        assert response.status_code == status, f"{name}: {response.status_code} {response.text[:200]}"
+
+
+# -- listing ------------------------------------------------------------------------------------
+
+
+def test_list_is_newest_first_and_paginates_without_gaps(client):
+    headers = login(client, "officer1")
+    everything = all_cases(client, headers)
+    assert len(everything) == len(client.app.state.review.store.all_case_ids()) >= 5
+    times = [datetime.fromisoformat(case["confirmed_wall"]) for case in everything]
+    assert times == sorted(times, reverse=True)
+    pages, seen = None, []
+    page = 1
+    while pages is None or page <= pages:
+        body = client.get("/api/cases", headers=headers, params={"per_page": 2, "page": page}).json()
+        assert body["total"] == len(everything) and body["per_page"] == 2
+        pages = body["pages"]
+        assert len(body["items"]) == (2 if page < pages else len(everything) - 2 * (pages - 1))
+        seen.extend(case["case_id"] for case in body["items"])
+        page += 1
+    assert seen == [case["case_id"] for case in everything]
+    beyond = client.get("/api/cases", headers=headers, params={"per_page": 2, "page": pages + 1}).json()
+    assert beyond["items"] == [] and beyond["total"] == len(everything)
+    for bad in ({"per_page": 0}, {"per_page": 101}, {"page": 0}, {"status": "maybe"}, {"since": "yesterday"}):
+        assert client.get("/api/cases", headers=headers, params=bad).status_code == 422, bad
+
+
+def test_filters_match_what_they_say(client):
+    headers = login(client, "officer1")
+    everything = all_cases(client, headers)
+    for field, param in (("violation", "violation"), ("camera_id", "camera"), ("zone_id", "zone")):
+        for value in {case[field] for case in everything} - {""}:  # a fault case has no zone
+            found = all_cases(client, headers, **{param: value})
+            assert [c["case_id"] for c in found] == [c["case_id"] for c in everything if c[field] == value]
+    assert {case["violation"] for case in everything} >= {"illegal_parking", "stall_encroachment", "camera_fault"}
+
+    target = everything[1]["case_id"]
+    client.post(f"/api/cases/{target}/escalate", headers=headers, json={"note": "需要联合执法"})
+    assert [c["case_id"] for c in all_cases(client, headers, status="escalated")] == [target]
+    assert target not in {c["case_id"] for c in all_cases(client, headers, status="new")}
+
+    middle = datetime.fromisoformat(everything[len(everything) // 2]["confirmed_wall"])
+    since = all_cases(client, headers, since=middle.isoformat())
+    until = all_cases(client, headers, until=middle.isoformat())
+    assert [c["case_id"] for c in since] == [c["case_id"] for c in everything
+                                             if datetime.fromisoformat(c["confirmed_wall"]) >= middle]
+    assert {c["case_id"] for c in since}.isdisjoint(c["case_id"] for c in until)
+    assert len(since) + len(until) == len(everything)
+    # An offset-less time is the district's clock (UTC+8), as an officer types it.
+    assert middle.utcoffset().total_seconds() == 8 * 3600
+    local = middle.replace(tzinfo=None).isoformat()
+    assert all_cases(client, headers, since=local) == since
+
+    assert len(all_cases(client, headers, q="双山大街")) == len(everything)  # the address
+    assert len(all_cases(client, headers, q="370181001001999")) == len(everything)  # the grid code
+    assert [c["case_id"] for c in all_cases(client, headers, q=target[2:12].upper())] == [target]
+    assert all_cases(client, headers, q="解放路") == []
+    assert all_cases(client, headers, q="%") == []  # LIKE wildcards are text here
+
+
+# -- decisions ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("action", "body", "status"), [
+    ("confirm", {"note": "现场核实"}, "confirmed"),
+    ("reject", {"reason": "outside_zone", "note": ""}, "rejected"),
+    ("escalate", {"note": "需要联合执法"}, "escalated"),
+])
+def test_each_decision_changes_state_once_with_an_audit_entry(client, action, body, status):
+    headers = login(client, "officer1")
+    case_id = all_cases(client, headers, status="new")[0]["case_id"]
+    before = audit_of(client, headers, case_id)
+    response = client.post(f"/api/cases/{case_id}/{action}", headers=headers, json=body)
+    assert response.status_code == 200, response.text
+    case = response.json()
+    assert case["status"] == status and case["decision"]["decided_by"] == "officer1"
+    entries = audit_of(client, headers, case_id)
+    assert len(entries) == len(before) + 1
+    entry = entries[-1]
+    assert entry["actor"] == "officer1" and entry["action"] == action and entry["case_id"] == case_id
+    assert entry["before"]["status"] == "new" and entry["after"]["status"] == status
+    assert entry["seq"] > before[-1]["seq"]
+    again = client.post(f"/api/cases/{case_id}/{action}", headers=login(client, "officer2"), json=body)
+    assert again.status_code == 409
+    assert len(audit_of(client, headers, case_id)) == len(entries)
+
+
+def test_rejection_reasons_come_from_the_fixed_list(client):
+    headers = login(client, "officer1")
+    case_id = all_cases(client, headers, status="new")[0]["case_id"]
+    assert client.post(f"/api/cases/{case_id}/reject", headers=headers, json={"reason": "bored"}).status_code == 422
+    other = client.post(f"/api/cases/{case_id}/reject", headers=headers, json={"reason": "other", "note": " "})
+    assert other.status_code == 422 and "other" in other.json()["detail"]
+    assert client.get(f"/api/cases/{case_id}", headers=headers).json()["status"] == "new"
+    done = client.post(f"/api/cases/{case_id}/reject", headers=headers, json={"reason": "other", "note": "施工围挡"})
+    decision = done.json()["decision"]
+    assert decision["reject_reason"] == "other" and decision["reject_reason_label"] == "其他"
+    assert decision["note"] == "施工围挡"
+
+
+def test_duplicate_must_name_an_existing_original(client):
+    headers = login(client, "officer1")
+    first, second, third = (c["case_id"] for c in all_cases(client, headers, status="new")[:3])
+    for target, why in (("P-doesnotexist", "no case"), (first, "itself")):
+        response = client.post(f"/api/cases/{first}/duplicate", headers=headers, json={"duplicate_of": target})
+        assert response.status_code == 422 and why in response.json()["detail"]
+    assert client.get(f"/api/cases/{first}", headers=headers).json()["status"] == "new"
+    marked = client.post(f"/api/cases/{first}/duplicate", headers=headers, json={"duplicate_of": second})
+    assert marked.status_code == 200
+    assert marked.json()["status"] == "duplicate" and marked.json()["decision"]["duplicate_of"] == second
+    assert audit_of(client, headers, first)[-1]["after"]["duplicate_of"] == second
+    chained = client.post(f"/api/cases/{third}/duplicate", headers=headers, json={"duplicate_of": first})
+    assert chained.status_code == 422 and second in chained.json()["detail"]
+
+
+def test_supervisor_reopens_and_assignment_binds_officers(client):
+    chief, officer1, officer2 = (login(client, name) for name in ("chief", "officer1", "officer2"))
+    case_id = all_cases(client, chief, status="new")[0]["case_id"]
+    assigned = client.post(f"/api/cases/{case_id}/assign", headers=chief, json={"assignee": "officer1"})
+    assert assigned.json()["assignee"] == "officer1"
+    assert client.post(f"/api/cases/{case_id}/assign", headers=chief, json={"assignee": "root"}).status_code == 422
+    assert [c["case_id"] for c in all_cases(client, officer1, assignee="officer1")] == [case_id]
+    refused = client.post(f"/api/cases/{case_id}/confirm", headers=officer2, json={})
+    assert refused.status_code == 403 and "officer1" in refused.json()["detail"]
+    assert client.post(f"/api/cases/{case_id}/confirm", headers=officer1, json={}).status_code == 200
+    assert client.post(f"/api/cases/{case_id}/reopen", headers=chief, json={"note": ""}).status_code == 422
+    reopened = client.post(f"/api/cases/{case_id}/reopen", headers=chief, json={"note": "车主有停车许可，复核"})
+    assert reopened.status_code == 200 and reopened.json()["status"] == "new"
+    assert reopened.json()["decision"]["decided_by"] is None
+    entry = audit_of(client, chief, case_id)[-1]
+    assert entry["action"] == "reopen" and entry["actor"] == "chief"
+    assert entry["before"]["status"] == "confirmed" and entry["before"]["decided_by"] == "officer1"
+    assert entry["after"]["status"] == "new" and entry["detail"]["note"] == "车主有停车许可，复核"
+    assert client.post(f"/api/cases/{case_id}/reopen", headers=chief, json={"note": "again"}).status_code == 409
+
+
+def test_unknown_case_is_404(client):
+    headers = login(client, "chief")
+    for method, path in (("GET", "/api/cases/P-nope"), ("POST", "/api/cases/P-nope/confirm"),
+                         ("GET", "/api/cases/P-nope/bundle"), ("GET", "/api/cases/P-nope/evidence/frame.jpg")):
+        assert client.request(method, path, headers=headers, json={}).status_code == 404, path
+
+
+# -- evidence -----------------------------------------------------------------------------------
+
+
+def test_case_detail_lists_evidence_notes_and_place(client):
+    headers = login(client, "officer1")
+    cases = all_cases(client, headers)
+    parking = next(c for c in cases if c["violation"] == "illegal_parking")
+    detail = client.get(f"/api/cases/{parking['case_id']}", headers=headers).json()
+    assert {e["name"] for e in detail["evidence"]} == {"frame.jpg", "annotated.jpg", "crop.jpg", "first_seen.jpg",
+                                                      "clip.mp4", "metadata.json"}
+    assert detail["violation_label"] == "机动车乱停放" and detail["status_label"] == "待审核"
+    assert detail["location"]["grid_code"] == "370181001001999" and detail["location"]["lat"] == pytest.approx(36.7001)
+    assert detail["audit"][0]["action"] == "case_received"
+    fault = client.get(f"/api/cases/{FAULT_CASE}", headers=headers).json()
+    assert fault["violation_label"] == "故障报警"
+    assert {e["name"] for e in fault["evidence"]} == {"last_frame.jpg", "metadata.json"}
+    assert [note["kind"] for note in fault["notes"]] == ["camera_recovered"]
+
+
+def test_evidence_is_served_by_name_checked_and_audited(client, street_var):
+    headers = login(client, "officer1")
+    case_id = all_cases(client, headers, violation="illegal_parking")[0]["case_id"]
+    detail = client.get(f"/api/cases/{case_id}", headers=headers).json()
+    clip = next(e for e in detail["evidence"] if e["name"] == "clip.mp4")
+    response = client.get(clip["url"], headers=headers)
+    assert response.status_code == 200 and response.headers["content-type"] == "video/mp4"
+    assert hashlib.sha256(response.content).hexdigest() == clip["sha256"]
+    assert response.headers["cache-control"] == "private, no-store"
+    entry = audit_of(client, headers, case_id)[-1]
+    assert entry["action"] == "evidence_view" and entry["actor"] == "officer1"
+    assert entry["detail"]["name"] == "clip.mp4" and entry["detail"]["intact"] is True
+    assert entry["detail"]["key"].endswith(f"/{case_id}/clip.mp4")
+
+
+def test_evidence_route_refuses_other_cases_keys_and_traversal(client):
+    headers = login(client, "officer1")
+    mine, other = (c["case_id"] for c in all_cases(client, headers, violation="illegal_parking")[:2])
+    other_key = client.get(f"/api/cases/{other}", headers=headers).json()["evidence"][0]
+    other_full_key = client.app.state.review.store.get(other).record.evidence[other_key["name"]].key
+    attempts = [
+        f"/api/cases/{mine}/evidence/{quote(other_full_key, safe='')}",
+        f"/api/cases/{mine}/evidence/{quote('../' + other + '/frame.jpg', safe='')}",
+        f"/api/cases/{mine}/evidence/..%2F..%2F..%2Fqueue%2Fcases.sqlite3",
+        f"/api/cases/{mine}/evidence/%2e%2e",
+        f"/api/cases/{mine}/evidence/.metadata.json",
+        f"/api/cases/{mine}/evidence/cases.sqlite3",
+        f"/api/cases/{quote('../' + other, safe='')}/evidence/frame.jpg",
+        f"/api/cases/{mine}/evidence/..\\..\\etc\\passwd",
+    ]
+    for url in attempts:
+        response = client.get(url, headers=headers)
+        assert response.status_code in (404, 422), f"{url} answered {response.status_code}"
+        assert response.headers["content-type"].startswith("application/json")
+    assert not [e for e in audit_of(client, headers, mine) if e["action"] == "evidence_view"]
+
+
+def test_s3_evidence_redirects_to_a_short_lived_presigned_url(street_var, s3_env):
+    source = LocalEvidenceStore(street_var / "evidence")
+    bucket = open_evidence_store(None, s3_env)
+    for key in source.keys(prefix=""):
+        bucket.put(key, source.get(key), "video/mp4" if key.endswith(".mp4") else "image/jpeg")
+    with running_app(street_var, evidence_url=None, environ=s3_env, evidence_url_expiry_s=120) as client:
+        headers = login(client, "officer1")
+        case_id = all_cases(client, headers, violation="illegal_parking")[0]["case_id"]
+        item = client.app.state.review.store.get(case_id).record.evidence["crop.jpg"]
+        response = client.get(f"/api/cases/{case_id}/evidence/crop.jpg", headers=headers, follow_redirects=False)
+        assert response.status_code == 307
+        location = response.headers["location"]
+        query = parse_qs(urlsplit(location).query)
+        assert location.startswith(s3_env["S3_ENDPOINT"]) and query["X-Amz-Expires"] == ["120"]
+        assert "X-Amz-Signature" in query and s3_env["S3_SECRET_KEY"] not in location
+        with urllib.request.urlopen(location, timeout=10) as fetched:
+            assert hashlib.sha256(fetched.read()).hexdigest() == item.sha256
+        entry = audit_of(client, headers, case_id)[-1]
+        assert entry["action"] == "evidence_view" and entry["detail"]["via"] == "presigned"
+        # The page lets pictures come from the object store, and only from there.
+        page = client.get(f"/cases/{case_id}", headers=headers)
+        assert f"img-src 'self' {s3_env['S3_ENDPOINT']}" in page.headers["content-security-policy"]
+
+
+# -- bundle -------------------------------------------------------------------------------------
+
+
+def test_bundle_holds_evidence_metadata_audit_and_checksums(client):
+    headers = login(client, "officer2")
+    case_id = all_cases(client, headers, violation="illegal_parking")[0]["case_id"]
+    client.post(f"/api/cases/{case_id}/confirm", headers=headers, json={"note": "现场核实"})
+    response = client.get(f"/api/cases/{case_id}/bundle", headers=headers)
+    assert response.status_code == 200 and response.headers["content-type"] == "application/zip"
+    assert f"{case_id}-bundle.zip" in response.headers["content-disposition"]
+    archive = zipfile.ZipFile(io.BytesIO(response.content))
+    files = {name.removeprefix(f"{case_id}/"): archive.read(name) for name in archive.namelist()}
+    record = client.app.state.review.store.get(case_id).record
+    assert set(files) == {f"evidence/{name}" for name in record.evidence} | {
+        "case.json", "audit.jsonl", "manifest.json", "SHA256SUMS"}
+    for name, item in record.evidence.items():
+        assert hashlib.sha256(files[f"evidence/{name}"]).hexdigest() == item.sha256
+    sums = dict(reversed(line.split("  ", 1)) for line in files["SHA256SUMS"].decode().splitlines())
+    assert set(sums) == set(files) - {"SHA256SUMS"}
+    for path, digest in sums.items():
+        assert hashlib.sha256(files[path]).hexdigest() == digest, path
+    metadata = json.loads(files["evidence/metadata.json"])
+    assert metadata["case_id"] == case_id
+    case = json.loads(files["case.json"])
+    assert case["review"]["status"] == "confirmed" and case["record"]["case_id"] == case_id
+    entries = [json.loads(line) for line in files["audit.jsonl"].decode().splitlines()]
+    assert entries[0]["action"] == "case_received"
+    assert entries[-1]["action"] == "bundle_export" and entries[-1]["actor"] == "officer2"
+    assert "confirm" in [e["action"] for e in entries]
+    manifest = json.loads(files["manifest.json"])
+    assert manifest["audit_head"]["sha256"] == entries[-1]["sha256"]
+    assert all(check["intact"] for check in manifest["evidence"])
+
+
+# -- CSRF, cameras, intake ----------------------------------------------------------------------
+
+
+def test_cookie_sessions_need_the_csrf_token_and_same_origin(client):
+    login_page = client.post("/login", data={"name": "officer1", "password": PASSWORD, "next": "/"},
+                             follow_redirects=False)
+    assert login_page.status_code == 303
+    cookie = login_page.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie
+    case_id = all_cases(client, login(client, "officer1"), status="new")[0]["case_id"]
+    page = client.get(f"/cases/{case_id}")
+    token = page.text.split('name="csrf-token" content="')[1].split('"')[0]
+    url = f"/api/cases/{case_id}/confirm"
+    assert client.post(url, json={}).status_code == 403
+    assert client.post(url, json={}, headers={"X-CSRF-Token": "forged"}).status_code == 403
+    assert client.post(url, json={}, headers={"X-CSRF-Token": token, "Origin": "http://evil.example"}).status_code == 403
+    assert client.get(f"/api/cases/{case_id}").json()["status"] == "new"
+    assert client.post(url, json={}, headers={"X-CSRF-Token": token}).status_code == 200
+    assert client.post("/login", data={"name": "officer1", "password": PASSWORD},
+                       headers={"Origin": "http://evil.example"}).status_code == 403
+    assert client.post("/logout", data={}, follow_redirects=False).status_code == 403  # a forged logout
+    logout = client.post("/logout", data={"csrf_token": token}, follow_redirects=False)
+    assert logout.status_code == 303 and logout.headers["location"] == "/login"
+    assert client.get("/", follow_redirects=False).headers["location"].startswith("/login")
+
+
+def test_admin_adds_an_account_on_the_users_page(client):
+    assert client.post("/login", data={"name": "root", "password": PASSWORD}, follow_redirects=False
+                       ).headers["location"] == "/cameras"  # an admin reviews no cases
+    page = client.get("/users")
+    assert page.status_code == 200 and "系统管理员" in page.text
+    token = page.text.split('name="csrf-token" content="')[1].split('"')[0]
+    form = {"name": "zhao.liu", "role": "officer", "password": "a-long-password"}
+    assert client.post("/users", data=form, follow_redirects=False).status_code == 403  # no CSRF token
+    added = client.post("/users", data={**form, "csrf_token": token}, follow_redirects=False)
+    assert added.status_code == 303
+    assert client.post("/api/login", json={"name": "zhao.liu", "password": "a-long-password"}).status_code == 200
+    again = client.post("/users", data={**form, "csrf_token": token})
+    assert again.status_code == 422 and "exists already" in again.text
+    assert client.get("/").url.path == "/cameras"
+
+
+class _MetricsHandler(BaseHTTPRequestHandler):
+    body = b""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args):
+        pass
+
+
+def _worker_metrics() -> bytes:
+    """What a worker's /metrics serves, from the patrol's own collector."""
+    now = time.time()
+    live = CameraReport("shuangshan-sample", "live", now - 60, Counters(900, 300), {
+        "received_fps": 15.0, "analysed_fps": 5.0, "skipped_fps": 0.0, "decode_ms": 2.0, "inference_ms": 20.0},
+        0.05, now - 0.5, 1, 0, 0, 1, 0, None)
+    offline = CameraReport("shuangshan-002", "offline", now - 600, Counters(), {
+        "received_fps": 0.0, "analysed_fps": 0.0, "skipped_fps": 0.0, "decode_ms": 0.0, "inference_ms": 0.0},
+        None, now - 600, 4, 0, 0, 4, 0, "connection refused")
+    registry = CollectorRegistry()
+    registry.register(PatrolCollector(lambda: PatrolReport([live, offline], 3, 0, None)))
+    return generate_latest(registry)
+
+
+def test_camera_list_shows_live_state_and_survives_a_dead_worker(street_var):
+    handler = type("Handler", (_MetricsHandler,), {"body": _worker_metrics()})
+    worker = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=worker.serve_forever, daemon=True).start()
+    dead = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    dead_url = f"http://127.0.0.1:{dead.server_address[1]}/metrics"
+    dead.server_close()  # nothing listens there any more
+    try:
+        urls = (f"http://127.0.0.1:{worker.server_address[1]}/metrics", dead_url)
+        with running_app(street_var, metrics_urls=urls, metrics_timeout_s=1.0) as client:
+            chief = login(client, "chief")
+            response = client.get("/api/cameras", headers=chief)
+            assert response.status_code == 200
+            board = response.json()
+            cameras = {camera["camera_id"]: camera for camera in board["cameras"]}
+            sample = cameras["shuangshan-sample"]
+            assert sample["state"] == "live" and sample["state_label"] == "在线" and sample["health"] == "ok"
+            assert sample["received_fps"] == 15.0 and sample["last_frame_age_s"] < 10
+            assert sample["address"] == "章丘区双山大街 (示例)"  # from streams/sample-street.yaml
+            assert cameras["shuangshan-002"]["state"] == "offline" and cameras["shuangshan-002"]["health"] == "down"
+            assert [(w["url"], w["ok"]) for w in board["workers"]] == [(urls[0], True), (dead_url, False)]
+            page = client.get("/cameras", headers=chief)
+            assert page.status_code == 200 and "在线" in page.text and "无响应" in page.text
+    finally:
+        worker.shutdown()
+        worker.server_close()
+
+
+def test_cameras_of_an_unreachable_worker_are_unknown(street_var):
+    with running_app(street_var, metrics_urls=("http://127.0.0.1:9/metrics",), metrics_timeout_s=0.5) as client:
+        board = client.get("/api/cameras", headers=login(client, "root")).json()
+        assert [(c["camera_id"], c["state"], c["health"]) for c in board["cameras"]] == [
+            ("shuangshan-sample", "unknown", "unknown")]
+        assert board["workers"][0]["ok"] is False
+
+
+def test_intake_survives_an_unreachable_queue(street_var, redis_server, redis_url):
+    source = SqliteCaseQueue(street_var / "queue" / "cases.sqlite3")
+    redis_queue = RedisCaseQueue(redis_url)
+    replayed = (street_var / "cases.jsonl").read_text(encoding="utf-8").splitlines()
+    records = [source.get(json.loads(line)["case_id"]) for line in replayed]
+    assert redis_queue.publish(records[0])
+    with running_app(street_var, queue_url=redis_url, intake_max_backoff_s=0.5, expect_cases=1) as client:
+        store = client.app.state.review.store
+        redis_server.stop()
+        deadline = time.monotonic() + 15
+        while client.app.state.review.intake.last_error is None:
+            assert time.monotonic() < deadline, "intake never noticed the queue was gone"
+            time.sleep(0.1)
+        headers = login(client, "officer1")
+        assert [c["case_id"] for c in all_cases(client, headers)] == [records[0].case_id]
+        detail = client.get(f"/api/cases/{records[0].case_id}", headers=headers)
+        assert detail.status_code == 200 and detail.json()["notes"] is None
+        page = client.get("/", headers=headers)
+        assert page.status_code == 200 and "案件队列暂时无法连接" in page.text
+        redis_server.start()
+        assert redis_queue.publish(records[1])
+        deadline = time.monotonic() + 20
+        while len(store.all_case_ids()) < 2:
+            assert time.monotonic() < deadline, "intake did not resume after the queue came back"
+            time.sleep(0.1)
+        assert client.app.state.review.intake.last_error is None
+        assert redis_queue.pending_count() == 0  # taken and acknowledged
+    redis_queue.close()
+    source.close()
+

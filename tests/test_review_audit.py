@@ -1,0 +1,226 @@
+"""The audit trail and `patrol verify`; the review CLI verbs (users, dataset export)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sqlite3
+from dataclasses import replace
+
+import cv2
+import pytest
+from review_support import copy_of_street, login, running_app
+
+from pipeline.cli.main import main
+from pipeline.review.audit import GENESIS_SHA256, first_broken_link
+from pipeline.review.dataset import CLASSES
+from pipeline.review.store import ReviewStore
+from pipeline.synth.actors import CLASSES as DETECTOR_CLASSES
+
+
+@pytest.fixture
+def street_var(tmp_path_factory, tmp_path):
+    """A private copy of the replayed street (made once per session): this test's decisions are its own."""
+    return copy_of_street(tmp_path_factory, tmp_path / "var")
+
+
+@pytest.fixture
+def reviewed(street_var):
+    """A review store with decisions in it: confirmed, rejected twice, escalated, one bundle exported."""
+    with running_app(street_var) as client:
+        officer = login(client, "officer1")
+        cases = client.get("/api/cases", headers=officer, params={"per_page": 100}).json()["items"]
+        by_kind = {}
+        for case in cases:
+            by_kind.setdefault(case["violation"], []).append(case["case_id"])
+        parking = by_kind["illegal_parking"]
+        client.post(f"/api/cases/{parking[0]}/confirm", headers=officer, json={})
+        client.post(f"/api/cases/{parking[1]}/reject", headers=officer, json={"reason": "detector_error"})
+        client.post(f"/api/cases/{by_kind['stall_encroachment'][0]}/reject", headers=officer,
+                    json={"reason": "authorised", "note": "早市摊位已审批"})
+        client.post(f"/api/cases/{by_kind['camera_fault'][0]}/escalate", headers=officer, json={})
+        client.get(f"/api/cases/{parking[0]}/bundle", headers=officer)
+    return street_var, {"confirmed": parking[0], "false_detection": parking[1],
+                        "authorised": by_kind["stall_encroachment"][0]}
+
+
+def verify(var, capsys, *extra) -> tuple[int, str]:
+    code = main(["verify", "--db", str(var / "review" / "review.sqlite3"), "--evidence", str(var / "evidence"), *extra])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def db(var) -> sqlite3.Connection:
+    return sqlite3.connect(var / "review" / "review.sqlite3", isolation_level=None)
+
+
+def test_intact_chain_and_evidence_pass(reviewed, capsys):
+    var, _ = reviewed
+    code, output = verify(var, capsys)
+    assert code == 0, output
+    store = ReviewStore(var / "review" / "review.sqlite3")
+    entries = store.audit_entries()
+    store.close()
+    assert entries[0].prev_sha256 == GENESIS_SHA256
+    assert all(later.prev_sha256 == earlier.sha256 for earlier, later in itertools.pairwise(entries))
+    assert [entry.seq for entry in entries] == list(range(1, len(entries) + 1))
+    assert f"{len(entries)} entries intact (head sha256 {entries[-1].sha256})" in output
+
+
+def test_a_changed_evidence_file_is_named(reviewed, capsys):
+    var, cases = reviewed
+    store = ReviewStore(var / "review" / "review.sqlite3")
+    key = store.get(cases["confirmed"]).record.evidence["crop.jpg"].key
+    store.close()
+    path = var / "evidence" / key
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit
+    path.write_bytes(bytes(data))
+    code, output = verify(var, capsys, "--case", cases["confirmed"])
+    assert code == 1
+    assert f"first broken: evidence {key}: sha256 is" in output
+    code, output = verify(var, capsys, "--case", cases["false_detection"])
+    assert code == 0, output  # another case's evidence is untouched
+
+
+def test_a_deleted_evidence_file_is_named(reviewed, capsys):
+    var, cases = reviewed
+    store = ReviewStore(var / "review" / "review.sqlite3")
+    key = store.get(cases["authorised"]).record.evidence["clip.mp4"].key
+    store.close()
+    (var / "evidence" / key).unlink()
+    code, output = verify(var, capsys)
+    assert code == 1 and f"evidence {key}: missing from the evidence store" in output
+
+
+def test_rewritten_metadata_is_named_even_with_a_matching_record(reviewed, capsys):
+    """Someone swaps a picture, fixes metadata.json and the record's sha256s: the sealed record hash catches it."""
+    var, cases = reviewed
+    case_id = cases["confirmed"]
+    conn = db(var)
+    record = json.loads(conn.execute("SELECT record FROM cases WHERE case_id = ?", (case_id,)).fetchone()[0])
+    record["evidence"]["frame.jpg"]["sha256"] = "f" * 64
+    conn.execute("UPDATE cases SET record = ? WHERE case_id = ?", (json.dumps(record), case_id))
+    conn.close()
+    code, output = verify(var, capsys, "--case", case_id)
+    assert code == 1
+    assert f"first broken: case {case_id}: its record was changed after it was received" in output
+
+
+def test_a_changed_audit_entry_is_named_by_seq(reviewed, capsys):
+    var, cases = reviewed
+    conn = db(var)
+    seq = conn.execute("SELECT seq FROM audit WHERE action = 'reject' AND case_id = ?",
+                       (cases["false_detection"],)).fetchone()[0]
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("UPDATE audit SET actor = 'officer2' WHERE seq = ?", (seq,))
+    # Someone with the file drops the guard and rewrites who decided.
+    conn.execute("DROP TRIGGER audit_is_append_only_update")
+    conn.execute("UPDATE audit SET actor = 'officer2' WHERE seq = ?", (seq,))
+    conn.close()
+    code, output = verify(var, capsys)
+    assert code == 1
+    assert f"first broken: audit seq {seq} (reject by officer2, case {cases['false_detection']}): content changed" in output
+
+
+def test_a_deleted_audit_entry_is_named_by_seq(reviewed, capsys):
+    var, _ = reviewed
+    conn = db(var)
+    seq = conn.execute("SELECT seq FROM audit WHERE action = 'confirm'").fetchone()[0]
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("DELETE FROM audit WHERE seq = ?", (seq,))
+    conn.execute("DROP TRIGGER audit_is_append_only_delete")
+    conn.execute("DELETE FROM audit WHERE seq = ?", (seq,))
+    conn.close()
+    code, output = verify(var, capsys)
+    assert code == 1 and f"first broken: audit seq {seq}: missing" in output
+
+
+def test_a_decision_changed_behind_the_trail_is_named(reviewed, capsys):
+    var, cases = reviewed
+    conn = db(var)
+    conn.execute("UPDATE cases SET status = 'confirmed', reject_reason = NULL WHERE case_id = ?",
+                 (cases["false_detection"],))
+    conn.close()
+    code, output = verify(var, capsys)
+    assert code == 1
+    assert f"case {cases['false_detection']}: review state" in output and "differs from what audit seq" in output
+
+
+def test_a_case_removed_from_the_store_is_named(reviewed, capsys):
+    var, cases = reviewed
+    conn = db(var)
+    conn.execute("DELETE FROM cases WHERE case_id = ?", (cases["authorised"],))
+    conn.close()
+    code, output = verify(var, capsys)
+    assert code == 1 and f"case {cases['authorised']}: received (audit seq" in output
+
+
+def test_first_broken_link_reports_the_earliest_of_two_breaks(reviewed):
+    var, _ = reviewed
+    store = ReviewStore(var / "review" / "review.sqlite3")
+    entries = store.audit_entries()
+    store.close()
+    tampered = list(entries)
+    tampered[2] = replace(tampered[2], detail={"forged": True})
+    tampered[5] = replace(tampered[5], actor="mallory")
+    check = first_broken_link(tampered)
+    assert check.broken_seq == entries[2].seq and not check.intact
+    assert first_broken_link(entries).intact
+
+
+def test_verify_of_an_unknown_case_is_a_usage_error(reviewed, capsys):
+    var, _ = reviewed
+    code, output = verify(var, capsys, "--case", "P-nope")
+    assert code == 2 and "--case P-nope" in output
+
+
+def test_users_add_hashes_the_password_and_refuses_a_second_of_a_name(tmp_path, capsys):
+    password_file = tmp_path / "password"
+    password_file.write_text("a-long-enough-password\n")
+    database = tmp_path / "review.sqlite3"
+    argv = ["users", "add", "wang.wu", "--role", "officer", "--password-file", str(password_file), "--db", str(database)]
+    assert main(argv) == 0
+    assert main(argv) == 2
+    assert "exists already" in capsys.readouterr().err
+    store = ReviewStore(database)
+    user, stored = store.password_hash("wang.wu")
+    entry = store.audit_entries()[-1]
+    store.close()
+    assert user.role.value == "officer" and stored.startswith("$argon2id$")
+    assert entry.action == "user_add" and entry.after == {"name": "wang.wu", "role": "officer"}
+    password_file.write_text("short\n")
+    assert main(["users", "add", "li.si", "--role", "admin", "--password-file", str(password_file),
+                 "--db", str(database)]) == 2
+
+
+def test_dataset_export_writes_positives_and_hard_negatives(reviewed, capsys):
+    var, cases = reviewed
+    out = var / "annotations" / "reviewed"
+    code = main(["dataset", "export", "--since", "2000-01-01", "--out", str(out),
+                 "--db", str(var / "review" / "review.sqlite3"), "--evidence", str(var / "evidence")])
+    assert code == 0
+    assert "1 positives, 1 hard negatives" in capsys.readouterr().out
+    assert CLASSES == DETECTOR_CLASSES  # the labels use the detector's class map
+    positive = (out / "labels" / f"{cases['confirmed']}.txt").read_text().split()
+    assert int(positive[0]) == CLASSES.index("vehicle")
+    centre_x, centre_y, width, height = map(float, positive[1:])
+    assert 0 < width <= 1 and 0 < height <= 1 and 0 < centre_x < 1 and 0 < centre_y < 1
+    # The crop keeps context around the box, so the box fills a clear part of it, not all.
+    assert 0.3 < width < 0.9 and 0.3 < height < 0.9
+    image = cv2.imread(str(out / "images" / f"{cases['confirmed']}.jpg"))
+    assert image is not None and image.shape[0] > 20
+    assert (out / "labels" / f"{cases['false_detection']}.txt").read_text() == ""  # hard negative
+    assert not (out / "labels" / f"{cases['authorised']}.txt").exists()  # the detector was right
+    manifest = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert {(row["case_id"], row["kind"]) for row in manifest} == {
+        (cases["confirmed"], "positive"), (cases["false_detection"], "hard_negative")}
+    assert "names" in (out / "data.yaml").read_text()
+    code = main(["dataset", "export", "--since", "2999-01-01", "--out", str(out),
+                 "--db", str(var / "review" / "review.sqlite3"), "--evidence", str(var / "evidence")])
+    assert code == 0 and "0 positives, 0 hard negatives" in capsys.readouterr().out
+    assert len((out / "manifest.jsonl").read_text().splitlines()) == 2  # kept, not repeated
+    store = ReviewStore(var / "review" / "review.sqlite3")
+    exports = [entry for entry in store.audit_entries() if entry.action == "dataset_export"]
+    store.close()
+    assert len(exports) == 2 and exports[0].detail["positives"] == [cases["confirmed"]]
