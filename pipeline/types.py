@@ -102,6 +102,9 @@ class Violation:
     first_frame: Frame  # the frame at first_seen_s
     first_bbox: BBox
     trigger_frame: Frame  # the frame at confirmed_s
+    # The best look at the object during its dwell (largest box x score): where its plate is read.
+    best_frame: Frame | None = None
+    best_bbox: BBox | None = None
 
     @property
     def dwell_s(self) -> float:
@@ -147,19 +150,29 @@ class CaseRecord:
     model: dict  # {"name": ..., "sha256": ...}
     pipeline_version: str
     evidence: dict[str, EvidenceItem] = field(default_factory=dict)
+    # {"text", "confidence", "colour", "frame": "best"|"trigger", "pts_s"} of a parking case's plate
+    plate: dict | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready copy; ``CaseRecord.from_dict(record.to_dict()) == record``."""
+        """JSON-ready copy; ``CaseRecord.from_dict(record.to_dict()) == record``.
+
+        A case without a plate has no ``plate`` key, so records filed before plates existed keep
+        their bytes, and the sha256 sealed over them in the review audit still holds."""
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["bbox"] = list(self.bbox)
         data["location"] = dict(self.location)
         data["model"] = dict(self.model)
         data["evidence"] = {name: item.to_dict() for name, item in self.evidence.items()}
+        if self.plate is None:
+            del data["plate"]
+        else:
+            data["plate"] = dict(self.plate)
         return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CaseRecord:
-        # Strict on purpose: a missing or unknown key raises instead of defaulting or dropping.
+        # Strict on purpose: a missing or unknown key raises instead of defaulting or dropping
+        # (only ``plate`` may be missing: most cases have none, and older records never had it).
         return cls(
             **{
                 **data,

@@ -39,6 +39,7 @@ def _backends(args) -> tuple:
         load_event_codes,
         open_evidence_store,
     )
+    from pipeline.evidence.plate import PlateReader
     from pipeline.queue import open_queue
     from pipeline.queue.spool import CaseSpool, SpoolBusy
 
@@ -70,7 +71,7 @@ def _backends(args) -> tuple:
     except (SpoolBusy, OSError) as exc:
         queue.close()
         raise UsageError(f"--spool: {exc}") from exc
-    writer = EvidenceWriter(store, codes, pipeline.__version__)
+    writer = EvidenceWriter(store, codes, pipeline.__version__, plates=PlateReader())
     model = {"name": detector.card.name, "sha256": detector.card.sha256, "providers": detector.providers}
     root = store.root if isinstance(store, LocalEvidenceStore) else None
     args.resolved_queue, args.resolved_evidence = queue_url, evidence  # what the review page must read
@@ -260,9 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
     syn.set_defaults(func=cmd_synth)
 
     from pipeline.cli.bench_verbs import add_bench_verbs
+    from pipeline.cli.model_verbs import add_model_verbs
     from pipeline.cli.review_verbs import add_review_verbs
 
     add_review_verbs(verbs)
+    add_model_verbs(verbs)
     add_bench_verbs(verbs)
     return parser
 

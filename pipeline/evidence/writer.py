@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -10,15 +11,20 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pipeline.evidence.annotate import annotate, crop
+from pipeline.evidence.annotate import annotate, crop, crop_window
 from pipeline.evidence.camera import CameraInfo
 from pipeline.evidence.event_codes import EventCodeTable
+from pipeline.evidence.plate import PlateReader
 from pipeline.evidence.store import EvidenceStore
 from pipeline.evidence.text import TextRenderer, default_text_renderer
 from pipeline.types import CaseRecord, Frame, Violation, as_bbox
 
 METADATA_VERSION = 1  # bump when a field of metadata.json changes meaning or goes away
 CAMERA_FAULT = "camera_fault"  # the event-table key of 故障报警
+PLATE_KINDS = frozenset({"illegal_parking"})  # cases whose object is a vehicle with a plate
+PLATE_CROP_MARGIN = 0.05  # a plate sits at the vehicle box's lower edge: keep a little around it
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -37,7 +43,8 @@ class CameraFault:
 
 class EvidenceWriter:
     """Writes ``{local date}/{camera_id}/{case_id}/{frame,annotated,crop,first_seen}.jpg``,
-    ``clip.mp4`` when there is one and, last, ``metadata.json`` with every other file's sha256.
+    ``clip.mp4`` when there is one, ``plate.jpg`` when a parking case's plate was read and, last,
+    ``metadata.json`` with every other file's sha256.
 
     Writing the same violation again rewrites the same keys, so a retry never forks a case.
     """
@@ -51,7 +58,9 @@ class EvidenceWriter:
         jpeg_quality: int = 90,
         crop_margin: float = 0.2,
         text: TextRenderer | None = None,
+        plates: PlateReader | None = None,
     ) -> None:
+        """``plates``: reads the plate of each illegal-parking case's vehicle (none: no plates)."""
         if not 1 <= jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must be 1..100, got {jpeg_quality}")
         self._store = store
@@ -60,6 +69,7 @@ class EvidenceWriter:
         self._jpeg_quality = jpeg_quality
         self._crop_margin = crop_margin
         self._text = text if text is not None else default_text_renderer()
+        self._plates = plates
 
     @property
     def store(self) -> EvidenceStore:
@@ -106,6 +116,11 @@ class EvidenceWriter:
                 text=self._text,
             ),
         }
+        plate = None
+        if self._plates is not None and violation.kind in PLATE_KINDS:
+            plate, plate_picture = self._read_plate(violation)
+            if plate_picture is not None:
+                pictures["plate.jpg"] = plate_picture
         evidence = {
             file: store.put(f"{prefix}/{file}", self._jpeg(picture), "image/jpeg")
             for file, picture in pictures.items()
@@ -133,6 +148,7 @@ class EvidenceWriter:
             model=dict(model),
             pipeline_version=self._pipeline_version,
             evidence=evidence,
+            plate=plate,
         )
         metadata = {
             **record.to_dict(),
@@ -203,6 +219,26 @@ class EvidenceWriter:
                       "history": [list(change) for change in fault.history]},
         }
         return _with_metadata(store, prefix, record, metadata)
+
+    def _read_plate(self, violation: Violation) -> tuple[dict | None, np.ndarray | None]:
+        """The plate on the best look at the vehicle during its dwell (else at confirmation), and
+        the plate's picture. Never raises: a case without a plate beats no case."""
+        best = violation.best_frame is not None and violation.best_bbox is not None
+        frame, bbox = (violation.best_frame, violation.best_bbox) if best else (violation.trigger_frame, violation.bbox)
+        try:
+            image = frame.image
+            left, top, right, bottom = crop_window(bbox, (image.shape[1], image.shape[0]), PLATE_CROP_MARGIN)
+            vehicle = image[top:bottom, left:right]
+            reading = self._plates.read(vehicle)
+            if reading is None:
+                return None, None
+            x1, y1, x2, y2 = reading.box
+            plate = {**reading.to_dict(), "frame": "best" if best else "trigger", "pts_s": round(frame.pts_s, 3)}
+            picture = vehicle[max(0, y1):y2, max(0, x1):x2].copy()
+            return plate, picture if picture.size else None
+        except Exception as exc:  # noqa: BLE001 — the plate is optional evidence
+            log.warning("case %s: no plate: %s", violation.case_id, exc)
+            return None, None
 
     def _jpeg(self, picture: np.ndarray) -> bytes:
         ok, encoded = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, self._jpeg_quality])

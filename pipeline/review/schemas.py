@@ -190,6 +190,7 @@ class CaseDetail(CaseSummary):
     notes: list[NoteOut] | None = Field(description="null when the case queue cannot be reached right now")
     audit: list[AuditEntryOut]
     record_sha256: str
+    plate: dict[str, Any] | None = Field(None, description="a parking case's plate: text, confidence, colour, frame")
 
     @classmethod
     def build(cls, case: ReviewCase, notes: list[CaseNote] | None, audit: list[AuditEntry]) -> CaseDetail:
@@ -198,7 +199,7 @@ class CaseDetail(CaseSummary):
         return cls(
             **CaseSummary.of(case).model_dump(),
             event_name=record.event_name, first_seen_wall=record.first_seen_wall, track_id=record.track_id,
-            bbox=list(record.bbox), model=dict(record.model), record_sha256=case.record_sha256,
+            bbox=list(record.bbox), model=dict(record.model), record_sha256=case.record_sha256, plate=record.plate,
             location=LocationOut(lat=location.get("lat"), lon=location.get("lon"), address=location.get("address"),
                                  grid_code=location.get("grid_code")),
             decision=DecisionOut(

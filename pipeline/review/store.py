@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS cases (
     camera_id TEXT NOT NULL,
     zone_id TEXT NOT NULL,
     confirmed_at REAL NOT NULL,  -- epoch seconds of confirmed_wall: the list's order and time filter
-    search_text TEXT NOT NULL,  -- lower-cased case id, camera name, address and grid code
+    search_text TEXT NOT NULL,  -- lower-cased case id, camera name, address, grid code and plate
     status TEXT NOT NULL,
     assignee TEXT,
     decided_by TEXT,
@@ -155,7 +155,7 @@ class CaseFilter:
     assignee: str | None = None
     since: datetime | None = None  # on confirmed_wall, inclusive
     until: datetime | None = None  # exclusive
-    text: str | None = None  # substring of case id, camera name, address or grid code
+    text: str | None = None  # substring of case id, camera name, address, grid code or plate
 
     def where(self) -> tuple[str, list[Any]]:
         clauses, values = [], []
@@ -225,7 +225,8 @@ class ReviewStore:
         """Store a case from the queue; False, with nothing changed, when it is already here."""
         location = record.location
         search_text = " ".join(str(part) for part in (record.case_id, record.camera_name, record.camera_id,
-                                                      location.get("address") or "", location.get("grid_code") or ""))
+                                                      location.get("address") or "", location.get("grid_code") or "",
+                                                      (record.plate or {}).get("text") or ""))
         digest = record_sha256(record)
         with self._transaction() as conn:
             inserted = conn.execute(

@@ -29,6 +29,11 @@ class Episode:
     last_bbox: np.ndarray
     score_sum: float
     observations: int
+    # The best look during the dwell (largest box x score; a big, sure box shows a plate best):
+    # one frame per episode, dropped at confirmation like first_frame.
+    best_frame: Frame | None = None
+    best_bbox: np.ndarray | None = None
+    best_quality: float = 0.0
     confirmed: bool = False
     # (pts, centre x, centre y) of the last drift_window_s, to tell a moving object from a parked one
     trail: deque[tuple[float, float, float]] = field(default_factory=deque)
@@ -73,6 +78,8 @@ class EpisodeTracker:
                 episode.role = str(objects.role[index])
                 episode.score_sum += float(objects.score[index])
                 episode.observations += 1
+                if not episode.confirmed:
+                    _remember_if_best(episode, frame, box, float(objects.score[index]))
                 if not episode.confirmed and episode.dwell_s >= self._rule.dwell_s:
                     violations.append(self._confirm(episode, frame))
         return violations
@@ -118,7 +125,7 @@ class EpisodeTracker:
 
     def _start(self, frame: Frame, objects: Detections, index: int) -> Episode:
         box = objects.xyxy[index].astype(np.float64)
-        return Episode(
+        episode = Episode(
             track_id=int(objects.track_id[index]),
             role=str(objects.role[index]),
             ordinal=sum(e.first_seen_s == frame.pts_s for e in self._episodes),
@@ -131,6 +138,8 @@ class EpisodeTracker:
             observations=1,
             trail=deque([(frame.pts_s, *centre(box))]),
         )
+        _remember_if_best(episode, frame, box, float(objects.score[index]))
+        return episode
 
     def _confirm(self, episode: Episode, frame: Frame) -> Violation:
         assert episode.first_frame is not None, "only candidates are confirmed"
@@ -148,8 +157,17 @@ class EpisodeTracker:
             first_frame=episode.first_frame,
             first_bbox=as_bbox(episode.first_bbox),
             trigger_frame=frame,
+            best_frame=episode.best_frame,
+            best_bbox=as_bbox(episode.best_bbox),
         )
         episode.confirmed = True
         episode.first_frame = None
+        episode.best_frame = None
         return violation
+
+
+def _remember_if_best(episode: Episode, frame: Frame, box: np.ndarray, score: float) -> None:
+    quality = float((box[2] - box[0]) * (box[3] - box[1])) * score
+    if episode.best_frame is None or quality > episode.best_quality:
+        episode.best_frame, episode.best_bbox, episode.best_quality = frame, box, quality
 

@@ -1,4 +1,4 @@
-"""The model card of a model this project trained: how to feed it, what it saw, how well it does."""
+"""Model cards of the models this project trains: how to feed them, what they saw, how well they do."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pipeline.detect.card import CARD_SUFFIX, InputSize, ModelCard, Preprocess, sha256_file, write_card
 from pipeline.synth.actors import CLASSES
+from pipeline.train.report import card_metrics
 from pipeline.types import Role
 
 LIMITS = """\
@@ -23,34 +24,62 @@ The parking-lot-cam figure flatters it: its held-out frames come from the same f
 video as its training frames, and its 'vehicle' boxes are occupied-space footprints, not car
 boxes. The street-vendors and trash-bags figures are the honest measure of real-image transfer."""
 
+PRECISION_NOTES = {
+    "fp16": "Weights and arithmetic converted to FP16 (onnxruntime.transformers.float16, inputs and outputs "
+            "kept float32).",
+    "int8": "Statically quantised to INT8 (ONNX Runtime, QDQ, per-channel weights, the detection head's "
+            "decoding kept in float), calibrated on real frames: {calibration}.",
+}
 
-def model_card(onnx_path: Path, report: dict, *, name: str) -> ModelCard:
-    counts = ", ".join(f"{source} {n}" for source, n in report["train_images"].items())
-    attribution = "; ".join(f"{k}: {v}" for k, v in report["attribution"].items())
+
+def trained_card(onnx_path: Path, training: dict, *, name: str, eval_report: dict | None = None) -> ModelCard:
+    """The card of a model exported from a ``patrol train`` run; ``training`` is that run's report."""
+    counts = ", ".join(f"{source} {n}" for source, n in training["train_images"].items())
+    sources = "; ".join(f"{name}: {s['attribution']} ({s['licence']})" for name, s in training["sources"].items())
     return ModelCard(
         name=name,
         sha256=sha256_file(onnx_path),
         layout="ultralytics",
-        input=InputSize(width=report["imgsz"], height=report["imgsz"]),
+        input=InputSize(width=training["imgsz"], height=training["imgsz"]),
         dynamic_shape=True,
         stride=32,
         preprocess=Preprocess(channel_order="rgb", scale=1 / 255, resize="letterbox_center", pad_value=114),
         classes=list(CLASSES),
         roles={c: Role(c) for c in CLASSES},
-        source="Trained by this project with ultralytics YOLOv8n (architecture only, random init), "
-               f"{report['epochs']} epochs at {report['imgsz']} px on CPU; exported to ONNX (dynamic batch and size).",
-        licence="Apache-2.0 (the project's own weights). Training data licences: synthetic scenes are the "
-                "project's own; the real images are CC BY 4.0 (attribution in `data`).",
-        data=f"train images: {counts}. Held out: synthetic val split and each real set's valid split. "
-             f"Real sets (../shared/datasets, CC BY 4.0): {attribution}",
-        metrics={"holdout": report["holdout"],
-                 "note": "mAP50 / mAP50-95 from ultralytics val at the training size, per held-out set, "
-                         "only over the classes each set is labelled with"},
+        source=f"Trained by this project with ultralytics {training['base']} (architecture only, random init), "
+               f"{training['epochs']} epochs at {training['imgsz']} px on CPU; exported to ONNX "
+               "(dynamic batch and size), FP32.",
+        licence="Apache-2.0 (the project's own weights). Training data licences per source in `data`.",
+        data=f"dataset {training['dataset']} ({training['spec']}): train images: {counts}. Held out: each "
+             f"source's held-out split. Sources: {sources}",
+        metrics=card_metrics(eval_report) if eval_report else {"precision": "fp32"},
         notes=LIMITS,
     )
 
 
-def write_model_card(onnx_path: Path, report: dict, *, name: str) -> Path:
-    path = onnx_path.with_name(onnx_path.stem + CARD_SUFFIX)
-    write_card(model_card(onnx_path, report, name=name), path)
+def variant_card(base: ModelCard, variant_path: Path, precision: str, *, calibration: str = "",
+                 name: str | None = None) -> ModelCard:
+    """The card of an FP16 or INT8 copy of ``base``'s weights: the same input, classes and data
+    (named ``<base name>-<precision>`` unless ``name`` is given)."""
+    return base.model_copy(update={
+        "name": name or f"{base.name}-{precision}",
+        "sha256": sha256_file(variant_path),
+        "source": f"{base.source} {PRECISION_NOTES[precision].format(calibration=calibration)}",
+        "metrics": {"precision": precision, "derived_from": {"name": base.name, "sha256": base.sha256}},
+    })
+
+
+def with_eval(card: ModelCard, eval_report: dict) -> ModelCard:
+    """``card`` quoting ``eval_report``'s figures (its precision and provenance kept)."""
+    kept = {key: card.metrics[key] for key in ("derived_from",) if key in card.metrics}
+    return card.model_copy(update={"metrics": {**card_metrics(eval_report), **kept}})
+
+
+def card_path(onnx_path: Path) -> Path:
+    return onnx_path.with_name(onnx_path.stem + CARD_SUFFIX)
+
+
+def save_card(card: ModelCard, onnx_path: Path) -> Path:
+    path = card_path(onnx_path)
+    write_card(card, path)
     return path

@@ -1,45 +1,68 @@
-"""Mix the synthetic set and real sources into one YOLO dataset (links, not copies)."""
+"""Mix a spec's sources into one YOLO dataset for ultralytics (links to the images, converted labels)."""
 
 from __future__ import annotations
 
 import random
+import shutil
 from pathlib import Path
+
+from tqdm import tqdm
 
 from pipeline.synth.actors import CLASSES
 from pipeline.train.sources import Source
+from pipeline.train.spec import LoadedSpec
+
+NAMES_YAML = "names:\n" + "".join(f"  {i}: {c}\n" for i, c in enumerate(CLASSES))
+
+
+def draw(images: list[Path], wanted: int, rng: random.Random) -> list[Path]:
+    """``wanted`` images: each image once per full pass, then a random sample for the rest."""
+    passes, rest = divmod(wanted, len(images)) if images else (0, 0)
+    return images * passes + rng.sample(images, rest)
+
+
+def wanted_count(loaded: LoadedSpec, source: Source) -> int:
+    spec = loaded.spec.sources[source.name]
+    available = len(source.train_images())
+    if spec.count is not None:
+        return spec.count
+    return round(available * (spec.weight if spec.weight is not None else 1.0))
+
+
+def build_mix(loaded: LoadedSpec, sources: dict[str, Source], out: Path) -> dict[str, int]:
+    """Writes ``out/data.yaml`` (train: every source's draw; val: the spec's ``val`` source's held-out
+    split) and ``out/holdout-<source>.yaml`` per source with a held-out split. Returns the number of
+    training images drawn from each source."""
+    if loaded.spec.val not in sources:
+        raise loaded.error("val", f"source {loaded.spec.val!r} is not there to validate on")
+    rng = random.Random(loaded.spec.seed)
+    for stale in ("train", "holdout"):  # links and labels of an earlier draw
+        shutil.rmtree(out / stale, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for name, source in sources.items():
+        picked = draw(source.train_images(), wanted_count(loaded, source), rng)
+        seen: dict[str, int] = {}
+        for image in tqdm(picked, desc=f"mix {name}", unit="img", leave=False):
+            repeat = seen[image.name] = seen.get(image.name, 0) + 1
+            _link(image, source.label_lines(image), out / "train" / name, f"{name}__r{repeat}" if repeat > 1 else name)
+        counts[name] = len(picked)
+        holdout = source.holdout_images()
+        for image in holdout:
+            _link(image, source.label_lines(image), out / "holdout" / name, name)
+        if holdout:
+            (out / f"holdout-{name}.yaml").write_text(
+                f"path: {out.resolve()}\ntrain: holdout/{name}/images\nval: holdout/{name}/images\n{NAMES_YAML}")
+    train_list = "".join(f"  - train/{name}/images\n" for name, n in counts.items() if n)
+    (out / "data.yaml").write_text(
+        f"path: {out.resolve()}\ntrain:\n{train_list}val: holdout/{loaded.spec.val}/images\n{NAMES_YAML}")
+    return counts
 
 
 def _link(image: Path, label_lines: list[str], out: Path, prefix: str) -> None:
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "labels").mkdir(parents=True, exist_ok=True)
     target = out / "images" / f"{prefix}__{image.name}"
-    if not target.exists():
+    if not target.is_symlink():
         target.symlink_to(image.resolve())
     (out / "labels" / f"{prefix}__{image.stem}.txt").write_text("\n".join(label_lines) + ("\n" if label_lines else ""))
-
-
-def build_mix(out: Path, synth_dir: Path, sources: list[Source], *, per_source_train: int, seed: int = 0) -> dict:
-    """Writes ``out/data.yaml`` (train = synthetic + a sample of each real source, val = synthetic val)
-    and ``out/holdout-<source>.yaml`` per real source (its held-out split, for per-source mAP)."""
-    rng = random.Random(seed)
-    out.mkdir(parents=True, exist_ok=True)
-    names = "names:\n" + "".join(f"  {i}: {c}\n" for i, c in enumerate(CLASSES))
-    counts = {"synthetic": len(list((synth_dir / "train" / "images").glob("*.jpg")))}
-    train_dirs = [str((synth_dir / "train" / "images").resolve())]
-    for source in sources:
-        images = source.images(source.train_split)
-        picked = rng.sample(images, min(per_source_train, len(images)))
-        for image in picked:
-            _link(image, source.label_lines(image), out / "train" / source.name, source.name)
-        train_dirs.append(str((out / "train" / source.name / "images").resolve()))
-        counts[source.name] = len(picked)
-        for image in source.images(source.holdout_split):
-            _link(image, source.label_lines(image), out / "holdout" / source.name, source.name)
-        (out / f"holdout-{source.name}.yaml").write_text(
-            f"path: {out.resolve()}\ntrain: holdout/{source.name}/images\nval: holdout/{source.name}/images\n{names}")
-    (out / "holdout-synthetic.yaml").write_text(
-        f"path: {synth_dir.resolve()}\ntrain: val/images\nval: val/images\n{names}")
-    train_list = "".join(f"  - {d}\n" for d in train_dirs)
-    (out / "data.yaml").write_text(
-        f"path: {out.resolve()}\ntrain:\n{train_list}val: {(synth_dir / 'val' / 'images').resolve()}\n{names}")
-    return counts

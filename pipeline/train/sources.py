@@ -1,13 +1,17 @@
-"""Labelled image sources and how their classes map into the project's class map."""
+"""Labelled image sources of a dataset spec, their splits, and their labels in the project's class map."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.synth.actors import CLASSES
+import yaml
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+from pipeline.synth.actors import CLASSES
+from pipeline.train.spec import LoadedSpec, SourceSpec
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 @dataclass(frozen=True)
@@ -16,11 +20,27 @@ class Source:
     root: Path
     class_map: dict[int, str]  # source class id -> project class name; unlisted ids are dropped
     train_split: str
-    holdout_split: str
+    holdout_split: str | None
+    holdout_fraction: float | None
+    licence: str
     attribution: str
 
     def images(self, split: str) -> list[Path]:
-        return sorted((self.root / split / "images").glob("*.jpg"))
+        folder = self.root / split / "images"
+        return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+
+    def train_images(self) -> list[Path]:
+        return [p for p in self.images(self.train_split) if not self._held_out_by_hash(p)]
+
+    def holdout_images(self) -> list[Path]:
+        if self.holdout_fraction is not None:
+            return [p for p in self.images(self.train_split) if self._held_out_by_hash(p)]
+        return self.images(self.holdout_split) if self.holdout_split is not None else []
+
+    @property
+    def classes(self) -> list[str]:
+        """The project classes this source is labelled with: the only ones it can measure."""
+        return sorted(set(self.class_map.values()), key=CLASSES.index)
 
     def label_lines(self, image: Path) -> list[str]:
         """YOLO box lines in project class ids; polygons become their bounding boxes."""
@@ -40,19 +60,76 @@ class Source:
                 lines.append(f"{CLASSES.index(self.class_map[int(parts[0])])} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}")
         return lines
 
+    def _held_out_by_hash(self, image: Path) -> bool:
+        if self.holdout_fraction is None:
+            return False
+        bucket = int.from_bytes(hashlib.sha256(image.name.encode()).digest()[:4], "big") / 2**32
+        return bucket < self.holdout_fraction
 
-def shared_sources(shared: Path = SHARED) -> dict[str, Source]:
-    """The real labelled sets in ../shared/datasets (see its README for licences)."""
-    d = shared / "datasets"
-    return {
-        "parking-lot-cam": Source(
-            "parking-lot-cam", d / "parking-lot-cam", {1: "vehicle"}, "train", "valid",
-            "parking-space-uffuo v22 (Roboflow Universe, my-project-ppguz), CC BY 4.0; "
-            "'occupied' space polygons used as vehicle boxes"),
-        "street-vendors-aerial": Source(
-            "street-vendors-aerial", d / "street-vendors-aerial", {0: "stall"}, "train", "valid",
-            "vendedores_ambulantes_pesquisa v8 (Roboflow Universe, piscinas-2is0y), CC BY 4.0"),
-        "trash-bags": Source(
-            "trash-bags", d / "trash-bags", {0: "garbage_pile", 1: "garbage_pile"}, "train", "valid",
-            "trashbags-segmentation (Roboflow Universe, woosongvision), CC BY 4.0; bag polygons as garbage_pile boxes"),
-    }
+
+def source_names(root: Path) -> list[str]:
+    """The class names in a source's data.yaml (a list, or a mapping of id to name)."""
+    data = yaml.safe_load((root / "data.yaml").read_text(encoding="utf-8")) or {}
+    names = data.get("names", [])
+    return [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
+
+
+def open_sources(loaded: LoadedSpec, *, holdout_only_in: Path | None = None) -> dict[str, Source]:
+    """The spec's sources that are there (an ``optional`` one that is missing is left out), checked
+    against their folders. A missing source with a ``render`` recipe is rendered first: whole, or
+    with ``holdout_only_in`` (for evaluation) only its held-out scenes, into that folder."""
+    sources = {}
+    need_train = holdout_only_in is None
+    for name, spec in loaded.spec.sources.items():
+        root = loaded.folder(name)
+        field = f"sources.{name}"
+        if not root.is_dir() and spec.render is not None:
+            root = _render(root, spec) if need_train else _render_holdout(holdout_only_in / name, spec)
+        if not root.is_dir():
+            if spec.optional:
+                continue
+            raise loaded.error(f"{field}.path", f"no such folder {root}")
+        source = Source(name, root, _class_map(loaded, name, spec, root), spec.train, spec.holdout,
+                        spec.holdout_fraction, spec.licence, spec.attribution)
+        if need_train and not source.images(spec.train):
+            raise loaded.error(f"{field}.train", f"no images in {root / spec.train / 'images'}")
+        if spec.holdout is not None and spec.holdout_fraction is None and not source.images(spec.holdout):
+            raise loaded.error(f"{field}.holdout", f"no images in {root / spec.holdout / 'images'}")
+        sources[name] = source
+    return sources
+
+
+def _class_map(loaded: LoadedSpec, name: str, spec: SourceSpec, root: Path) -> dict[int, str]:
+    field = f"sources.{name}.classes"
+    try:
+        names = source_names(root)
+    except (OSError, yaml.YAMLError) as exc:
+        if spec.classes is None:  # project-labelled sources (synthetic, reviewed) use the project's ids
+            return dict(enumerate(CLASSES))
+        raise loaded.error(field, f"cannot read the class names in {root / 'data.yaml'}: {exc}") from None
+    if spec.classes is None:
+        if names and names != list(CLASSES):
+            raise loaded.error(field, f"{root / 'data.yaml'} has classes {names}, not the project's; map them here")
+        return dict(enumerate(CLASSES))
+    unknown = sorted(set(spec.classes) - set(names))
+    if unknown:
+        raise loaded.error(field, f"{unknown} are not classes of {root / 'data.yaml'} ({', '.join(names)})")
+    return {names.index(source_class): project for source_class, project in spec.classes.items()}
+
+
+def _render(root: Path, spec: SourceSpec) -> Path:
+    from pipeline.synth import render_dataset
+
+    render_dataset(root, spec.render.count, seed=spec.render.seed, val_fraction=spec.render.val_fraction)
+    return root
+
+
+def _render_holdout(root: Path, spec: SourceSpec) -> Path:
+    """Exactly the val scenes of the full render: render_dataset puts its first round(count *
+    val_fraction) scenes in val, and each scene's draws do not depend on its split."""
+    from pipeline.synth import render_dataset
+
+    recipe = spec.render
+    if not (root / "val" / "images").is_dir():
+        render_dataset(root, round(recipe.count * recipe.val_fraction), seed=recipe.seed, val_fraction=1.0)
+    return root

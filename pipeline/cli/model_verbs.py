@@ -1,0 +1,264 @@
+"""The model verbs: `patrol train`, `patrol export`, `patrol eval`.
+
+ultralytics (the `train` extra) is imported only by the commands that train or export a PyTorch
+checkpoint; evaluating and making FP16 / INT8 copies of an ONNX model need only the runtime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import pipeline
+
+REPO = Path(pipeline.__file__).resolve().parents[1]
+DEFAULT_SPEC = REPO / "annotations" / "datasets" / "street.yaml"
+SHARED = REPO.parent / "shared"
+CALIBRATION_VIDEOS = (SHARED / "videos" / "car-detection.mp4", REPO / "streams" / "samples" / "sample-street.mp4")
+TRAIN_EXTRA = "install the train extra: pip install -e '.[train]'"
+EVENT_VIDEOS = ("sample-street", "parking-lot-cam")  # pipeline.train.report.EVENT_SETS, without importing it
+
+
+def add_model_verbs(verbs: argparse._SubParsersAction) -> None:
+    """Adds `patrol train`, `patrol export` and `patrol eval` to the `patrol` parser."""
+    train = verbs.add_parser("train", help="train the detector on a dataset spec (ultralytics), export it to ONNX "
+                             "with its model card")
+    train.add_argument("spec", help="dataset spec (YAML), e.g. annotations/datasets/street.yaml")
+    train.add_argument("--out", required=True, help="ONNX file to write; its card is written beside it")
+    train.add_argument("--work", default="var/train", help="folder for the mixed dataset, runs and training.json")
+    train.add_argument("--name", help="model name in its card (default: the ONNX file's stem)")
+    train.add_argument("--base", default="yolov8n.yaml", help="ultralytics architecture, trained from random init")
+    train.add_argument("--epochs", type=int, default=40)
+    train.add_argument("--imgsz", type=int, default=320, help="training and input size (a multiple of 32)")
+    train.add_argument("--batch", type=int, default=16)
+    train.add_argument("--hours", type=float, help="wall-time cap; ultralytics fits the epochs to it")
+    train.add_argument("--eval", action="store_true", help="then run `patrol eval` on the result and quote it in the card")
+    train.set_defaults(func=cmd_train)
+
+    export = verbs.add_parser("export", help="ONNX (FP32, FP16 or INT8) with its card, from an ultralytics "
+                              "checkpoint or from an FP32 ONNX model with a card")
+    export.add_argument("weights", help="best.pt of a `patrol train` run, or an FP32 .onnx with its card")
+    export.add_argument("--out", required=True, help="ONNX file to write; its card is written beside it")
+    export.add_argument("--training", help="the run's training.json (default: the nearest one above the checkpoint)")
+    export.add_argument("--name", help="model name in its card (default: the ONNX file's stem)")
+    export.add_argument("--imgsz", type=int, help="input size (default: the run's training size)")
+    precision = export.add_mutually_exclusive_group()
+    precision.add_argument("--half", action="store_true", help="FP16 weights and arithmetic (IO stays float32)")
+    precision.add_argument("--int8", action="store_true",
+                           help="INT8 static quantisation (QDQ) calibrated on real frames")
+    export.add_argument("--calibration", nargs="+", default=[str(v) for v in CALIBRATION_VIDEOS],
+                        help="videos whose frames calibrate --int8 (default: ../shared car-detection + sample street)")
+    export.add_argument("--calibration-frames", type=int, default=32, help="frames taken from each calibration video")
+    export.add_argument("--eval-report", help="an eval JSON of these very weights whose figures the card quotes")
+    export.add_argument("--eval", action="store_true", help="run `patrol eval` on the result and quote it in the card")
+    export.set_defaults(func=cmd_export)
+
+    evaluate = verbs.add_parser("eval", help="mAP per class on every held-out set, case precision / recall / "
+                                "duplicates on videos with ground truth; JSON + PNG")
+    evaluate.add_argument("model", help="ONNX detector with a card")
+    evaluate.add_argument("--spec", default=str(DEFAULT_SPEC), help="dataset spec whose held-out splits to measure")
+    evaluate.add_argument("--card", action="store_true", help="write the figures into the card beside the model")
+    evaluate.set_defaults(func=cmd_eval)
+    for parser in (train, export):
+        parser.add_argument("--eval-spec", help="with --eval: the dataset spec whose held-out splits to measure "
+                            "(default: the training spec)")
+    for parser in (train, export, evaluate):
+        _add_eval_options(parser)
+
+
+def _add_eval_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--eval-out", default="var/eval", help="folder for the eval JSON and PNG")
+    parser.add_argument("--eval-work", default="var/eval/work",
+                        help="scratch: rendered held-out scenes, the re-assembled parking-lot video, replays")
+    parser.add_argument("--sets", nargs="+", help="held-out sets to measure (default: every source with one)")
+    parser.add_argument("--events", nargs="*", default=list(EVENT_VIDEOS), choices=EVENT_VIDEOS,
+                        help="videos with ground truth to replay (none: --events with no value)")
+
+
+def _usage(message: str) -> Exception:
+    from pipeline.cli.main import UsageError
+
+    return UsageError(message)
+
+
+def _need_ultralytics() -> None:
+    try:
+        import ultralytics  # noqa: F401
+    except ImportError:
+        raise _usage(TRAIN_EXTRA) from None
+
+
+def _need_onnx() -> None:
+    """FP16 conversion and quantisation edit the graph with the `onnx` package (train extra)."""
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise _usage(TRAIN_EXTRA) from None
+
+
+def cmd_train(args) -> int:
+    from pipeline.train.card import save_card, trained_card
+    from pipeline.train.mix import build_mix
+    from pipeline.train.run import export_onnx, train
+    from pipeline.train.sources import open_sources
+    from pipeline.train.spec import load_spec
+
+    loaded = load_spec(args.spec)
+    _need_ultralytics()
+    if args.imgsz % 32:
+        raise _usage(f"--imgsz {args.imgsz}: must be a multiple of 32")
+    work, out = Path(args.work), Path(args.out)
+    sources = open_sources(loaded)
+    counts = build_mix(loaded, sources, work / "mix")
+    print(f"train: {sum(counts.values())} images ({', '.join(f'{k} {v}' for k, v in counts.items())}), "
+          f"held out: {', '.join(s.name for s in sources.values() if s.holdout_images())}", flush=True)
+    best, epochs = train(work / "mix" / "data.yaml", out_dir=work / "runs", epochs=args.epochs, imgsz=args.imgsz,
+                         hours=args.hours, batch=args.batch, model=args.base)
+    training = {"dataset": loaded.name, "spec": str(loaded.path), "base": args.base, "epochs": epochs,
+                "imgsz": args.imgsz, "train_images": counts, "weights": str(best),
+                "sources": {s.name: {"licence": s.licence, "attribution": s.attribution} for s in sources.values()}}
+    (work / "training.json").write_text(json.dumps(training, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    export_onnx(best, out, args.imgsz)
+    card = trained_card(out, training, name=args.name or out.stem)
+    print(f"train: {out} ({epochs} epochs), card {save_card(card, out)}", flush=True)
+    if args.eval:
+        _eval_into_card(out, args.eval_spec or args.spec, args)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from pipeline.detect import ModelCard, load_card
+    from pipeline.train.card import save_card, variant_card, with_eval
+
+    weights, out = Path(args.weights), Path(args.out)
+    if not weights.is_file():
+        raise _usage(f"{weights}: no such file")
+    if weights.resolve() == out.resolve():
+        raise _usage(f"--out {out}: is the input itself")
+    if args.half or args.int8:
+        _need_onnx()
+    precision = "fp16" if args.half else "int8" if args.int8 else None
+    with tempfile.TemporaryDirectory() as scratch:
+        if weights.suffix == ".onnx":
+            fp32, base = weights, load_card(weights)
+            if base.metrics.get("precision", "fp32") != "fp32":
+                raise _usage(f"{weights}: is already {base.metrics['precision']}; export from the FP32 model")
+        else:
+            fp32 = out if precision is None else Path(scratch) / "fp32.onnx"
+            # the FP32 model the copy derives from is named as the copy, less its precision suffix
+            name = args.name if precision is None and args.name else out.stem.removesuffix(f"-{precision}")
+            base = _export_checkpoint(weights, fp32, args, name=name)
+        card: ModelCard = base
+        if args.half:
+            from pipeline.train.precision import to_fp16
+
+            card = variant_card(base, to_fp16(fp32, out), "fp16", name=args.name)
+        elif args.int8:
+            card = _int8(fp32, base, out, args)
+        elif fp32 != out:
+            raise _usage(f"{weights} is an ONNX model already: give --half or --int8")
+        if args.eval_report:
+            report = json.loads(Path(args.eval_report).read_text(encoding="utf-8"))
+            if report["model"]["sha256"] != card.sha256:
+                raise _usage(f"--eval-report {args.eval_report}: measures weights {report['model']['sha256'][:12]}…, "
+                             f"not {out} ({card.sha256[:12]}…)")
+            card = with_eval(card, report)
+        print(f"export: {out} ({card.metrics.get('precision', 'fp32')}), card {save_card(card, out)}", flush=True)
+    if args.eval:
+        _eval_into_card(out, args.eval_spec or _training_spec(args, weights), args)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from pipeline.detect import load_card
+    from pipeline.train.card import card_path, save_card, with_eval
+
+    model = Path(args.model)
+    if not model.is_file():
+        raise _usage(f"{model}: no such file")
+    if args.card and not card_path(model).is_file():
+        raise _usage(f"--card: no card beside {model} to write the figures into")
+    report, json_path, png_path = _evaluate(model, args.spec, args)
+    print(f"eval: {json_path}\neval: {png_path}")
+    if args.card:
+        print(f"eval: figures written into {save_card(with_eval(load_card(model), report), model)}")
+    return 0
+
+
+def _evaluate(model: Path, spec: str, args) -> tuple[dict, Path, Path]:
+    from pipeline.train.report import evaluate_model, write_report
+    from pipeline.train.sources import open_sources
+    from pipeline.train.spec import load_spec
+
+    work = Path(args.eval_work)
+    sources = open_sources(load_spec(spec), holdout_only_in=work / "holdout")
+    unknown = sorted(set(args.sets or ()) - set(sources))
+    if unknown:
+        raise _usage(f"--sets: {', '.join(unknown)} not among the spec's sources ({', '.join(sources)})")
+    measured = {name: s for name, s in sources.items() if not args.sets or name in args.sets}
+    if "parking-lot-cam" in args.events and "parking-lot-cam" not in sources:
+        raise _usage(f"--events parking-lot-cam: the spec {spec} has no parking-lot-cam source")
+    report = evaluate_model(model, measured, work, events=tuple(args.events), parking_lot=sources.get("parking-lot-cam"))
+    json_path, png_path = write_report(report, Path(args.eval_out))
+    for name, result in report["holdout"].items():
+        classes = ", ".join(f"{c} {v['mAP50']:.3f}" for c, v in result["per_class"].items())
+        print(f"eval: {name} ({result['images']} images) mAP50 {result['mAP50']:.3f} "
+              f"mAP50-95 {result['mAP50-95']:.3f} — {classes}")
+    for name, result in report["events"].items():
+        print(f"eval: events {name}: {result['matched']}/{result['episodes']} episodes filed, {result['cases']} cases, "
+              f"precision {result['precision']}, recall {result['recall']}, duplicates {result['duplicates']}, "
+              f"false positives {result['false_positives']}")
+    return report, json_path, png_path
+
+
+def _eval_into_card(model: Path, spec: str, args) -> None:
+    from pipeline.detect import load_card
+    from pipeline.train.card import save_card, with_eval
+
+    report, _, _ = _evaluate(model, spec, args)
+    print(f"eval: figures written into {save_card(with_eval(load_card(model), report), model)}", flush=True)
+
+
+def _export_checkpoint(weights: Path, out: Path, args, *, name: str):
+    from pipeline.train.card import trained_card
+
+    _need_ultralytics()
+    from pipeline.train.run import export_onnx
+
+    training_path = Path(args.training) if args.training else _nearest_training(weights)
+    if training_path is None:
+        raise _usage(f"no training.json above {weights}: give --training")
+    training = json.loads(training_path.read_text(encoding="utf-8"))
+    if args.imgsz:
+        training["imgsz"] = args.imgsz
+    export_onnx(weights, out, training["imgsz"])
+    return trained_card(out, training, name=name)
+
+
+def _int8(fp32: Path, base, out: Path, args):
+    from pipeline.train.card import variant_card
+    from pipeline.train.precision import sample_frames, to_int8
+
+    videos = [Path(v) for v in args.calibration]
+    missing = [str(v) for v in videos if not v.is_file()]
+    if missing:
+        raise _usage(f"--calibration: no such file {', '.join(missing)}")
+    frames = sample_frames(videos, args.calibration_frames)
+    to_int8(fp32, base, out, frames)
+    described = ", ".join(f"{v.name} ({args.calibration_frames} frames)" for v in videos)
+    return variant_card(base, out, "int8", calibration=described, name=args.name)
+
+
+def _nearest_training(weights: Path) -> Path | None:
+    # best.pt sits in <work>/runs/<name>/weights/, training.json in <work>/
+    nearby = list(weights.resolve().parents)[:4]
+    return next((p / "training.json" for p in nearby if (p / "training.json").is_file()), None)
+
+
+def _training_spec(args, weights: Path) -> str:
+    training = Path(args.training) if args.training else _nearest_training(weights)
+    if training is not None:
+        return json.loads(training.read_text(encoding="utf-8"))["spec"]
+    return str(DEFAULT_SPEC)

@@ -1,0 +1,137 @@
+"""Box-level accuracy of an ONNX detector on held-out labelled images: mAP50 and mAP50-95 per class.
+
+The model runs through the patrol's own ``Detector`` (ONNX Runtime, the card's letterbox and
+decoder), so the figures are those of the deployed path, for any precision variant or layout, with
+no ultralytics needed. The arithmetic follows ultralytics' val: score threshold 0.001, NMS IoU 0.7,
+at most 300 boxes per image, predictions matched to labels per IoU threshold greedily by IoU, AP as
+the area under the monotone precision envelope sampled at 101 recall points.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from pipeline.detect import Detector
+from pipeline.synth.actors import CLASSES
+from pipeline.train.sources import Source
+
+IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
+EVAL_CONF = 0.001
+EVAL_NMS_IOU = 0.7
+MAX_BOXES = 300
+
+
+@dataclass
+class ImageResult:
+    """One image's predictions, each marked correct or not at every IoU threshold, and its labels' classes."""
+
+    correct: np.ndarray  # (P, 10) bool
+    score: np.ndarray  # (P,)
+    predicted_class: np.ndarray  # (P,) project class ids
+    label_class: np.ndarray  # (L,)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) IoU of xyxy boxes."""
+    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
+    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(bottom_right - top_left, 0, None).prod(axis=2)
+    area_a = (a[:, 2:] - a[:, :2]).prod(axis=1)
+    area_b = (b[:, 2:] - b[:, :2]).prod(axis=1)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def match_image(pred_xyxy: np.ndarray, pred_class: np.ndarray, label_xyxy: np.ndarray,
+                label_class: np.ndarray) -> np.ndarray:
+    """(P, 10) bool: prediction p is a true positive at IoU threshold t (one label per prediction and
+    one prediction per label, pairs taken in order of falling IoU)."""
+    correct = np.zeros((len(pred_xyxy), len(IOU_THRESHOLDS)), bool)
+    if not len(pred_xyxy) or not len(label_xyxy):
+        return correct
+    iou = box_iou(label_xyxy, pred_xyxy) * (label_class[:, None] == pred_class[None, :])
+    for t, threshold in enumerate(IOU_THRESHOLDS):
+        pairs = np.argwhere(iou >= threshold)
+        if not len(pairs):
+            continue
+        pairs = pairs[np.argsort(-iou[pairs[:, 0], pairs[:, 1]], kind="stable")]
+        pairs = pairs[np.unique(pairs[:, 1], return_index=True)[1]]
+        pairs = pairs[np.unique(pairs[:, 0], return_index=True)[1]]
+        correct[pairs[:, 1], t] = True
+    return correct
+
+
+def average_precision(recall: np.ndarray, precision: np.ndarray) -> float:
+    envelope = np.flip(np.maximum.accumulate(np.flip(np.concatenate([[1.0], precision, [0.0]]))))
+    points = np.linspace(0, 1, 101)
+    sampled = np.interp(points, np.concatenate([[0.0], recall, [1.0]]), envelope)
+    return float(np.sum((sampled[1:] + sampled[:-1]) / 2 * np.diff(points)))  # trapezoids
+
+
+def summarise(results: Iterable[ImageResult], classes: list[str]) -> dict:
+    """mAP50 / mAP50-95 over ``classes`` (those the set is labelled with) and per class."""
+    results = list(results)
+    correct = np.concatenate([r.correct for r in results]) if results else np.zeros((0, 10), bool)
+    score = np.concatenate([r.score for r in results]) if results else np.zeros(0)
+    predicted = np.concatenate([r.predicted_class for r in results]) if results else np.zeros(0, int)
+    labelled = np.concatenate([r.label_class for r in results]) if results else np.zeros(0, int)
+    order = np.argsort(-score, kind="stable")
+    correct, predicted = correct[order], predicted[order]
+    per_class = {}
+    for name in classes:
+        class_id = CLASSES.index(name)
+        instances = int((labelled == class_id).sum())
+        if not instances:
+            continue
+        hits = correct[predicted == class_id]
+        true_pos = np.cumsum(hits, axis=0)
+        false_pos = np.cumsum(~hits, axis=0)
+        recall = true_pos / instances
+        precision = true_pos / np.maximum(true_pos + false_pos, 1e-9)
+        ap = [average_precision(recall[:, t], precision[:, t]) if len(hits) else 0.0
+              for t in range(len(IOU_THRESHOLDS))]
+        per_class[name] = {"mAP50": round(ap[0], 4), "mAP50-95": round(float(np.mean(ap)), 4), "instances": instances}
+    return {
+        "images": len(results),
+        "mAP50": round(float(np.mean([c["mAP50"] for c in per_class.values()])), 4) if per_class else None,
+        "mAP50-95": round(float(np.mean([c["mAP50-95"] for c in per_class.values()])), 4) if per_class else None,
+        "per_class": per_class,
+    }
+
+
+def evaluate_source(detector: Detector, source: Source, *, progress: bool = True) -> dict:
+    """mAP of ``detector`` on ``source``'s held-out images, over the classes the source is labelled with.
+
+    The detector's class names are mapped to project classes by name; a class the project does not
+    know is never counted.
+    """
+    project_id = np.array([CLASSES.index(c) if c in CLASSES else -1 for c in detector.card.classes])
+    measured = np.array([CLASSES.index(c) for c in source.classes])
+    results = []
+    for image_path in tqdm(source.holdout_images(), desc=f"eval {source.name}", unit="img", disable=not progress):
+        image = cv2.imread(str(image_path))
+        height, width = image.shape[:2]
+        detections = detector.detect([image])[0]
+        keep = np.argsort(-detections.score, kind="stable")[:MAX_BOXES]
+        pred_class = project_id[detections.class_id[keep]]
+        keep = keep[np.isin(pred_class, measured)]
+        pred_class = project_id[detections.class_id[keep]]
+        labels = np.array([[float(v) for v in line.split()] for line in source.label_lines(image_path)]).reshape(-1, 5)
+        label_class = labels[:, 0].astype(int)
+        cx, cy, w, h = (labels[:, i] * scale for i, scale in zip(range(1, 5), (width, height, width, height)))
+        label_xyxy = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+        results.append(ImageResult(
+            correct=match_image(detections.xyxy[keep], pred_class, label_xyxy, label_class),
+            score=detections.score[keep], predicted_class=pred_class, label_class=label_class))
+    return summarise(results, source.classes)
+
+
+def evaluate_holdouts(model: Path, sources: dict[str, Source], *, progress: bool = True) -> dict[str, dict]:
+    detector = Detector(model, conf_threshold=EVAL_CONF, iou_threshold=EVAL_NMS_IOU)
+    return {name: evaluate_source(detector, source, progress=progress)
+            for name, source in sources.items() if source.holdout_images()}

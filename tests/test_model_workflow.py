@@ -1,0 +1,179 @@
+"""The pieces of `patrol train` / `patrol eval` that need no training: the dataset spec, the mix,
+the mAP arithmetic, event scoring, and the parking-lot frames put back in order."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import REPO
+
+from pipeline.config import CameraConfig, load_camera
+from pipeline.synth import render_dataset
+from pipeline.synth.actors import CLASSES
+from pipeline.train.evaluate import ImageResult, match_image, summarise
+from pipeline.train.events import TruthEpisode, score_cases
+from pipeline.train.mix import build_mix, draw
+from pipeline.train.sources import open_sources
+from pipeline.train.spec import SpecError, load_spec
+
+STREET_SPEC = REPO / "annotations" / "datasets" / "street.yaml"
+
+
+def write_spec(folder: Path, text: str) -> Path:
+    path = folder / "spec.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_the_shipped_spec_is_valid_and_maps_every_source_into_project_classes(shared):
+    loaded = load_spec(STREET_SPEC)
+    assert loaded.spec.val == "synthetic"
+    for name, source in loaded.spec.sources.items():
+        assert set((source.classes or {}).values()) <= set(CLASSES), name
+
+
+@pytest.mark.parametrize("text, field, reason", [
+    ("name: x\nval: a\nsources:\n  a: {path: ., classes: {car: vehicel}}\n", "sources.a.classes", "vehicel"),
+    ("name: x\nval: b\nsources:\n  a: {path: .}\n", "(top level)", "'b' is not one of the sources"),
+    ("name: x\nval: a\nsources:\n  a: {path: ., count: 3, weight: 2}\n", "sources.a", "count or weight"),
+    ("name: x\nval: a\nsources:\n  a: {path: ., wieght: 2}\n", "sources.a.wieght", "unknown key"),
+    ("name: x\nval: a\nsources:\n  A B: {path: .}\n", "sources.A B.[key]", "pattern"),
+])
+def test_a_bad_spec_names_the_file_and_the_field(tmp_path, text, field, reason):
+    path = write_spec(tmp_path, text)
+    with pytest.raises(SpecError) as error:
+        load_spec(path)
+    assert str(path) in str(error.value) and f"{field}:" in str(error.value) and reason in str(error.value)
+
+
+def test_a_source_class_the_source_does_not_have_is_named(tmp_path):
+    (tmp_path / "set" / "train" / "images").mkdir(parents=True)
+    (tmp_path / "set" / "data.yaml").write_text("names: ['empty', 'occupied']\n")
+    path = write_spec(tmp_path, "name: x\nval: s\nsources:\n  s: {path: set, classes: {parked: vehicle}}\n")
+    with pytest.raises(SpecError, match=r"sources\.s\.classes: \['parked'\] are not classes"):
+        open_sources(load_spec(path))
+
+
+def test_a_missing_optional_source_is_left_out_and_a_required_one_is_an_error(tmp_path):
+    render_dataset(tmp_path / "synth", 6, seed=1, val_fraction=0.5, sizes=((96, 64),), progress=False)
+    spec = "name: x\nval: synth\nsources:\n  synth: {path: synth, holdout: val}\n  later: {path: none, optional: %s}\n"
+    assert set(open_sources(load_spec(write_spec(tmp_path, spec % "true")))) == {"synth"}
+    with pytest.raises(SpecError, match=r"sources\.later\.path: no such folder"):
+        open_sources(load_spec(write_spec(tmp_path, spec % "false")))
+
+
+def test_eval_renders_exactly_the_held_out_scenes_of_a_synthetic_recipe(tmp_path):
+    spec = "name: x\nval: s\nsources:\n  s: {path: s, holdout: val, render: {count: 8, seed: 4, val_fraction: 0.25}}\n"
+    path = write_spec(tmp_path, spec)
+    held_out = open_sources(load_spec(path), holdout_only_in=tmp_path / "eval")["s"].holdout_images()
+    full = open_sources(load_spec(path))["s"].holdout_images()  # renders all 8 into tmp_path / "s"
+    assert [p.name for p in held_out] == [p.name for p in full] and len(full) == 2
+    assert all(p.read_bytes() == q.read_bytes() for p, q in zip(held_out, full, strict=True))
+
+
+def test_the_mix_draws_counts_and_weights_and_links_labels_in_project_classes(tmp_path, shared):
+    render_dataset(tmp_path / "synth", 6, seed=2, val_fraction=0.5, sizes=((96, 64),), progress=False)
+    parking = shared / "datasets" / "parking-lot-cam"
+    path = write_spec(tmp_path, f"""\
+name: x
+val: synth
+sources:
+  synth: {{path: synth, holdout: val, weight: 2.0}}
+  lot: {{path: {parking}, classes: {{occupied: vehicle}}, count: 5}}
+""")
+    loaded = load_spec(path)
+    counts = build_mix(loaded, open_sources(loaded), tmp_path / "mix")
+    assert counts == {"synth": 6, "lot": 5}
+    assert len(list((tmp_path / "mix" / "train" / "synth" / "images").iterdir())) == 6  # 3 images, each twice
+    lot_labels = list((tmp_path / "mix" / "train" / "lot" / "labels").glob("*.txt"))
+    classes = {line.split()[0] for label in lot_labels for line in label.read_text().splitlines()}
+    assert classes == {str(CLASSES.index("vehicle"))}
+    assert (tmp_path / "mix" / "holdout-lot.yaml").is_file() and (tmp_path / "mix" / "data.yaml").is_file()
+
+
+def test_draw_repeats_whole_passes_before_sampling_the_rest():
+    images = [Path(f"{i}.jpg") for i in range(4)]
+    drawn = draw(images, 10, random.Random(0))
+    assert len(drawn) == 10 and all(drawn.count(image) in (2, 3) for image in images)
+
+
+def _result(pred: list, labels: list) -> ImageResult:
+    pred_xyxy = np.array([p[:4] for p in pred], float).reshape(-1, 4)
+    label_xyxy = np.array([lb[:4] for lb in labels], float).reshape(-1, 4)
+    pred_class = np.array([p[5] for p in pred], int)
+    label_class = np.array([lb[4] for lb in labels], int)
+    return ImageResult(correct=match_image(pred_xyxy, pred_class, label_xyxy, label_class),
+                       score=np.array([p[4] for p in pred], float), predicted_class=pred_class,
+                       label_class=label_class)
+
+
+def test_perfect_boxes_score_full_map_and_a_wrong_class_scores_none():
+    labels = [(10, 10, 50, 50, 0), (60, 60, 90, 90, 0)]
+    perfect = _result([(*b[:4], 0.9, 0) for b in labels], labels)
+    summary = summarise([perfect], ["vehicle"])
+    assert summary["mAP50"] == summary["mAP50-95"] == pytest.approx(0.995, abs=1e-3)  # ultralytics' 101-point AP
+    wrong_class = _result([(*b[:4], 0.9, 2) for b in labels], labels)
+    assert summarise([wrong_class], ["vehicle"])["mAP50"] == 0.0
+
+
+def test_a_loose_box_counts_at_low_iou_thresholds_only():
+    shifted = _result([(10, 10, 50, 60, 0.9, 0)], [(10, 10, 50, 50, 0)])  # IoU 0.8
+    summary = summarise([shifted], ["vehicle"])
+    assert summary["mAP50"] == pytest.approx(0.995, abs=1e-3)
+    assert summary["mAP50-95"] == pytest.approx(0.995 * 7 / 10, abs=1e-3)  # thresholds 0.5 .. 0.8
+
+
+def test_a_false_positive_ranked_first_halves_precision_at_the_first_hit():
+    result = _result([(200, 200, 240, 240, 0.95, 0), (10, 10, 50, 50, 0.9, 0)], [(10, 10, 50, 50, 0)])
+    assert summarise([result], ["vehicle"])["mAP50"] == pytest.approx(0.5, abs=0.01)
+
+
+def _camera(dwell_s: float = 10) -> CameraConfig:
+    return CameraConfig.model_validate({
+        "id": "c", "name": "c", "url": "x.mp4", "location": {"lat": 0, "lon": 0},
+        "zones": [{"id": "z", "polygon": [[0, 0], [1, 0], [1, 1], [0, 1]],
+                   "rules": [{"type": "illegal_parking", "dwell_s": dwell_s}]}],
+    })
+
+
+def _case(confirmed_s: float, bbox=(0, 0, 10, 10), zone: str = "z") -> dict:
+    return {"case_id": f"P-{confirmed_s}", "violation": "illegal_parking", "zone_id": zone,
+            "confirmed_s": confirmed_s, "bbox": list(bbox)}
+
+
+def test_event_scoring_counts_matches_duplicates_false_positives_and_misses():
+    episodes = [TruthEpisode("illegal_parking", "z", 0, 30, (0, 0, 10, 10)),
+                TruthEpisode("illegal_parking", "z", 40, 80, (50, 50, 60, 60)),
+                TruthEpisode("illegal_parking", "z", 90, 95, (0, 0, 10, 10))]  # shorter than the dwell
+    cases = [_case(10.5), _case(25.0),  # the first car, then filed again: a duplicate
+             _case(51.0, (0, 0, 10, 10)),  # at the time of the second car but not where it stands
+             _case(60.0, zone="other")]
+    scored = score_cases(cases, episodes, _camera())
+    assert (scored["episodes"], scored["cases"], scored["matched"]) == (2, 4, 1)
+    assert (scored["duplicates"], scored["false_positives"], scored["missed"]) == (1, 2, 1)
+    assert scored["precision"] == 0.25 and scored["recall"] == 0.5
+
+
+def test_the_parking_lot_frames_as_taken_are_one_per_frame_index_in_order(shared):
+    from pipeline.train.parking_lot import frames_as_taken, parking_truth
+    from pipeline.train.spec import DatasetSpec, LoadedSpec
+
+    root = shared / "datasets" / "parking-lot-cam"
+    frames = frames_as_taken(root)
+    indices = {int(p.name.split("_mp4-")[1].split("_")[0]) for p in root.glob("*/images/*.jpg")}
+    assert [f.index for f in frames] == sorted(indices)
+    valid = {p.name for p in (root / "valid" / "images").glob("*.jpg")}
+    assert valid <= {f.path.name for f in frames}  # valid frames are all as taken
+    sizes = {cv2.imread(str(f.path)).shape for f in frames}
+    assert len(sizes) == 1
+
+    loaded = LoadedSpec(root / "spec.yaml", DatasetSpec.model_validate(
+        {"name": "p", "val": "lot", "sources": {"lot": {"path": ".", "classes": {"occupied": "vehicle"}}}}))
+    camera = load_camera(REPO / "annotations" / "eval" / "parking-lot-cam.yaml")
+    truth = parking_truth(open_sources(loaded)["lot"], frames, camera)
+    assert {e.zone_id for e in truth} == {zone.id for zone in camera.zones}
+    assert all(0 <= e.start_s < e.end_s <= len(frames) for e in truth)

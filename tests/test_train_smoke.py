@@ -1,0 +1,95 @@
+"""The whole model workflow at toy size: render a few synthetic scenes, `patrol train` one epoch at
+64 px with ultralytics, export ONNX with its card, load it in the patrol's Detector, make FP16 and
+INT8 copies, and `patrol eval` it. ultralytics is in the `test` extra: this never skips."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import cv2
+import pytest
+from conftest import SAMPLE_VIDEO
+
+from pipeline.cli.main import main as cli_main
+from pipeline.detect import Detector, load_card
+from pipeline.synth import render_dataset
+from pipeline.synth.actors import CLASSES
+
+
+def patrol(*argv: str) -> int:
+    return cli_main(list(argv))
+
+
+SPEC = """\
+name: smoke
+val: synthetic
+sources:
+  synthetic: {path: synth, train: train, holdout: val, licence: Apache-2.0, attribution: smoke-test scenes}
+"""
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    import ultralytics  # noqa: F401 — the test extra installs it; a missing one is an error, not a skip
+
+    root = tmp_path_factory.mktemp("smoke")
+    render_dataset(root / "synth", 10, seed=3, val_fraction=0.2, sizes=((128, 96),), progress=False)
+    (root / "street.yaml").write_text(SPEC)
+    model = root / "smoke.onnx"
+    assert patrol("train", str(root / "street.yaml"), "--out", str(model), "--work", str(root / "work"),
+                  "--epochs", "1", "--imgsz", "64", "--batch", "4") == 0
+    return root, model
+
+
+def test_training_exports_an_onnx_model_with_its_card(trained):
+    root, model = trained
+    card = load_card(model)
+    assert card.classes == list(CLASSES)
+    assert (card.input.width, card.input.height) == (64, 64)
+    assert card.layout == "ultralytics" and card.metrics["precision"] == "fp32"
+    assert "synthetic 8" in card.data and "Apache-2.0" in card.data
+    training = json.loads((root / "work" / "training.json").read_text())
+    assert training["epochs"] == 1 and training["train_images"] == {"synthetic": 8}
+
+
+def test_the_trained_model_runs_in_the_patrols_detector(trained):
+    root, model = trained
+    detector = Detector(model, conf_threshold=0.0)
+    image = cv2.imread(str(next((root / "synth" / "val" / "images").glob("*.jpg"))))
+    (detections,) = detector.detect([image])
+    assert len(detections) > 0
+    assert set(detections.role) <= set(CLASSES)
+
+
+@pytest.mark.parametrize("flag, precision", [("--half", "fp16"), ("--int8", "int8")])
+def test_export_makes_reduced_precision_copies_with_their_cards(trained, flag, precision):
+    root, model = trained
+    out = root / f"smoke-{precision}.onnx"
+    assert patrol("export", str(model), "--out", str(out), flag, "--calibration", str(SAMPLE_VIDEO),
+                  "--calibration-frames", "2") == 0
+    card = load_card(out)
+    assert card.metrics["precision"] == precision
+    assert card.metrics["derived_from"]["sha256"] == load_card(model).sha256
+    assert card.name == f"{load_card(model).name}-{precision}"
+    image = cv2.imread(str(next((root / "synth" / "val" / "images").glob("*.jpg"))))
+    Detector(out).detect([image])
+
+
+def test_eval_writes_json_and_png_and_the_card_quotes_them(trained):
+    root, model = trained
+    out = root / "eval"
+    assert patrol("eval", str(model), "--spec", str(root / "street.yaml"), "--eval-out", str(out),
+                  "--eval-work", str(root / "eval-work"), "--events", "--card") == 0
+    report = json.loads((out / "eval-smoke.json").read_text())
+    assert report["holdout"]["synthetic"]["images"] == 2
+    assert cv2.imread(str(out / "eval-smoke.png")) is not None
+    card = load_card(model)
+    assert card.metrics["holdout"]["synthetic"]["mAP50"] == report["holdout"]["synthetic"]["mAP50"]
+
+
+def test_train_without_ultralytics_says_which_extra_to_install(tmp_path, monkeypatch, capsys):
+    (tmp_path / "street.yaml").write_text(SPEC)
+    monkeypatch.setitem(sys.modules, "ultralytics", None)  # makes `import ultralytics` raise ImportError
+    assert patrol("train", str(tmp_path / "street.yaml"), "--out", str(tmp_path / "m.onnx")) == 2
+    assert "pip install -e '.[train]'" in capsys.readouterr().err
