@@ -1,19 +1,23 @@
 """Wires the stages together and owns the threads: the only module that knows all of them.
 
-Replay runs one camera synchronously, as fast as the machine allows. A live patrol runs a decode
-thread per camera (PyAV releases the GIL while decoding) that keeps only the newest analysis
-frame, one inference loop that batches the cameras' newest frames through the detector, and a
-small pool that writes evidence off the hot path.
+Replay runs one camera as fast as the machine allows, in three stages on their own threads, each
+a few frames ahead of the next: decoding, the network, and decoding its output, tracking, rules
+and filing. A live patrol runs a decode thread per camera (PyAV releases the GIL while decoding)
+that keeps only the newest analysis frame, one inference loop that batches the cameras' newest
+frames through the detector (waiting a short flush deadline for the other cameras' frames), and a
+small pool that writes evidence off the hot path. A camera with motion gating on skips the
+network on frames where nothing changed and reuses its last detections.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,7 +28,7 @@ from tqdm import tqdm
 from pipeline.cli.faults import FaultWatch, FileFault, Recovered
 from pipeline.cli.health import CameraReport, Counters, PatrolReport, RateWindow, health_line, spool_line
 from pipeline.config import CameraConfig
-from pipeline.detect import Detector
+from pipeline.detect import Detector, MotionGate
 from pipeline.evidence import CameraInfo, EvidenceStore, EvidenceWriter
 from pipeline.evidence.writer import CameraFault
 from pipeline.ingest import ClipError, LiveSource, PacketRing, SourceStats, StateChange, decode
@@ -53,10 +57,27 @@ class CameraPipeline:
                                {**camera.location.model_dump(), "timezone": camera.timezone})
         self.inference_s = 0.0  # this camera's share of batched inference time
         self.last_frame: Frame | None = None  # the picture a camera-fault case shows
+        gating = camera.motion_gating
+        self.gate = MotionGate(min_changed=gating.min_changed, refresh_s=gating.refresh_s) if gating.enabled else None
+        self.gated = 0  # analysed frames that reused the previous detections instead of running the network
+        self._last_detections = Detections.empty()
         self._pending: list[Violation] = []
 
-    def analyse(self, frame: Frame, detections: Detections) -> list[Violation]:
-        """Track and apply the rules; returns the violations whose clip post-roll has now been seen."""
+    def needs_detection(self, frame: Frame) -> bool:
+        """False when motion gating is on and the frame shows what the last detected one showed."""
+        return self.gate is None or self.gate.needs_detection(frame.image, frame.pts_s)
+
+    def analyse(self, frame: Frame, detections: Detections | None) -> list[Violation]:
+        """Track and apply the rules; returns the violations whose clip post-roll has now been seen.
+
+        ``detections`` None: the frame was not detected (``needs_detection`` said so), the last
+        detections stand for it.
+        """
+        if detections is None:
+            detections = self._last_detections
+            self.gated += 1
+        else:
+            self._last_detections = detections
         tracks = self.tracker.update(detections, frame.pts_s)
         self._pending.extend(self.rules.update(frame, tracks))
         self.stats.analysed += 1
@@ -163,6 +184,7 @@ class ReplaySummary:
     cases: int  # cases that reached the queue (or were found there already)
     spooled: int = 0  # cases still on local disk, waiting for a backend
     outages: int = 0  # times a backend became unreachable during the run
+    frames_gated: int = 0  # analysed frames on which motion gating spared the network
 
     @property
     def analysed_fps(self) -> float:
@@ -171,6 +193,8 @@ class ReplaySummary:
     def line(self) -> str:
         line = (f"replay: {self.frames_decoded} frames decoded, {self.frames_analysed} analysed in "
                 f"{self.seconds:.1f}s ({self.analysed_fps:.1f} analysed fps), {self.cases} cases")
+        if self.frames_gated:
+            line += f"; motion gating spared the network {self.frames_gated} frames"
         if self.outages:
             line += f"; backends were unreachable {self.outages} time(s), the spool held the cases meanwhile"
         if self.spooled:
@@ -178,11 +202,66 @@ class ReplaySummary:
         return line
 
 
+PREFETCH_FRAMES = 4  # decoded frames waiting for the network: enough to ride out a slow keyframe
+ANALYSIS_BACKLOG = 4  # frames beyond those in the network, waiting for tracking and rules
+
+
+class Prefetch(Iterator):
+    """Runs an iterator on its own thread, at most ``depth`` items ahead of the consumer; an error
+    it raises is raised to the consumer where it happened in the sequence."""
+
+    def __init__(self, source: Iterator, *, depth: int, name: str) -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(source,), name=name, daemon=True)
+        self._thread.start()
+
+    def __next__(self):
+        kind, item = self._queue.get()
+        if kind == "item":
+            return item
+        self._queue.put((kind, item))  # asked again after the end: the same answer
+        if kind == "error":
+            raise item
+        raise StopIteration
+
+    def close(self) -> None:
+        """Stops the thread (the source is closed on it) and waits for it."""
+        self._closed.set()
+        self._thread.join()
+
+    def _run(self, source: Iterator) -> None:
+        try:
+            for item in source:
+                if not self._put(("item", item)):
+                    return
+            self._put(("end", None))
+        except Exception as exc:  # noqa: BLE001 - not handled here: raised to the consumer
+            self._put(("error", exc))
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
+
+    def _put(self, entry: tuple) -> bool:
+        while not self._closed.is_set():
+            try:
+                self._queue.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+
 def replay(video: str, camera: CameraConfig, detector: Detector, filer: CaseFiler, *, cases_path: Path,
            evidence_root: Path | None, start_wall: float, progress: bool = False,
            drain_timeout_s: float = 60.0) -> ReplaySummary:
     """Runs the patrol over a file with no pacing; appends one JSON line per case to ``cases_path``
-    as each reaches the queue, and waits up to ``drain_timeout_s`` at the end for the spool."""
+    as each reaches the queue, and waits up to ``drain_timeout_s`` at the end for the spool.
+
+    Decoding, the detector (``detector.parallel_runs`` frames at once) and the rest (tracking,
+    rules, filing, in frame order) run on their own threads, so on a multi-core machine the
+    network never waits for the others."""
     pipeline = CameraPipeline(camera, case_namespace=f"replay:{Path(video).name}")
     cases_path.parent.mkdir(parents=True, exist_ok=True)
     filed = 0
@@ -204,22 +283,44 @@ def replay(video: str, camera: CameraConfig, detector: Detector, filer: CaseFile
                 out.flush()
                 filed += 1
 
+        def analyse(frame: Frame, inference: Future[list[Detections]] | None) -> None:
+            detections = None if inference is None else inference.result()[0]
+            for violation in pipeline.analyse(frame, detections):
+                filer.file(pipeline, violation)
+            bar.update(1)
+
         filer.listeners.append(record_case)
         filer.start()
+        frames = Prefetch(decode(video, camera_id=camera.id, analysis_fps=camera.analysis_fps, ring=pipeline.ring,
+                                 stats=pipeline.stats, start_wall=start_wall),
+                          depth=PREFETCH_FRAMES, name=f"decode-{camera.id}")
+        # a stand-in for the detector (tests) is called one frame at a time, in frame order
+        runs = detector.parallel_runs if isinstance(detector, Detector) else 1
+        network = ThreadPoolExecutor(max_workers=runs, thread_name_prefix=f"detect-{camera.id}")
+        analysis = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"analysis-{camera.id}")
+        backlog = threading.BoundedSemaphore(runs + ANALYSIS_BACKLOG)
+        jobs: deque[Future] = deque()
         try:
-            for frame in decode(video, camera_id=camera.id, analysis_fps=camera.analysis_fps, ring=pipeline.ring,
-                                stats=pipeline.stats, start_wall=start_wall):
-                for violation in pipeline.analyse(frame, detector.detect([frame.image])[0]):
-                    filer.file(pipeline, violation)
-                bar.update(1)
+            for frame in frames:
+                while jobs and jobs[0].done():
+                    jobs.popleft().result()  # an analysis that failed stops the replay here
+                backlog.acquire()
+                inference = network.submit(detector.detect, [frame.image]) if pipeline.needs_detection(frame) else None
+                jobs.append(analysis.submit(analyse, frame, inference))
+                jobs[-1].add_done_callback(lambda _: backlog.release())
+            for job in jobs:
+                job.result()
         finally:  # a video that breaks off still files what it confirmed before the break
+            frames.close()
+            network.shutdown(wait=True)
+            analysis.shutdown(wait=True)
             for violation in pipeline.flush():
                 filer.file(pipeline, violation)
             delivered = filer.drainer.wait_empty(drain_timeout_s)
             filer.listeners.remove(record_case)
     spooled = 0 if delivered else len(filer.spool.entries())
     return ReplaySummary(pipeline.stats.received, pipeline.stats.analysed, time.perf_counter() - started, filed,
-                         spooled, filer.drainer.outages)
+                         spooled, filer.drainer.outages, pipeline.gated)
 
 
 def case_summary(record: CaseRecord, evidence_root: Path | None) -> dict:
@@ -294,14 +395,25 @@ class PatrolCamera:
 
 
 class Patrol:
-    """Live patrol over several cameras until ``stop()``."""
+    """Live patrol over several cameras until ``stop()``.
+
+    The inference loop runs the cameras' newest frames through the detector as one batch of up to
+    ``max_batch`` frames (default: one per camera). The first frame of a batch waits at most
+    ``batch_deadline_s`` for the other live cameras' frames, so cameras whose frames arrive out of
+    step still share a run of the network (what makes a GPU worth it) at a bounded cost in lag.
+    """
 
     def __init__(self, cameras: list[CameraConfig], detector: Detector, filer: CaseFiler, *, loop_files: bool,
-                 health_every_s: float = 5.0, print_line: Callable[[str], None] = print) -> None:
+                 health_every_s: float = 5.0, print_line: Callable[[str], None] = print,
+                 max_batch: int | None = None, batch_deadline_s: float = 0.1) -> None:
         self.detector = detector
         self.filer = filer
         self.health_every_s = health_every_s
         self.print_line = print_line
+        self.max_batch = max(1, max_batch or len(cameras))
+        self.batch_deadline_s = batch_deadline_s
+        self._waiting: dict[PatrolCamera, Frame] = {}  # the next batch: each camera's newest frame, not analysed yet
+        self._waiting_since = 0.0  # monotonic time the oldest of them was taken
         self._stop = threading.Event()
         self._wake = threading.Event()
         session = time.strftime("%Y%m%dT%H%M%S")
@@ -350,9 +462,11 @@ class Patrol:
                 if time.monotonic() >= next_health:
                     self._print_health()
                     next_health += self.health_every_s
-                self._wake.wait(0.2)
+                self._wake.wait(self._batch_wait_s())
                 self._wake.clear()
-                self._analyse_newest()
+                self._take_newest()
+                if self._batch_due():
+                    self._analyse_waiting()
                 for camera in self.cameras:
                     if camera.state not in ("live", "stalled"):  # no newer frame is coming to release its post-roll
                         for violation in camera.pipeline.flush():
@@ -363,7 +477,8 @@ class Patrol:
             self.stop()
             for camera in self.cameras:
                 camera.source.join(timeout=10)
-            self._analyse_newest()  # frames decoded before the stop still count
+            self._take_newest()
+            self._analyse_waiting()  # frames decoded before the stop still count
             for camera in self.cameras:
                 for violation in camera.pipeline.flush():
                     self._submit(self.filer.file, camera.pipeline, violation)
@@ -400,18 +515,48 @@ class Patrol:
                 at_wall=at.isoformat(timespec="milliseconds"), author="system", kind="camera_recovered",
                 text=f"camera {camera_id} delivers video again after {down_min:.1f} min without"))
 
-    def _analyse_newest(self) -> None:
-        batch = [(camera, frame) for camera in self.cameras if (frame := camera.source.take()) is not None]
-        if not batch:
-            return
-        started = time.perf_counter()
-        detections = self.detector.detect([frame.image for _, frame in batch])
-        share = (time.perf_counter() - started) / len(batch)
-        for (camera, frame), dets in zip(batch, detections, strict=True):
-            camera.pipeline.inference_s += share
-            for violation in camera.pipeline.analyse(frame, dets):
-                self._submit(self.filer.file, camera.pipeline, violation)
-            camera.lag_s = time.time() - frame.wall_ts
+    def _take_newest(self) -> None:
+        for camera in self.cameras:
+            frame = camera.source.take()
+            if frame is None:
+                continue
+            if not self._waiting:
+                self._waiting_since = time.monotonic()
+            elif camera in self._waiting:  # a newer frame came before the batch went: the older one is skipped
+                camera.pipeline.stats.skipped += 1
+            self._waiting[camera] = frame
+
+    def _batch_due(self) -> bool:
+        if not self._waiting:
+            return False
+        live = sum(1 for camera in self.cameras if camera.state == "live")
+        full = len(self._waiting) >= min(self.max_batch, max(1, live))
+        return full or time.monotonic() - self._waiting_since >= self.batch_deadline_s
+
+    def _batch_wait_s(self) -> float:
+        """How long the loop may sleep: until the flush deadline while frames wait, else a short tick."""
+        if not self._waiting:
+            return 0.2
+        return max(0.0, self._waiting_since + self.batch_deadline_s - time.monotonic())
+
+    def _analyse_waiting(self) -> None:
+        waiting = list(self._waiting.items())
+        self._waiting.clear()
+        for start in range(0, len(waiting), self.max_batch):
+            batch = waiting[start : start + self.max_batch]
+            detect = [(camera, frame) for camera, frame in batch if camera.pipeline.needs_detection(frame)]
+            found: dict[PatrolCamera, Detections] = {}
+            if detect:
+                started = time.perf_counter()
+                detections = self.detector.detect([frame.image for _, frame in detect])
+                share = (time.perf_counter() - started) / len(detect)
+                for (camera, _), dets in zip(detect, detections, strict=True):
+                    camera.pipeline.inference_s += share
+                    found[camera] = dets
+            for camera, frame in batch:
+                for violation in camera.pipeline.analyse(frame, found.get(camera)):
+                    self._submit(self.filer.file, camera.pipeline, violation)
+                camera.lag_s = time.time() - frame.wall_ts
 
     def _submit(self, job: Callable, *args) -> None:
         self._writer_slots.acquire()

@@ -1,14 +1,19 @@
 """Detect stage: frames in, ``Detections`` out, through an ONNX detector and its model card."""
 
 from pipeline.detect.card import ModelCard, ModelCardError, load_card, sha256_file, verify_card, write_card
-from pipeline.detect.detector import Detector
+from pipeline.detect.detector import Detector, Prepared, RawOutputs, open_session
+from pipeline.detect.motion import MotionGate
 from pipeline.detect.providers import pick_providers
 
 __all__ = [
     "Detector",
     "ModelCard",
     "ModelCardError",
+    "MotionGate",
+    "Prepared",
+    "RawOutputs",
     "load_card",
+    "open_session",
     "pick_providers",
     "sha256_file",
     "verify_card",

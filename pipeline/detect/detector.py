@@ -1,10 +1,18 @@
-"""``Detector``: an ONNX detector described by a model card, turning frames into ``Detections``."""
+"""``Detector``: an ONNX detector described by a model card, turning frames into ``Detections``.
+
+``detect`` does it all: ``infer`` (letterbox and network) then ``decode`` (boxes and NMS).
+``prepare`` / ``run`` / ``decode`` are its steps one by one, for a caller that times them.
+"""
 
 from __future__ import annotations
 
+import os
+import threading
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import onnxruntime as ort
@@ -13,14 +21,58 @@ from pipeline.detect.card import ModelCard, ModelCardError, load_card, verify_ca
 from pipeline.detect.decoders import DECODERS
 from pipeline.detect.letterbox import Placement, Size, paste, place, rectangular_input_size
 from pipeline.detect.nms import class_aware_nms
-from pipeline.detect.providers import ProviderSpec, pick_providers
+from pipeline.detect.providers import CPU, ProviderSpec, pick_providers
 from pipeline.types import Detections
+
+
+class Prepared(NamedTuple):
+    """Images of one input size, letterboxed into the network's input tensor."""
+
+    indices: list[int]  # of the images, as given to ``prepare``
+    placements: list[Placement]
+    input_size: Size
+    tensor: np.ndarray  # (N, 3, H, W) float32; a view of a reused buffer, valid until the next ``prepare`` step
+
+
+class RawOutputs(NamedTuple):
+    """The network's output for the images of one ``Prepared``, not yet decoded."""
+
+    indices: list[int]
+    placements: list[Placement]
+    input_size: Size
+    outputs: np.ndarray  # (N, ...) float32, owned by the caller
+
+
+def open_session(
+    model_path: str | Path, providers: Sequence[ProviderSpec] | None = None, intra_op_threads: int | None = None
+) -> ort.InferenceSession:
+    """An ONNX Runtime session set up as every detector's is (the benchmarks' bare session too)."""
+    options = ort.SessionOptions()
+    if intra_op_threads is not None:
+        options.intra_op_num_threads = intra_op_threads
+    # With more than one intra-op thread, idle ones sleep instead of spinning: decode, tracking and
+    # evidence threads share these cores, and a spinning pool steals their time (on 2 busy cores a
+    # 2-thread run took twice as long spinning as sleeping).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(
+        str(model_path), sess_options=options, providers=list(pick_providers() if providers is None else providers)
+    )
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class Detector:
     """Runs one ONNX detector on batches of BGR frames.
 
-    Not thread-safe: it reuses its input buffers between calls, so one inference loop owns it.
+    The network runs on the detector's own threads, up to ``parallel_runs`` runs at once: on a CPU
+    each run is single-threaded and a batch is split across the cores, because whole frames side
+    by side use cores better than one frame split over them (on 2 cores, YOLOv8n at 320x192: two
+    single-thread runs at once 206 frames/s, one run on 2 threads 156). On a GPU one run at a time
+    takes the whole batch. ``detect``, ``infer`` and ``decode`` may be called from any thread;
+    ``prepare`` reuses the calling thread's buffers.
     """
 
     def __init__(
@@ -33,8 +85,12 @@ class Detector:
         iou_threshold: float = 0.45,
         input_size: int | None = None,
         intra_op_threads: int | None = None,
+        parallel_runs: int | None = None,
     ) -> None:
-        """``input_size``: the input's long side for a ``dynamic_shape`` card (default: the card's)."""
+        """``input_size``: the input's long side for a ``dynamic_shape`` card (default: the card's).
+        ``intra_op_threads``: ONNX Runtime's threads within one run (default 1). ``parallel_runs``:
+        runs at once (default: on the CPU, the usable cores divided by ``intra_op_threads``; else 1).
+        """
         self.model_path = Path(model_path)
         self.card = load_card(self.model_path) if card is None else verify_card(card, self.model_path)
         self.conf_threshold = conf_threshold
@@ -42,14 +98,8 @@ class Detector:
         self._decoder = DECODERS[self.card.layout]
         self._long_side = self._resolve_long_side(input_size)
 
-        options = ort.SessionOptions()
-        if intra_op_threads is not None:
-            options.intra_op_num_threads = intra_op_threads
-        self._session = ort.InferenceSession(
-            str(self.model_path),
-            sess_options=options,
-            providers=list(pick_providers() if providers is None else providers),
-        )
+        threads = intra_op_threads or 1
+        self._session = open_session(self.model_path, providers, threads)
         model_input = self._session.get_inputs()[0]
         model_output = self._session.get_outputs()[0]
         self._input_name = model_input.name
@@ -58,8 +108,11 @@ class Detector:
         self._check_model_matches_card(model_input.shape, model_output.shape)
 
         self._roles = np.array([self.card.role_of(name).value for name in self.card.classes], dtype="<U24")
-        self._canvases: dict[Size, np.ndarray] = {}
-        self._buffers: dict[Size, np.ndarray] = {}
+        on_cpu = self.providers[0] == CPU
+        self.parallel_runs = parallel_runs or (max(1, usable_cores() // threads) if on_cpu else 1)
+        # the caller runs one share itself: the pool runs the others
+        self._runs = ThreadPoolExecutor(max(1, self.parallel_runs - 1), thread_name_prefix="detect")
+        self._buffers = threading.local()  # each thread's letterbox canvas and input tensors, by input size
 
     @property
     def providers(self) -> list[str]:
@@ -73,8 +126,34 @@ class Detector:
 
     def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
         """Boxes in each image's own pixels. Images that share an input size run as one batch
-        when the model's batch dimension is dynamic."""
+        when the model's batch dimension is dynamic (split in ``parallel_runs`` on a CPU)."""
         results: list[Detections] = [Detections.empty()] * len(images)
+        for raw in self.infer(images):
+            for index, detections in zip(raw.indices, self.decode(raw), strict=True):
+                results[index] = detections
+        return results
+
+    def infer(self, images: Sequence[np.ndarray]) -> list[RawOutputs]:
+        """``prepare`` and ``run`` for all ``images``, in up to ``parallel_runs`` runs at once:
+        what is left for ``decode``."""
+        count = min(self.parallel_runs, len(images))
+        chunks = [list(range(len(images) * k // count, len(images) * (k + 1) // count)) for k in range(count)]
+        # the first chunk runs on the calling thread: one frame (replay) needs no hand-over at all
+        running = [self._runs.submit(self._prepare_and_run, [images[i] for i in chunk]) for chunk in chunks[1:]]
+        done = [self._prepare_and_run([images[i] for i in chunks[0]])] if chunks else []
+        done += [future.result() for future in running]
+        return [raw._replace(indices=[chunk[i] for i in raw.indices])
+                for chunk, raws in zip(chunks, done, strict=True) for raw in raws]
+
+    def _prepare_and_run(self, images: list[np.ndarray]) -> list[RawOutputs]:
+        return [self.run(prepared) for prepared in self.prepare(images)]
+
+    def prepare(self, images: Sequence[np.ndarray]) -> Iterator[Prepared]:
+        """The images, grouped by input size and letterboxed into batches the model accepts.
+
+        Each batch lives in a buffer of the calling thread reused by the next one of its size: run it
+        before drawing the next.
+        """
         groups: dict[Size, list[int]] = defaultdict(list)
         for index, image in enumerate(images):
             groups[self.input_size_for(_size_of(image))].append(index)
@@ -82,25 +161,36 @@ class Detector:
             step = len(indices) if self._batch_is_dynamic else 1
             for start in range(0, len(indices), step):
                 chunk = indices[start : start + step]
-                placements = [
-                    place(_size_of(images[i]), input_size, self.card.preprocess.resize) for i in chunk
-                ]
-                batch = self._fill_batch([images[i] for i in chunk], placements, input_size)
-                (outputs,) = self._session.run([self._output_name], {self._input_name: batch})
-                for index, output, placement in zip(chunk, outputs, placements, strict=True):
-                    results[index] = self._postprocess(output, placement, input_size)
-        return results
+                placements = [place(_size_of(images[i]), input_size, self.card.preprocess.resize) for i in chunk]
+                tensor = self._fill_batch([images[i] for i in chunk], placements, input_size)
+                yield Prepared(chunk, placements, input_size, tensor)
+
+    def run(self, prepared: Prepared) -> RawOutputs:
+        """The network on one prepared batch."""
+        (outputs,) = self._session.run([self._output_name], {self._input_name: prepared.tensor})
+        return RawOutputs(prepared.indices, prepared.placements, prepared.input_size, outputs)
+
+    def decode(self, raw: RawOutputs) -> list[Detections]:
+        """Boxes of each image of ``raw``, in frame pixels, after NMS; in ``raw.indices`` order."""
+        return [
+            self._postprocess(output, placement, raw.input_size)
+            for output, placement in zip(raw.outputs, raw.placements, strict=True)
+        ]
 
     def _fill_batch(
         self, images: list[np.ndarray], placements: list[Placement], input_size: Size
     ) -> np.ndarray:
         width, height = input_size
-        buffer = self._buffers.get(input_size)
+        if not hasattr(self._buffers, "tensors"):
+            self._buffers.tensors, self._buffers.canvases = {}, {}
+        tensors: dict[Size, np.ndarray] = self._buffers.tensors
+        canvases: dict[Size, np.ndarray] = self._buffers.canvases
+        buffer = tensors.get(input_size)
         if buffer is None or len(buffer) < len(images):
-            buffer = self._buffers[input_size] = np.empty((len(images), 3, height, width), np.float32)
-        canvas = self._canvases.get(input_size)
+            buffer = tensors[input_size] = np.empty((len(images), 3, height, width), np.float32)
+        canvas = canvases.get(input_size)
         if canvas is None:
-            canvas = self._canvases[input_size] = np.empty((height, width, 3), np.uint8)
+            canvas = canvases[input_size] = np.empty((height, width, 3), np.uint8)
         preprocess = self.card.preprocess
         batch = buffer[: len(images)]
         for slot, image, placement in zip(batch, images, placements, strict=True):

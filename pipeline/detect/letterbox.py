@@ -59,9 +59,16 @@ def place(frame_size: Size, input_size: Size, mode: ResizeMode) -> Placement:
 
 
 def paste(image: np.ndarray, placement: Placement, canvas: np.ndarray, pad_value: int) -> None:
-    """Draw ``image`` into ``canvas`` (input H x W x 3, uint8) as ``placement`` says."""
+    """Draw ``image`` into ``canvas`` (input H x W x 3, uint8) as ``placement`` says.
+
+    The frame is resized straight into its place in the canvas (no intermediate picture) and only
+    the padding around it is painted.
+    """
     x, y = placement.offset
     w, h = placement.resized
-    canvas[:] = pad_value
+    canvas[:y] = pad_value
+    canvas[y + h :] = pad_value
+    canvas[y : y + h, :x] = pad_value
+    canvas[y : y + h, x + w :] = pad_value
     # INTER_LINEAR because that is what the detectors we use were trained with.
-    canvas[y : y + h, x : x + w] = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+    cv2.resize(image, (w, h), dst=canvas[y : y + h, x : x + w], interpolation=cv2.INTER_LINEAR)

@@ -1,0 +1,206 @@
+"""1. The patrol against what people would use instead: same ONNX model, same video, same machine.
+
+Three contestants, run in turn several times (the order rotating each round) so that a busy
+moment of the machine does not land on one of them; medians are compared:
+
+- ``replay``: `patrol replay` in its own process: decode, detect, track, rules, evidence.
+- ``ultralytics``: ``YOLO(model.onnx).track(source=video, stream=True, tracker='bytetrack.yaml')``
+  in its own process (a Python with ultralytics, the `train` extra), at the same input size and
+  score threshold, with ``vid_stride`` = video fps / the camera's analysis fps, so both analyse the
+  same frames (the benchmark cameras' analysis fps divide their videos' fps).
+- ``bare_ort``: the bare ONNX Runtime session, set up as the patrol's (same providers, threads and
+  options, as many runs at once as the patrol's detector makes), run on the same analysed frames
+  already letterboxed into input tensors: decoding, preprocessing and everything after the
+  network excluded. The limit. ``bare_ort_defaults``: a session with ONNX Runtime's default
+  options, one run at a time, as a plain ``InferenceSession`` loop (and ultralytics) runs it.
+
+Every figure is analysed frames per second (frames that went through the network, or for the
+bare session, network runs).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from benchmarks.common import (
+    REPO,
+    Settings,
+    Video,
+    analysed_frames,
+    looped,
+    median,
+    real_video,
+    street,
+    write_result,
+)
+from benchmarks.plot import bar_chart
+from pipeline.detect import Detector, open_session, pick_providers
+
+TARGET_VS_ULTRALYTICS = 1.5
+TARGET_VS_BARE_ORT = 0.85
+SUMMARY = re.compile(r"(\d+) frames decoded, (\d+) analysed in [\d.]+s \(([\d.]+) analysed fps\)")
+
+
+def run(settings: Settings, videos: list[Video] | None = None) -> dict:
+    """Default videos: the real parking-lot video and the 1080p synthetic street."""
+    rounds = settings.budget.rounds
+    videos = [looped(settings, video, math.ceil(settings.budget.compare_s / video.duration_s))
+              for video in videos or [real_video(), street(settings, 1920, 1080)]]
+    detector = Detector(settings.model, conf_threshold=settings.conf, intra_op_threads=settings.threads)
+    results = [compare_on(video, detector, settings, rounds) for video in videos]
+    result = {"rounds": rounds, "targets": {"vs_ultralytics": TARGET_VS_ULTRALYTICS, "vs_bare_ort": TARGET_VS_BARE_ORT},
+              "ultralytics_python": settings.ultralytics_python, "videos": results}
+    write_result(settings, "compare", result)
+    labels = [f"{r['video']['key']}: {name}" for r in results for name in r["median_fps"]]
+    values = [fps for r in results for fps in r["median_fps"].values()]
+    bar_chart(settings.out / "compare.png", "Analysed frames/s, median of alternating runs", labels, values,
+              "analysed frames/s")
+    return result
+
+
+def compare_on(video: Video, detector: Detector, settings: Settings, rounds: int) -> dict:
+    input_size = detector.input_size_for((video.width, video.height))
+    tensors, analysed = prepared_inputs(video, detector, limit=settings.budget.bare_inputs)
+    ours = open_session(settings.model, None, settings.threads or 1)
+    defaults = ort.InferenceSession(str(settings.model), providers=list(pick_providers()))
+    contestants: dict[str, Callable[[], dict]] = {
+        "replay": lambda: replay_in_child(video, settings),
+        "bare_ort": lambda: bare_session(ours, tensors, analysed, detector.parallel_runs),
+        "bare_ort_defaults": lambda: bare_session(defaults, tensors, analysed, 1),
+    }
+    skipped = None
+    if detector.card.layout != "ultralytics":
+        skipped = f"the model's layout is {detector.card.layout}; ultralytics runs only its own"
+    elif settings.ultralytics_python is None:
+        skipped = "no Python with ultralytics found (pass --ultralytics-python, or set ULTRALYTICS_PYTHON)"
+    else:
+        contestants["ultralytics"] = lambda: ultralytics_in_child(video, detector, settings)
+    names = list(contestants)
+    runs: dict[str, list[dict]] = {name: [] for name in names}
+    for round_index in range(rounds):
+        for name in names[round_index % len(names):] + names[: round_index % len(names)]:
+            runs[name].append(contestants[name]())
+            print(f"bench compare {video.key}: round {round_index + 1}/{rounds} {name} "
+                  f"{runs[name][-1]['analysed_fps']:.1f} analysed fps", flush=True)
+    medians = {name: median([r["analysed_fps"] for r in runs[name]]) for name in names}
+    result = {
+        "video": video.describe(), "input_size": list(input_size), "threads": settings.threads or 1,
+        "parallel_runs": detector.parallel_runs, "providers": detector.providers, "median_fps": medians, "runs": runs,
+        "vs_ultralytics": ratio(medians["replay"], medians.get("ultralytics")),
+        "vs_bare_ort": ratio(medians["replay"], medians["bare_ort"]),
+        "ultralytics_skipped": skipped,
+    }
+    result["targets_met"] = {
+        "vs_ultralytics": None if result["vs_ultralytics"] is None else result["vs_ultralytics"] >= TARGET_VS_ULTRALYTICS,
+        "vs_bare_ort": result["vs_bare_ort"] >= TARGET_VS_BARE_ORT,
+    }
+    return result
+
+
+def ratio(ours: float, theirs: float | None) -> float | None:
+    return None if not theirs else ours / theirs
+
+
+def prepared_inputs(video: Video, detector: Detector, limit: int) -> tuple[list[np.ndarray], int]:
+    """Input tensors of up to ``limit`` of the frames a replay analyses, and how many it analyses in all."""
+    frames, analysed = analysed_frames(video, limit)
+    return [next(detector.prepare([image])).tensor.copy() for image in frames], analysed
+
+
+def bare_session(session: ort.InferenceSession, tensors: list[np.ndarray], runs: int, at_once: int) -> dict:
+    """``runs`` runs of ``session`` over ``tensors``, ``at_once`` of them side by side."""
+    name = session.get_inputs()[0].name
+    for tensor in tensors[:3]:  # the first runs set up ONNX Runtime's buffers
+        session.run(None, {name: tensor})
+
+    def share(first: int) -> None:
+        for index in range(first, runs, at_once):
+            session.run(None, {name: tensors[index % len(tensors)]})
+
+    workers = [threading.Thread(target=share, args=(first,)) for first in range(at_once)]
+    started = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    seconds = time.perf_counter() - started
+    return {"frames_analysed": runs, "seconds": seconds, "analysed_fps": runs / seconds, "runs_at_once": at_once}
+
+
+def replay_in_child(video: Video, settings: Settings) -> dict:
+    with settings.scratch() as out:
+        command = [sys.executable, "-m", "pipeline.cli.main", "replay", str(video.path), "--camera",
+                   str(video.camera_file), "--out", out, "--model", str(settings.model), "--conf", str(settings.conf)]
+        if settings.threads is not None:
+            command += ["--threads", str(settings.threads)]
+        stdout, peak_mb = run_child(command)
+    found = SUMMARY.search(stdout)
+    if found is None:
+        raise RuntimeError(f"patrol replay printed no summary:\n{stdout}")
+    return {"frames_decoded": int(found[1]), "frames_analysed": int(found[2]), "analysed_fps": float(found[3]),
+            "peak_rss_mb": peak_mb}
+
+
+def find_ultralytics_python(given: str | None) -> str | None:
+    """The Python that runs the ultralytics side: ``given``, else $ULTRALYTICS_PYTHON, else a
+    train venv in the repo (``.venv-train``, see README) or beside it (``../train-venv``)."""
+    if given:
+        if not _has_ultralytics(given):
+            raise ValueError(f"--ultralytics-python {given}: cannot import ultralytics with it")
+        return given
+    candidates = [os.environ.get("ULTRALYTICS_PYTHON"), REPO / ".venv-train" / "bin" / "python",
+                  REPO.parent / "train-venv" / "bin" / "python"]
+    return next((str(c) for c in candidates if c and Path(c).is_file() and _has_ultralytics(str(c))), None)
+
+
+def _has_ultralytics(python: str) -> bool:
+    try:
+        found = subprocess.run([python, "-c", "import ultralytics"], check=False, capture_output=True, timeout=120)
+        return found.returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def ultralytics_in_child(video: Video, detector: Detector, settings: Settings) -> dict:
+    stride = max(1, round(video.fps / video.camera.analysis_fps))
+    command = [settings.ultralytics_python, str(Path(__file__).with_name("ultralytics_side.py")), "--model",
+               str(settings.model),
+               "--video", str(video.path), "--imgsz", str(max(detector.input_size_for((video.width, video.height)))),
+               "--conf", str(settings.conf), "--vid-stride", str(stride)]
+    # offline and without installing anything: the comparison must not depend on the network
+    stdout, peak_mb = run_child(command, {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "false"})
+    result = json.loads(stdout.strip().splitlines()[-1])
+    return {**result, "vid_stride": stride, "peak_rss_mb": peak_mb}
+
+
+def run_child(command: list[str], env: dict[str, str] | None = None, timeout_s: float = 900) -> tuple[str, float]:
+    """(stdout, peak resident memory in MiB) of a child process that must succeed."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        child = subprocess.Popen(command, stdout=out, stderr=err, cwd=REPO, env={**os.environ, **(env or {})})
+        timer = threading.Timer(timeout_s, lambda: os.kill(child.pid, signal.SIGKILL))
+        timer.start()
+        try:
+            _, status, usage = os.wait4(child.pid, 0)  # wait4: this child's own peak memory
+        finally:
+            timer.cancel()
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if child.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[:4])} … failed ({child.returncode}):\n{stderr[-3000:]}")
+    return stdout, usage.ru_maxrss / 1024

@@ -1,0 +1,159 @@
+"""2. Where the time goes: each stage in ms per analysed frame, and memory per camera.
+
+The stages run one after the other on one thread (no overlap), each timed with perf_counter:
+decode (every frame of the stream, converted to BGR when sampled: ``SourceStats.decode_s`` per
+analysed frame), preprocess (letterbox into the input tensor), inference (the network),
+postprocess (output decoding and NMS), track, rules, and evidence writing (pictures, clip,
+metadata and sha256s into the spool, per case and spread over the frames). The motion gate's
+own cost is timed beside them.
+
+Memory per camera: resident memory (/proc/self/status) of a live patrol in a fresh process after
+running with 1 and with N cameras of the same stream; the slope is one camera's share (decoder
+buffers, 30 s packet ring, newest frame, tracker, frames held as evidence).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pipeline
+from benchmarks.common import Settings, Video, real_video, rss_mb, sample_street, street, write_result
+from benchmarks.compare import run_child
+from benchmarks.plot import bar_chart
+from pipeline.cli.runner import CLIP_AFTER_S, CameraPipeline, CaseFiler, Patrol
+from pipeline.detect import Detector, MotionGate
+from pipeline.evidence import EvidenceWriter, LocalEvidenceStore, load_event_codes
+from pipeline.ingest import decode
+from pipeline.queue import SqliteCaseQueue
+from pipeline.queue.spool import CaseSpool
+
+STAGES = ("decode", "preprocess", "inference", "postprocess", "track", "rules", "evidence")
+
+
+def run(settings: Settings, videos: list[Video] | None = None) -> dict:
+    """Default videos: the 1080p street, its 360p sub-stream, the real video and the sample street
+    (150 s: where cases, and so evidence writing, happen). Memory: the first two."""
+    detector = Detector(settings.model, conf_threshold=settings.conf, intra_op_threads=settings.threads)
+    videos = videos or [street(settings, 1920, 1080), street(settings, 640, 360), real_video(), sample_street()]
+    timings = [time_stages(video, detector, settings) for video in videos]
+    memory = [memory_per_camera(video, settings) for video in videos[:2]]
+    result = {"videos": timings, "memory": memory}
+    write_result(settings, "stages", result)
+    main = timings[0]
+    bar_chart(settings.out / "stages.png", f"ms per analysed frame by stage, {main['video']['key']}, one thread",
+              list(STAGES), [main["ms_per_frame"][stage] for stage in STAGES], "ms per analysed frame")
+    return result
+
+
+def time_stages(video: Video, detector: Detector, settings: Settings) -> dict:
+    camera = video.camera
+    seconds: dict[str, float] = defaultdict(float)
+    gate = MotionGate(min_changed=camera.motion_gating.min_changed, refresh_s=camera.motion_gating.refresh_s)
+    cases = 0
+    with settings.scratch() as scratch:
+        out = Path(scratch)
+        writer = EvidenceWriter(LocalEvidenceStore(out / "evidence"), load_event_codes(), pipeline.__version__)
+        filer = CaseFiler(writer, SqliteCaseQueue(out / "cases.sqlite3"), {"name": detector.card.name, "sha256": ""},
+                          spool=CaseSpool(out / "spool"))
+        state = CameraPipeline(camera, case_namespace="bench:stages")
+        pending = []
+        try:
+            for frame in decode(str(video.path), camera_id=camera.id, analysis_fps=camera.analysis_fps,
+                                ring=state.ring, stats=state.stats):
+                started = time.perf_counter()
+                gate.needs_detection(frame.image, frame.pts_s)
+                seconds["motion_gate"] += (mark := time.perf_counter()) - started
+                prepared = next(detector.prepare([frame.image]))
+                seconds["preprocess"] += (now := time.perf_counter()) - mark
+                raw = detector.run(prepared)
+                seconds["inference"] += (mark := time.perf_counter()) - now
+                (detections,) = detector.decode(raw)
+                seconds["postprocess"] += (now := time.perf_counter()) - mark
+                tracks = state.tracker.update(detections, frame.pts_s)
+                seconds["track"] += (mark := time.perf_counter()) - now
+                pending += state.rules.update(frame, tracks)
+                seconds["rules"] += (now := time.perf_counter()) - mark
+                state.stats.analysed += 1
+                due = [v for v in pending if v.confirmed_s + CLIP_AFTER_S <= frame.pts_s]
+                pending = [v for v in pending if v not in due]
+                for violation in due:
+                    filer.file(state, violation)
+                    cases += 1
+                seconds["evidence"] += time.perf_counter() - now
+        finally:
+            filer.close(drain_timeout_s=0)
+    analysed = state.stats.analysed
+    seconds["decode"] = state.stats.decode_s
+    per_frame = {stage: 1000 * seconds[stage] / analysed for stage in STAGES}
+    return {
+        "video": video.describe(), "frames_analysed": analysed, "frames_decoded": state.stats.received,
+        "input_size": list(detector.input_size_for((video.width, video.height))), "ms_per_frame": per_frame,
+        "total_ms_per_frame": sum(per_frame.values()), "motion_gate_ms_per_frame": 1000 * seconds["motion_gate"] / analysed,
+        "cases": cases, "evidence_ms_per_case": 1000 * seconds["evidence"] / cases if cases else None,
+    }
+
+
+def memory_per_camera(video: Video, settings: Settings) -> dict:
+    """RSS of fresh processes patrolling 1 and N cameras of ``video``; the slope is one camera."""
+    cameras = 4
+    seconds = settings.budget.memory_s
+    samples = {}
+    for count in (1, cameras):
+        command = [sys.executable, "-m", "benchmarks.stages", "--memory", str(video.path), "--camera-file",
+                   str(video.camera_file), "--cameras", str(count), "--seconds", str(seconds), "--model",
+                   str(settings.model)]
+        stdout, _ = run_child(command)
+        samples[count] = json.loads(stdout.strip().splitlines()[-1])
+    per_camera = (samples[cameras]["rss_mb"] - samples[1]["rss_mb"]) / (cameras - 1)
+    return {"video": video.describe(), "seconds": seconds, "rss_mb": {str(n): s["rss_mb"] for n, s in samples.items()},
+            "model_loaded_rss_mb": samples[1]["model_loaded_rss_mb"], "per_camera_mb": per_camera}
+
+
+def patrol_memory(video: Path, camera_file: Path, cameras: int, seconds: float, model: Path) -> dict:
+    """In a fresh process: RSS once the model is loaded, and after ``cameras`` ran for ``seconds``."""
+    from pipeline.config import load_camera
+
+    detector = Detector(model)
+    loaded = rss_mb()
+    template = load_camera(camera_file)
+    configs = [template.model_copy(update={"id": f"cam-{index}", "url": str(video)}) for index in range(cameras)]
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch)
+        writer = EvidenceWriter(LocalEvidenceStore(out / "evidence"), load_event_codes(), pipeline.__version__)
+        filer = CaseFiler(writer, SqliteCaseQueue(out / "cases.sqlite3"), {"name": "m", "sha256": ""},
+                          spool=CaseSpool(out / "spool"))
+        patrol = Patrol(configs, detector, filer, loop_files=True, health_every_s=3600, print_line=lambda _: None)
+        runner = threading.Thread(target=patrol.run)
+        runner.start()
+        time.sleep(seconds / 2)  # decoders, rings and trackers filled up
+        running = []
+        while len(running) < 10:
+            running.append(rss_mb())
+            time.sleep(seconds / 20)
+        patrol.stop()
+        runner.join()
+        filer.close(drain_timeout_s=0)
+    return {"cameras": cameras, "model_loaded_rss_mb": loaded, "rss_mb": max(running)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="memory of a live patrol, in a fresh process (used by stages)")
+    parser.add_argument("--memory", required=True, help="video every camera plays")
+    parser.add_argument("--camera-file", required=True)
+    parser.add_argument("--cameras", type=int, required=True)
+    parser.add_argument("--seconds", type=float, required=True)
+    parser.add_argument("--model", required=True)
+    args = parser.parse_args()
+    print(json.dumps(patrol_memory(Path(args.memory), Path(args.camera_file), args.cameras, args.seconds,
+                                   Path(args.model))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""`patrol bench`: each benchmark runs end to end on a tiny street and writes what it promises.
+
+Behaviour only (fields, ratios from the medians, recall kept by gating), never timing thresholds:
+the machine running the tests is not the one whose figures are published.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from conftest import REPO
+
+sys.path.insert(0, str(REPO))  # benchmarks/ lives in the checkout, not in the package
+
+from benchmarks import cameras, compare, gating, gpu, stages
+from benchmarks.common import STREET_CAMERA, Budget, Settings, open_video, quiet_street, sample_street
+from benchmarks.compare import find_ultralytics_python
+from benchmarks.plot import bar_chart, line_chart
+from benchmarks.run import summary
+from pipeline.detect import Detector
+from pipeline.synth import render_video, sample_scenario
+
+TINY = Budget(rounds=2, compare_s=1.0, bare_inputs=4, street_s=6.0, warm_up_s=0.5, window_s=1.0, bisections=1, max_cameras=2,
+              batching_cameras=2, largest_batch=2, memory_s=1.0)
+FAKE_ULTRALYTICS = {"frames_analysed": 20, "seconds": 2.0, "analysed_fps": 10.0, "input_shape": [1, 3, 192, 320],
+                    "ms_per_frame": {"preprocess": 1.0, "inference": 50.0, "postprocess": 2.0}}
+
+
+@pytest.fixture(scope="module")
+def tiny_street(tmp_path_factory):
+    path = tmp_path_factory.mktemp("inputs") / "tiny-street.mp4"
+    render_video(sample_scenario(seed=3, width=384, height=216, duration_s=TINY.street_s), path, seed=3,
+                 progress=False)
+    return open_video("tiny", "tiny synthetic street", path, STREET_CAMERA)
+
+
+@pytest.fixture(scope="module")
+def fake_ultralytics(tmp_path_factory) -> str:
+    """Stands in for a Python with ultralytics: prints what benchmarks/ultralytics_side.py prints."""
+    script = tmp_path_factory.mktemp("fake") / "python"
+    script.write_text(f"#!/bin/sh\necho '{json.dumps(FAKE_ULTRALYTICS)}'\n")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return str(script)
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory, fake_ultralytics) -> Settings:
+    root = tmp_path_factory.mktemp("bench")
+    return Settings(quick=True, out=root / "results", work=root / "work", budget=TINY,
+                    ultralytics_python=fake_ultralytics)
+
+
+@pytest.fixture(scope="module")
+def results(settings, tiny_street) -> dict[str, dict]:
+    """Each benchmark once, on the tiny street; gating on streets with ground truth: a quiet one
+    (50 s, two cases) and the shipped sample (busy, four cases)."""
+    return {
+        "compare": compare.run(settings, [tiny_street]),
+        "stages": stages.run(settings, [tiny_street]),
+        "cameras": cameras.run(settings, [tiny_street], rates=(5.0,)),
+        "gating": gating.run(settings, [quiet_street(settings, 640, 360, 50.0), sample_street()], tiny_street),
+        "gpu": gpu.run(settings, tiny_street),
+    }
+
+
+def written(settings: Settings, name: str) -> dict:
+    document = json.loads((settings.out / f"{name}.json").read_text())
+    assert document["benchmark"] == name
+    assert {"cpu", "cores", "memory_gib", "load_average", "onnxruntime"} <= set(document["machine"])
+    assert document["settings"]["budget"]["rounds"] == TINY.rounds
+    image = cv2.imread(str(settings.out / f"{name}.png"))
+    assert image is not None and image.shape[0] > 100 and image.shape[1] > 100
+    return document
+
+
+def median(values: list[float]) -> float:
+    return float(np.median(values))
+
+
+def test_compare_reports_the_ratios_of_the_medians(results, settings) -> None:
+    document = written(settings, "compare")
+    (run,) = document["videos"]
+    assert run["input_size"] == [320, 192]  # the 16:9 street at the model's 320 px, rectangular
+    assert set(run["median_fps"]) == {"replay", "ultralytics", "bare_ort", "bare_ort_defaults"}
+    for name, runs in run["runs"].items():
+        assert len(runs) == TINY.rounds
+        assert run["median_fps"][name] == pytest.approx(median([r["analysed_fps"] for r in runs]))
+    fps = run["median_fps"]
+    assert run["vs_ultralytics"] == pytest.approx(fps["replay"] / fps["ultralytics"])
+    assert run["vs_bare_ort"] == pytest.approx(fps["replay"] / fps["bare_ort"])
+    assert run["targets_met"] == {"vs_ultralytics": run["vs_ultralytics"] >= 1.5, "vs_bare_ort": run["vs_bare_ort"] >= 0.85}
+    replayed = run["runs"]["replay"][0]
+    assert replayed["frames_analysed"] == 30 and replayed["peak_rss_mb"] > 50  # 6 s at 5 fps, in its own process
+    assert run["runs"]["bare_ort"][0]["frames_analysed"] == 30  # as many network runs as the replay analysed
+    assert run["runs"]["ultralytics"][0]["vid_stride"] == 3  # 15 fps video, 5 analysis fps
+
+
+def test_without_ultralytics_the_comparison_says_why(settings, tiny_street) -> None:
+    alone = Settings(quick=True, out=settings.out / "alone", work=settings.work, budget=TINY)
+    result = compare.compare_on(tiny_street, Detector(alone.model), alone, rounds=1)
+    assert "ultralytics" not in result["median_fps"] and result["vs_ultralytics"] is None
+    assert "--ultralytics-python" in result["ultralytics_skipped"]
+
+
+def test_the_ultralytics_side_feeds_the_network_what_the_patrol_feeds_it(settings, tiny_street) -> None:
+    python = find_ultralytics_python(None)
+    if python is None:
+        pytest.skip("no Python with ultralytics here (the train extra); the fake stands in above")
+    real = Settings(quick=True, out=settings.out, work=settings.work, budget=TINY, ultralytics_python=python)
+    side = compare.ultralytics_in_child(tiny_street, Detector(real.model), real)
+    assert side["input_shape"] == [1, 3, 192, 320]
+    assert side["frames_analysed"] == 30
+
+
+def test_stages_cover_every_stage_and_memory_per_camera(results, settings) -> None:
+    document = written(settings, "stages")
+    (run,) = document["videos"]
+    assert set(run["ms_per_frame"]) == set(stages.STAGES)
+    assert all(ms >= 0 for ms in run["ms_per_frame"].values())
+    assert run["ms_per_frame"]["inference"] > 0 and run["ms_per_frame"]["decode"] > 0
+    assert run["total_ms_per_frame"] == pytest.approx(sum(run["ms_per_frame"].values()))
+    assert run["frames_analysed"] == 30 and run["frames_decoded"] == 90
+    (memory,) = document["memory"]  # the one video given
+    assert set(memory["rss_mb"]) == {"1", "4"}
+    assert memory["per_camera_mb"] == pytest.approx((memory["rss_mb"]["4"] - memory["rss_mb"]["1"]) / 3)
+
+
+def test_cameras_per_box_is_the_largest_step_that_kept_up(results, settings) -> None:
+    document = written(settings, "cameras")
+    (sweep,) = document["sweeps"]
+    steps = {step["cameras"]: step for step in sweep["steps"]}
+    assert 1 in steps and max(steps) <= TINY.max_cameras
+    for step in steps.values():
+        assert step["keeps_up"] == (step["min_analysed_fps"] >= 0.9 * 5.0 and step["max_lag_s"] is not None
+                                    and step["max_lag_s"] < 1.0)
+    kept_up = [n for n, step in steps.items() if step["keeps_up"]]
+    assert sweep["cameras_per_box"] == (max(kept_up) if kept_up else 0)
+
+
+def test_gating_spares_the_network_on_a_quiet_street_and_keeps_every_case(results, settings) -> None:
+    quiet, sample = written(settings, "gating")["gating"]
+    assert quiet["episodes_expected"] == 2  # the first parked car and the stall; the bin overflows after 50 s
+    assert quiet["off"]["episodes_found"] == quiet["on"]["episodes_found"] == 2
+    assert quiet["recall_equal"] and quiet["recall_on"] == quiet["recall_off"] == 1.0
+    assert quiet["off"]["frames_gated"] == 0 and quiet["on"]["frames_gated"] > 0
+    assert quiet["inferences_saved"] == pytest.approx(quiet["on"]["frames_gated"] / quiet["on"]["frames_analysed"])
+    # the busy sample: traffic moves all along, so gating saves little, and must lose nothing
+    assert sample["episodes_expected"] == 4
+    assert sample["off"]["episodes_found"] == sample["on"]["episodes_found"] == 4 and sample["recall_equal"]
+
+
+def test_batching_compares_medians_and_times_the_detector_per_batch_size(results, settings) -> None:
+    batching = written(settings, "gating")["batching"]
+    assert set(batching["runs"]) == {"batched", "one_by_one"}
+    totals = batching["median_total_fps"]
+    for mode, steps in batching["runs"].items():
+        assert len(steps) == TINY.rounds
+        assert totals[mode] == pytest.approx(median([s["total_analysed_fps"] for s in steps]))
+    assert batching["batched_vs_one_by_one"] == pytest.approx(totals["batched"] / totals["one_by_one"])
+    assert set(batching["detector_ms_per_frame"]) == {"1", "2"}
+
+
+def test_the_gpu_script_runs_here_and_says_what_it_could_not_measure(results, settings) -> None:
+    document = written(settings, "gpu")
+    runs = {run["name"]: run for run in document["inference"]}
+    decoders = {run["name"]: run for run in document["decode"]}
+    assert decoders["software"]["available"] and decoders["software"]["frames_per_s"] > 0
+    if not document["gpu_measured"]:  # this machine: no CUDA provider
+        assert set(runs) == {"cpu"} and runs["cpu"]["available"]
+        assert set(runs["cpu"]["fps_by_batch"]) == {"1", "2"}
+        assert runs["cpu"]["streams_per_device"] is None  # on a CPU the cameras benchmark is the figure
+        assert not decoders["nvdec (cuda)"]["available"] and decoders["nvdec (cuda)"]["reason"]
+    for run in runs.values():
+        assert run["available"] or run["reason"]
+
+
+def test_the_summary_table_has_every_figure(results, settings) -> None:
+    table = summary(results, settings, 60.0)
+    for figure in ("patrol replay", "ultralytics", "bare ORT", "replay / ultralytics", "replay / bare ORT",
+                   "| tiny |", "Memory per camera", "Cameras per box", "Motion gating", "Batching", "GPU run"):
+        assert figure in table, figure
+    assert all(stage in table for stage in stages.STAGES)
+
+
+@pytest.mark.parametrize("use_matplotlib", [True, False])
+def test_charts_are_pngs_with_or_without_matplotlib(tmp_path, use_matplotlib: bool) -> None:
+    bars = bar_chart(tmp_path / "bars.png", "t", ["a", "b"], [1.0, 2.5], "fps", use_matplotlib=use_matplotlib)
+    lines = line_chart(tmp_path / "lines.png", "t", {"s": ([1, 2, 4], [0.1, 0.4, 1.3])}, "cameras", "lag",
+                       limit=1.0, use_matplotlib=use_matplotlib)
+    for path in (bars, lines):
+        assert cv2.imread(str(path)) is not None
+
+
+def test_patrol_bench_refuses_a_missing_model_naming_the_option(tmp_path) -> None:
+    run = subprocess.run([sys.executable, "-m", "pipeline.cli.main", "bench", "gpu", "--model",
+                          str(tmp_path / "none.onnx"), "--out", str(tmp_path)],
+                         check=False, capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert run.returncode == 2 and "--model" in run.stderr and "none.onnx" in run.stderr
