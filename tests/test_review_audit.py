@@ -224,3 +224,17 @@ def test_dataset_export_writes_positives_and_hard_negatives(reviewed, capsys):
     exports = [entry for entry in store.audit_entries() if entry.action == "dataset_export"]
     store.close()
     assert len(exports) == 2 and exports[0].detail["positives"] == [cases["confirmed"]]
+
+
+def test_verify_of_a_store_that_is_not_there_is_an_error_not_an_empty_success(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    missing = tmp_path / "typo" / "review.sqlite3"
+    run = subprocess.run([sys.executable, "-m", "pipeline.cli.main", "verify", "--db", str(missing)],
+                         capture_output=True, text=True, cwd=REPO, timeout=60, check=False)
+    assert run.returncode == 2
+    assert "no review store there" in run.stderr and "Traceback" not in run.stderr
+    assert not missing.parent.exists()

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pipeline
+from pipeline.cli.errors import UsageError
 
 REPO = Path(pipeline.__file__).resolve().parents[1]
 WHICH = ("all", "compare", "stages", "cameras", "gating", "gpu")
@@ -34,9 +35,9 @@ def add_bench_verbs(verbs: argparse._SubParsersAction) -> None:
 
 def cmd_bench(args) -> int:
     if not (REPO / "benchmarks" / "run.py").is_file():
-        return _refuse(f"patrol bench needs a source checkout: no benchmarks/ in {REPO}")
+        raise UsageError(f"patrol bench needs a source checkout: no benchmarks/ in {REPO}")
     if not Path(args.model).is_file():
-        return _refuse(f"--model {args.model}: no such file")
+        raise UsageError(f"--model {args.model}: no such file")
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
     from benchmarks.common import Settings
@@ -46,14 +47,9 @@ def cmd_bench(args) -> int:
     try:
         ultralytics_python = find_ultralytics_python(args.ultralytics_python)
     except ValueError as exc:
-        return _refuse(str(exc))
+        raise UsageError(str(exc))
     settings = Settings(quick=args.quick, out=Path(args.out), work=Path(args.work), model=Path(args.model),
                         threads=args.threads, conf=args.conf, ultralytics_python=ultralytics_python)
     run_benchmarks(args.which, settings)
     return 0
 
-
-def _refuse(message: str) -> int:
-    """Says what is wrong as `patrol` does for bad options, and the exit status for it."""
-    print(f"patrol bench: {message}", file=sys.stderr)
-    return 2

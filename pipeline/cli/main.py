@@ -12,14 +12,11 @@ from datetime import datetime
 from pathlib import Path
 
 import pipeline
+from pipeline.cli.errors import UsageError
 
 REPO = Path(pipeline.__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO / "models" / "patrol-street.onnx"
 SAMPLE_CAMERA = REPO / "streams" / "sample-street.yaml"
-
-
-class UsageError(Exception):
-    """A command-line option names something unusable; the message names the option."""
 
 
 def _backends(args) -> tuple:
@@ -203,7 +200,8 @@ def cmd_synth(args) -> int:
 def _add_backend_options(parser: argparse.ArgumentParser, *, var: bool = True) -> None:
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help="ONNX detector (its card is found by sha256)")
     parser.add_argument("--conf", type=float, default=0.25, help="detector score threshold")
-    parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: its own choice)")
+    parser.add_argument("--threads", type=int,
+                        help="ONNX Runtime threads per network run (default 1, with as many runs at once as cores)")
     if var:
         parser.add_argument("--var", default="var", help="working folder for the embedded queue and evidence")
     parser.add_argument("--queue", help="case queue URL: redis://host:port/db or sqlite:///path "

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import pipeline
+from pipeline.cli.errors import UsageError
 
 REPO = Path(pipeline.__file__).resolve().parents[1]
 DEFAULT_SPEC = REPO / "annotations" / "datasets" / "street.yaml"
@@ -77,17 +78,11 @@ def _add_eval_options(parser: argparse.ArgumentParser) -> None:
                         help="videos with ground truth to replay (none: --events with no value)")
 
 
-def _usage(message: str) -> Exception:
-    from pipeline.cli.main import UsageError
-
-    return UsageError(message)
-
-
 def _need_ultralytics() -> None:
     try:
         import ultralytics  # noqa: F401
     except ImportError:
-        raise _usage(TRAIN_EXTRA) from None
+        raise UsageError(TRAIN_EXTRA) from None
 
 
 def _need_onnx() -> None:
@@ -95,7 +90,7 @@ def _need_onnx() -> None:
     try:
         import onnx  # noqa: F401
     except ImportError:
-        raise _usage(TRAIN_EXTRA) from None
+        raise UsageError(TRAIN_EXTRA) from None
 
 
 def cmd_train(args) -> int:
@@ -108,7 +103,7 @@ def cmd_train(args) -> int:
     loaded = load_spec(args.spec)
     _need_ultralytics()
     if args.imgsz % 32:
-        raise _usage(f"--imgsz {args.imgsz}: must be a multiple of 32")
+        raise UsageError(f"--imgsz {args.imgsz}: must be a multiple of 32")
     work, out = Path(args.work), Path(args.out)
     sources = open_sources(loaded)
     counts = build_mix(loaded, sources, work / "mix")
@@ -134,9 +129,9 @@ def cmd_export(args) -> int:
 
     weights, out = Path(args.weights), Path(args.out)
     if not weights.is_file():
-        raise _usage(f"{weights}: no such file")
+        raise UsageError(f"{weights}: no such file")
     if weights.resolve() == out.resolve():
-        raise _usage(f"--out {out}: is the input itself")
+        raise UsageError(f"--out {out}: is the input itself")
     if args.half or args.int8:
         _need_onnx()
     precision = "fp16" if args.half else "int8" if args.int8 else None
@@ -144,7 +139,7 @@ def cmd_export(args) -> int:
         if weights.suffix == ".onnx":
             fp32, base = weights, load_card(weights)
             if base.metrics.get("precision", "fp32") != "fp32":
-                raise _usage(f"{weights}: is already {base.metrics['precision']}; export from the FP32 model")
+                raise UsageError(f"{weights}: is already {base.metrics['precision']}; export from the FP32 model")
         else:
             fp32 = out if precision is None else Path(scratch) / "fp32.onnx"
             # the FP32 model the copy derives from is named as the copy, less its precision suffix
@@ -158,11 +153,11 @@ def cmd_export(args) -> int:
         elif args.int8:
             card = _int8(fp32, base, out, args)
         elif fp32 != out:
-            raise _usage(f"{weights} is an ONNX model already: give --half or --int8")
+            raise UsageError(f"{weights} is an ONNX model already: give --half or --int8")
         if args.eval_report:
             report = json.loads(Path(args.eval_report).read_text(encoding="utf-8"))
             if report["model"]["sha256"] != card.sha256:
-                raise _usage(f"--eval-report {args.eval_report}: measures weights {report['model']['sha256'][:12]}…, "
+                raise UsageError(f"--eval-report {args.eval_report}: measures weights {report['model']['sha256'][:12]}…, "
                              f"not {out} ({card.sha256[:12]}…)")
             card = with_eval(card, report)
         print(f"export: {out} ({card.metrics.get('precision', 'fp32')}), card {save_card(card, out)}", flush=True)
@@ -177,9 +172,9 @@ def cmd_eval(args) -> int:
 
     model = Path(args.model)
     if not model.is_file():
-        raise _usage(f"{model}: no such file")
+        raise UsageError(f"{model}: no such file")
     if args.card and not card_path(model).is_file():
-        raise _usage(f"--card: no card beside {model} to write the figures into")
+        raise UsageError(f"--card: no card beside {model} to write the figures into")
     report, json_path, png_path = _evaluate(model, args.spec, args)
     print(f"eval: {json_path}\neval: {png_path}")
     if args.card:
@@ -196,10 +191,10 @@ def _evaluate(model: Path, spec: str, args) -> tuple[dict, Path, Path]:
     sources = open_sources(load_spec(spec), holdout_only_in=work / "holdout")
     unknown = sorted(set(args.sets or ()) - set(sources))
     if unknown:
-        raise _usage(f"--sets: {', '.join(unknown)} not among the spec's sources ({', '.join(sources)})")
+        raise UsageError(f"--sets: {', '.join(unknown)} not among the spec's sources ({', '.join(sources)})")
     measured = {name: s for name, s in sources.items() if not args.sets or name in args.sets}
     if "parking-lot-cam" in args.events and "parking-lot-cam" not in sources:
-        raise _usage(f"--events parking-lot-cam: the spec {spec} has no parking-lot-cam source")
+        raise UsageError(f"--events parking-lot-cam: the spec {spec} has no parking-lot-cam source")
     report = evaluate_model(model, measured, work, events=tuple(args.events), parking_lot=sources.get("parking-lot-cam"))
     json_path, png_path = write_report(report, Path(args.eval_out))
     for name, result in report["holdout"].items():
@@ -229,7 +224,7 @@ def _export_checkpoint(weights: Path, out: Path, args, *, name: str):
 
     training_path = Path(args.training) if args.training else _nearest_training(weights)
     if training_path is None:
-        raise _usage(f"no training.json above {weights}: give --training")
+        raise UsageError(f"no training.json above {weights}: give --training")
     training = json.loads(training_path.read_text(encoding="utf-8"))
     if args.imgsz:
         training["imgsz"] = args.imgsz
@@ -244,7 +239,7 @@ def _int8(fp32: Path, base, out: Path, args):
     videos = [Path(v) for v in args.calibration]
     missing = [str(v) for v in videos if not v.is_file()]
     if missing:
-        raise _usage(f"--calibration: no such file {', '.join(missing)}")
+        raise UsageError(f"--calibration: no such file {', '.join(missing)}")
     frames = sample_frames(videos, args.calibration_frames)
     to_int8(fp32, base, out, frames)
     described = ", ".join(f"{v.name} ({args.calibration_frames} frames)" for v in videos)

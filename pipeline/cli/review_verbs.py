@@ -9,15 +9,11 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from pipeline.cli.errors import UsageError
+
 DEFAULT_DB = "var/review/review.sqlite3"
 DEFAULT_QUEUE = "sqlite:///var/queue/cases.sqlite3"  # what `patrol demo` writes
 PASSWORD_ENV = "PATROL_PASSWORD"
-
-
-def _usage(message: str) -> Exception:
-    from pipeline.cli.main import UsageError
-
-    return UsageError(message)
 
 
 def _cli_actor() -> str:
@@ -28,13 +24,17 @@ def _cli_actor() -> str:
         return "cli"
 
 
-def _store(args):
+def _store(args, *, must_exist: bool = False):
+    """The review store at ``--db``; checking or exporting one that is not there is an error, not
+    an empty success (a mistyped path would otherwise verify an empty, new store)."""
     from pipeline.review.store import ReviewStore
 
+    if must_exist and not Path(args.db).is_file():
+        raise UsageError(f"--db {args.db}: no review store there (`patrol serve` or `patrol users add` creates one)")
     try:
         return ReviewStore(args.db)
     except Exception as exc:  # sqlite3.Error or OSError: a path that is no database
-        raise _usage(f"--db {args.db}: cannot open the review store: {exc}") from exc
+        raise UsageError(f"--db {args.db}: cannot open the review store: {exc}") from exc
 
 
 def _evidence(args):
@@ -43,7 +43,7 @@ def _evidence(args):
     try:
         return open_evidence_store(args.evidence)
     except (ValueError, OSError) as exc:
-        raise _usage(f"--evidence: {exc}") from exc
+        raise UsageError(f"--evidence: {exc}") from exc
 
 
 def cmd_serve(args) -> int:
@@ -61,18 +61,18 @@ def cmd_serve(args) -> int:
                                   evidence_url=args.evidence, streams_dir=streams,
                                   metrics_urls=tuple(args.metrics_url), secure_cookies=args.secure_cookies)
     except ValidationError as exc:
-        raise _usage("; ".join(f"--{'-'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from exc
+        raise UsageError("; ".join(f"--{'-'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from exc
     try:
         app = create_app(settings)
     except ValueError as exc:
-        raise _usage(f"--queue/--evidence: {exc}") from exc
+        raise UsageError(f"--queue/--evidence: {exc}") from exc
     if not app.state.review.store.users():
         print("serve: no users yet; add one with `patrol users add NAME --role supervisor`", flush=True)
     print(f"serve: review page on http://{args.host}:{args.port}/ (API docs at /docs); Ctrl-C stops", flush=True)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower())
     except SystemExit as exc:  # uvicorn's way of saying it could not bind
-        raise _usage(f"--host/--port: cannot listen on {args.host}:{args.port}") from exc
+        raise UsageError(f"--host/--port: cannot listen on {args.host}:{args.port}") from exc
     return 0
 
 
@@ -81,14 +81,14 @@ def _read_password(args) -> str:
         try:
             return Path(args.password_file).read_text(encoding="utf-8").splitlines()[0]
         except (OSError, IndexError, UnicodeDecodeError) as exc:
-            raise _usage(f"--password-file {args.password_file}: cannot read a first line: {exc}") from exc
+            raise UsageError(f"--password-file {args.password_file}: cannot read a first line: {exc}") from exc
     if os.environ.get(PASSWORD_ENV):
         return os.environ[PASSWORD_ENV]
     if not sys.stdin.isatty():
-        raise _usage(f"no password: give --password-file, set {PASSWORD_ENV}, or run in a terminal")
+        raise UsageError(f"no password: give --password-file, set {PASSWORD_ENV}, or run in a terminal")
     first = getpass.getpass("password: ")
     if getpass.getpass("again: ") != first:
-        raise _usage("the two passwords differ")
+        raise UsageError("the two passwords differ")
     return first
 
 
@@ -101,12 +101,12 @@ def cmd_users_add(args) -> int:
     try:
         password_hash = hash_password(password)
     except ValueError as exc:
-        raise _usage(f"password: {exc}") from exc
+        raise UsageError(f"password: {exc}") from exc
     store = _store(args)
     try:
         user = store.add_user(args.name, Role(args.role), password_hash, actor=_cli_actor())
     except (Conflict, Invalid) as exc:
-        raise _usage(f"users add {args.name}: {exc}") from exc
+        raise UsageError(f"users add {args.name}: {exc}") from exc
     finally:
         store.close()
     print(f"users: added {user.name} ({user.role.value})")
@@ -114,7 +114,7 @@ def cmd_users_add(args) -> int:
 
 
 def cmd_users_list(args) -> int:
-    store = _store(args)
+    store = _store(args, must_exist=True)
     try:
         for user in store.users():
             print(f"{user.name}\t{user.role.value}")
@@ -128,13 +128,13 @@ def cmd_verify(args) -> int:
     from pipeline.review.verify import verify
     from pipeline.types import BackendUnavailable
 
-    store = _store(args)
+    store = _store(args, must_exist=True)
     try:
         report = verify(store, _evidence(args), args.case)
     except NotFound as exc:
-        raise _usage(f"--case {args.case}: {exc}") from exc
+        raise UsageError(f"--case {args.case}: {exc}") from exc
     except BackendUnavailable as exc:
-        raise _usage(f"--evidence: {exc}") from exc
+        raise UsageError(f"--evidence: {exc}") from exc
     finally:
         store.close()
     chain = report.chain
@@ -155,9 +155,9 @@ def cmd_dataset_export(args) -> int:
     try:
         since = datetime.fromisoformat(args.since)
     except ValueError as exc:
-        raise _usage(f"--since {args.since}: not an ISO 8601 date or time") from exc
+        raise UsageError(f"--since {args.since}: not an ISO 8601 date or time") from exc
     since = since if since.tzinfo else since.replace(tzinfo=LOCAL_TIMEZONE)
-    store = _store(args)
+    store = _store(args, must_exist=True)
     try:
         result = export_reviewed(store, _evidence(args), Path(args.out), since=since, actor=_cli_actor())
     finally:
