@@ -18,14 +18,10 @@ import threading
 import time
 from pathlib import Path
 
-import pipeline
 from benchmarks.common import Settings, Video, median, street, write_result
 from benchmarks.plot import line_chart
 from pipeline.cli.runner import CaseFiler, Patrol
 from pipeline.detect import Detector
-from pipeline.evidence import EvidenceWriter, LocalEvidenceStore, load_event_codes
-from pipeline.queue import SqliteCaseQueue
-from pipeline.queue.spool import CaseSpool
 
 MAX_LAG_S = 1.0
 MIN_RATE_SHARE = 0.9  # of the analysis fps, for every camera
@@ -87,9 +83,7 @@ def patrol_step(video: Video, analysis_fps: float, cameras: int, detector: Detec
                for index in range(cameras)]
     with settings.scratch() as scratch:
         out = Path(scratch)
-        writer = EvidenceWriter(LocalEvidenceStore(out / "evidence"), load_event_codes(), pipeline.__version__)
-        filer = CaseFiler(writer, SqliteCaseQueue(out / "cases.sqlite3"), {"name": detector.card.name, "sha256": ""},
-                          spool=CaseSpool(out / "spool"))
+        filer = CaseFiler.embedded(out, {"name": detector.card.name, "sha256": ""})
         patrol = Patrol(configs, detector, filer, loop_files=True, health_every_s=3600, print_line=lambda _: None,
                         **patrol_options)
         runner = threading.Thread(target=patrol.run, name="bench-patrol")

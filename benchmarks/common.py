@@ -22,9 +22,6 @@ import pipeline
 from pipeline.cli.runner import CaseFiler, ReplaySummary, replay
 from pipeline.config import CameraConfig, load_camera
 from pipeline.detect import Detector
-from pipeline.evidence import EvidenceWriter, LocalEvidenceStore, load_event_codes
-from pipeline.queue import SqliteCaseQueue
-from pipeline.queue.spool import CaseSpool
 from pipeline.synth import Scenario, render_video, sample_scenario
 
 REPO = Path(pipeline.__file__).resolve().parents[1]
@@ -224,13 +221,10 @@ def replay_video(video: Video, detector: Detector, settings: Settings, camera: C
     camera = camera or video.camera
     with settings.scratch() as scratch:
         out = Path(scratch)
-        store = LocalEvidenceStore(out / "evidence")
-        writer = EvidenceWriter(store, load_event_codes(), pipeline.__version__)
-        filer = CaseFiler(writer, SqliteCaseQueue(out / "cases.sqlite3"),
-                          {"name": detector.card.name, "sha256": detector.card.sha256}, spool=CaseSpool(out / "spool"))
+        filer = CaseFiler.embedded(out, {"name": detector.card.name, "sha256": detector.card.sha256})
         try:
             summary = replay(str(video.path), camera, detector, filer, cases_path=out / "cases.jsonl",
-                             evidence_root=store.root, start_wall=REPLAY_START_WALL)
+                             evidence_root=filer.writer.store.root, start_wall=REPLAY_START_WALL)
         finally:
             filer.close(drain_timeout_s=30)
         cases = [json.loads(line) for line in (out / "cases.jsonl").read_text().splitlines()]

@@ -23,16 +23,12 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import pipeline
 from benchmarks.common import Settings, Video, real_video, rss_mb, sample_street, street, write_result
 from benchmarks.compare import run_child
 from benchmarks.plot import bar_chart
 from pipeline.cli.runner import CLIP_AFTER_S, CameraPipeline, CaseFiler, Patrol
 from pipeline.detect import Detector, MotionGate
-from pipeline.evidence import EvidenceWriter, LocalEvidenceStore, load_event_codes
 from pipeline.ingest import decode
-from pipeline.queue import SqliteCaseQueue
-from pipeline.queue.spool import CaseSpool
 
 STAGES = ("decode", "preprocess", "inference", "postprocess", "track", "rules", "evidence")
 
@@ -59,9 +55,7 @@ def time_stages(video: Video, detector: Detector, settings: Settings) -> dict:
     cases = 0
     with settings.scratch() as scratch:
         out = Path(scratch)
-        writer = EvidenceWriter(LocalEvidenceStore(out / "evidence"), load_event_codes(), pipeline.__version__)
-        filer = CaseFiler(writer, SqliteCaseQueue(out / "cases.sqlite3"), {"name": detector.card.name, "sha256": ""},
-                          spool=CaseSpool(out / "spool"))
+        filer = CaseFiler.embedded(out, {"name": detector.card.name, "sha256": ""})
         state = CameraPipeline(camera, case_namespace="bench:stages")
         pending = []
         try:
@@ -126,9 +120,7 @@ def patrol_memory(video: Path, camera_file: Path, cameras: int, seconds: float, 
     configs = [template.model_copy(update={"id": f"cam-{index}", "url": str(video)}) for index in range(cameras)]
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch)
-        writer = EvidenceWriter(LocalEvidenceStore(out / "evidence"), load_event_codes(), pipeline.__version__)
-        filer = CaseFiler(writer, SqliteCaseQueue(out / "cases.sqlite3"), {"name": "m", "sha256": ""},
-                          spool=CaseSpool(out / "spool"))
+        filer = CaseFiler.embedded(out, {"name": "m", "sha256": ""})
         patrol = Patrol(configs, detector, filer, loop_files=True, health_every_s=3600, print_line=lambda _: None)
         runner = threading.Thread(target=patrol.run)
         runner.start()

@@ -19,9 +19,7 @@ from conftest import DEFAULT_MODEL, REPO, SAMPLE_CAMERA, SAMPLE_VIDEO
 from pipeline.cli.runner import CaseFiler, replay
 from pipeline.config import load_camera
 from pipeline.detect import Detector
-from pipeline.evidence import EvidenceWriter, LocalEvidenceStore, load_event_codes
 from pipeline.queue import SqliteCaseQueue
-from pipeline.queue.spool import CaseSpool
 
 TOLERANCE_S = 3.0  # detection and tracking latency allowed on the confirmation time
 START = 1_795_500_000.0  # a fixed wall clock for the scene, so runs are comparable
@@ -52,13 +50,10 @@ def match(cases: list[dict], expected: list[tuple[str, str, float]]) -> tuple[li
 
 def run_replay(out: Path, detector) -> list[dict]:
     camera = load_camera(SAMPLE_CAMERA)
-    store = LocalEvidenceStore(out / "evidence")
-    queue = SqliteCaseQueue(out / "cases.sqlite3")
-    writer = EvidenceWriter(store, load_event_codes(), "test")
-    filer = CaseFiler(writer, queue, {"name": "patrol-street", "sha256": "0" * 64}, spool=CaseSpool(out / "spool"))
+    filer = CaseFiler.embedded(out, {"name": "patrol-street", "sha256": "0" * 64})
     try:
         replay(str(SAMPLE_VIDEO), camera, detector, filer, cases_path=out / "cases.jsonl",
-               evidence_root=store.root, start_wall=START)
+               evidence_root=filer.writer.store.root, start_wall=START)
     finally:
         assert filer.close(drain_timeout_s=30) == 0
     return [json.loads(line) for line in (out / "cases.jsonl").read_text().splitlines()]
@@ -123,7 +118,7 @@ class OccludedDetector:
 
 
 def test_a_parked_car_whose_track_breaks_still_gives_one_case(tmp_path, detector, monkeypatch):
-    import pipeline.cli.runner as runner
+    from pipeline.cli import runner
 
     vehicle_ids: dict[float, set[int]] = {}
     real_update = runner.Tracker.update
@@ -232,10 +227,9 @@ def test_a_camera_whose_file_is_missing_fails_once_and_the_patrol_ends(tmp_path,
     from pipeline.cli.runner import Patrol
 
     camera = load_camera(SAMPLE_CAMERA).model_copy(update={"url": str(tmp_path / "gone.mp4")})
-    writer = EvidenceWriter(LocalEvidenceStore(tmp_path / "evidence"), load_event_codes(), "test")
-    with SqliteCaseQueue(tmp_path / "cases.sqlite3") as queue:
+    filer = CaseFiler.embedded(tmp_path, {"name": "m", "sha256": "0" * 64})
+    try:
         lines: list[str] = []
-        filer = CaseFiler(writer, queue, {"name": "m", "sha256": "0" * 64}, spool=CaseSpool(tmp_path / "spool"))
         patrol = Patrol([camera], detector, filer, loop_files=True, health_every_s=0.5, print_line=lines.append)
         started = time.monotonic()
         patrol.run(duration_s=20)
@@ -244,3 +238,5 @@ def test_a_camera_whose_file_is_missing_fails_once_and_the_patrol_ends(tmp_path,
         assert live_camera.state == "failed"
         assert live_camera.pipeline.stats.reconnects == 0
         assert "video file not found" in live_camera.last_error and "gone.mp4" in live_camera.last_error
+    finally:
+        filer.close(drain_timeout_s=5)

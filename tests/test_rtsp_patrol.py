@@ -14,9 +14,7 @@ from pipeline.cli.runner import CaseFiler, Patrol
 from pipeline.config import load_camera
 from pipeline.config.camera import IngestConfig
 from pipeline.detect import Detector
-from pipeline.evidence import EvidenceWriter, LocalEvidenceStore, load_event_codes
 from pipeline.queue import SqliteCaseQueue
-from pipeline.queue.spool import CaseSpool
 
 BACK_LIVE_WITHIN_S = 8.0  # restart → live: reconnect backoff ≤ 1 s plus FFmpeg probing the stream (~1.5 s)
 
@@ -42,9 +40,7 @@ def test_server_killed_and_restarted_mid_stream(tmp_path: Path, rtsp_server) -> 
         "url": server.url("street"),
         "ingest": IngestConfig(open_timeout_s=2, read_timeout_s=3, stall_after_s=1.5, reconnect_min_s=0.2,
                                reconnect_max_s=1, offline_fault_after_s=3)})
-    queue = SqliteCaseQueue(tmp_path / "cases.sqlite3")
-    writer = EvidenceWriter(LocalEvidenceStore(tmp_path / "evidence"), load_event_codes(), "test")
-    filer = CaseFiler(writer, queue, {"name": "m", "sha256": "0" * 64}, spool=CaseSpool(tmp_path / "spool"))
+    filer = CaseFiler.embedded(tmp_path, {"name": "m", "sha256": "0" * 64})
     delivered: list[tuple[float, object]] = []
     filer.listeners.append(lambda record, is_new: delivered.append((time.time(), record)))
     lines: list[str] = []

@@ -25,14 +25,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+import pipeline
 from pipeline.cli.faults import FaultWatch, FileFault, Recovered
 from pipeline.cli.health import CameraReport, Counters, PatrolReport, RateWindow, health_line, spool_line
 from pipeline.config import CameraConfig
 from pipeline.detect import Detector, MotionGate
-from pipeline.evidence import CameraInfo, EvidenceStore, EvidenceWriter
+from pipeline.evidence import CameraInfo, EvidenceStore, EvidenceWriter, LocalEvidenceStore, load_event_codes
 from pipeline.evidence.writer import CameraFault
 from pipeline.ingest import ClipError, LiveSource, PacketRing, SourceStats, StateChange, decode
-from pipeline.queue import CaseQueue
+from pipeline.queue import CaseQueue, SqliteCaseQueue
 from pipeline.queue.spool import CaseSpool, Listener, SpoolDrainer
 from pipeline.rules import RuleEngine
 from pipeline.track import Tracker
@@ -109,6 +110,12 @@ class CaseFiler:
         self.drainer = SpoolDrainer(spool, writer.store, queue, listeners=listeners)
         self.listeners = self.drainer.listeners  # one list: listeners added later hear deliveries too
         self._started = False
+
+    @classmethod
+    def embedded(cls, root: Path, model: dict) -> CaseFiler:
+        """The embedded default under ``root``: ``evidence/``, ``cases.sqlite3`` and ``spool/``."""
+        writer = EvidenceWriter(LocalEvidenceStore(root / "evidence"), load_event_codes(), pipeline.__version__)
+        return cls(writer, SqliteCaseQueue(root / "cases.sqlite3"), model, spool=CaseSpool(root / "spool"))
 
     def start(self) -> CaseFiler:
         if not self._started:

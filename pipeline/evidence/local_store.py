@@ -7,6 +7,7 @@ import os
 import uuid
 from pathlib import Path
 
+from pipeline.durable import fsync_directory, write_synced
 from pipeline.evidence.store import EvidenceStore, InvalidEvidenceKey, validate_key
 
 
@@ -36,15 +37,12 @@ class LocalEvidenceStore(EvidenceStore):
         # Same directory as the target, so the rename is atomic on one filesystem.
         temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
         try:
-            with open(temporary, "xb") as file:
-                file.write(data)
-                file.flush()
-                os.fsync(file.fileno())
+            write_synced(temporary, data)
             os.replace(temporary, path)
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise
-        _fsync_directory(path.parent)  # makes the rename itself survive a power cut
+        fsync_directory(path.parent)  # makes the rename itself survive a power cut
 
     def _read(self, key: str) -> bytes:
         try:
@@ -74,11 +72,3 @@ class LocalEvidenceStore(EvidenceStore):
         if not path.resolve().is_relative_to(self.root):
             raise InvalidEvidenceKey(f"evidence key {key!r} resolves outside {self.root}")
         return path
-
-
-def _fsync_directory(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

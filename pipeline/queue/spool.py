@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.durable import fsync_directory, write_synced
 from pipeline.evidence import EvidenceStore, LocalEvidenceStore
 from pipeline.queue.base import CaseQueue
 from pipeline.types import BackendUnavailable, CaseNote, CaseRecord
@@ -116,11 +117,11 @@ class CaseSpool:
         return self._commit(self.stage(note.case_id), _NOTE, note.case_id, note.to_dict())
 
     def _commit(self, staged: StagedCase, name: str, case_id: str, content: dict) -> SpoolEntry:
-        _write_synced(staged.path / name, json.dumps(content, ensure_ascii=False).encode("utf-8"))
-        _fsync_directory(staged.path)
+        write_synced(staged.path / name, json.dumps(content, ensure_ascii=False).encode("utf-8"))
+        fsync_directory(staged.path)
         final = self.root / f"{self._next_order():020d}--{case_id}"
         os.replace(staged.path, final)
-        _fsync_directory(self.root)
+        fsync_directory(self.root)
         return SpoolEntry(final)
 
     def discard(self, staged: StagedCase) -> None:
@@ -291,18 +292,3 @@ class SpoolDrainer:
             log.error("spooled note %s set aside in %s: %s", entry.path.name, where, exc)
             return
         self.spool.remove(entry)
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "xb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-
-
-def _fsync_directory(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

@@ -6,11 +6,10 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
+from pipeline.durable import immediate_transaction
 from pipeline.queue.base import (
     DEFAULT_VISIBILITY_TIMEOUT_S,
     REVIEW_GROUP,
@@ -142,7 +141,7 @@ class SqliteCaseQueue(CaseQueue):
         return None if row is None else _record_from_json(row[0])
 
     def add_note(self, note: CaseNote) -> bool:
-        with self._write_transaction() as conn:
+        with immediate_transaction(self._conn, self._lock) as conn:
             if conn.execute("SELECT 1 FROM cases WHERE case_id = ?", (note.case_id,)).fetchone() is None:
                 raise KeyError(f"no case {note.case_id!r} to add note {note.note_id!r} to")
             cursor = conn.execute(
@@ -175,7 +174,7 @@ class SqliteCaseQueue(CaseQueue):
     def _claim(self, consumer: str, count: int) -> list[Delivery]:
         """One transaction: take over timed-out pending deliveries, then read new cases."""
         now = time.time()
-        with self._write_transaction() as conn:
+        with immediate_transaction(self._conn, self._lock) as conn:
             reclaimed = conn.execute(
                 "SELECT p.seq, p.attempts + 1, c.record FROM pending p"
                 " JOIN cases c ON c.seq = p.seq"
@@ -208,19 +207,6 @@ class SqliteCaseQueue(CaseQueue):
             Delivery(delivery_id=str(seq), record=_record_from_json(record), attempts=attempts)
             for seq, attempts, record in reclaimed + fresh
         ]
-
-    @contextmanager
-    def _write_transaction(self) -> Iterator[sqlite3.Connection]:
-        # IMMEDIATE takes the write lock up front: a deferred transaction that reads and then
-        # writes can fail with SQLITE_BUSY at once instead of waiting out the busy timeout.
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
 
 
 def _seq_of(delivery_id: str) -> int:

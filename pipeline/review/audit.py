@@ -40,21 +40,9 @@ def canonical_json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
-def entry_sha256(
-    *,
-    seq: int,
-    at: str,
-    actor: str,
-    action: str,
-    case_id: str | None,
-    before: dict[str, Any] | None,
-    after: dict[str, Any] | None,
-    detail: dict[str, Any],
-    prev_sha256: str,
-) -> str:
-    body = {"seq": seq, "at": at, "actor": actor, "action": action, "case_id": case_id, "before": before,
-            "after": after, "detail": detail, "prev_sha256": prev_sha256}
-    return hashlib.sha256(canonical_json(body)).hexdigest()
+def entry_sha256(fields: dict[str, Any]) -> str:
+    """sha256 of an entry's fields other than its own sha256 (``prev_sha256`` included)."""
+    return hashlib.sha256(canonical_json(fields)).hexdigest()
 
 
 def seal(
@@ -72,7 +60,7 @@ def seal(
     """The entry with its sha256 filled in."""
     fields = {"seq": seq, "at": at, "actor": actor, "action": action, "case_id": case_id, "before": before,
               "after": after, "detail": detail, "prev_sha256": prev_sha256}
-    return AuditEntry(**fields, sha256=entry_sha256(**fields))
+    return AuditEntry(**fields, sha256=entry_sha256(fields))
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +87,7 @@ def first_broken_link(entries: Iterable[AuditEntry]) -> ChainCheck:
             return ChainCheck(count, prev_sha256, entry.seq,
                               f"audit seq {entry.seq}: prev_sha256 {entry.prev_sha256[:16]}… does not match the "
                               f"sha256 {prev_sha256[:16]}… of seq {entry.seq - 1}")
-        recomputed = entry_sha256(**{k: v for k, v in entry.to_dict().items() if k != "sha256"})
+        recomputed = entry_sha256({k: v for k, v in entry.to_dict().items() if k != "sha256"})
         if recomputed != entry.sha256:
             return ChainCheck(count, prev_sha256, entry.seq,
                               f"audit seq {entry.seq} ({entry.action} by {entry.actor}, case {entry.case_id}): "

@@ -16,12 +16,12 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pipeline.durable import immediate_transaction
 from pipeline.review.audit import GENESIS_SHA256, AuditEntry, canonical_json, seal
 from pipeline.review.vocabulary import Decision, RejectReason, Role, Status
 from pipeline.types import CaseRecord
@@ -228,7 +228,7 @@ class ReviewStore:
                                                       location.get("address") or "", location.get("grid_code") or "",
                                                       (record.plate or {}).get("text") or ""))
         digest = record_sha256(record)
-        with self._transaction() as conn:
+        with immediate_transaction(self._conn, self._lock) as conn:
             inserted = conn.execute(
                 "INSERT INTO cases (case_id, record, record_sha256, violation, camera_id, zone_id, confirmed_at,"
                 " search_text, status, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -296,7 +296,7 @@ class ReviewStore:
             raise Invalid("reason 'other' (其他) needs a note saying why")
         if decision is Decision.DUPLICATE and not duplicate_of:
             raise Invalid("marking a duplicate needs the case it duplicates")
-        with self._transaction() as conn:
+        with immediate_transaction(self._conn, self._lock) as conn:
             case = self._get_in(conn, case_id)
             if case.status is not Status.NEW:
                 raise Conflict(f"case {case_id} is already {case.status.value}; a supervisor can reopen it")
@@ -319,7 +319,7 @@ class ReviewStore:
         note = note.strip()
         if not note:
             raise Invalid("reopening a case needs a note saying why")
-        with self._transaction() as conn:
+        with immediate_transaction(self._conn, self._lock) as conn:
             case = self._get_in(conn, case_id)
             if case.status is Status.NEW:
                 raise Conflict(f"case {case_id} is not decided yet")
@@ -331,7 +331,7 @@ class ReviewStore:
         return after
 
     def assign(self, case_id: str, user: User, assignee: str | None) -> ReviewCase:
-        with self._transaction() as conn:
+        with immediate_transaction(self._conn, self._lock) as conn:
             case = self._get_in(conn, case_id)
             if assignee is not None:
                 row = conn.execute("SELECT role FROM users WHERE name = ?", (assignee,)).fetchone()
@@ -346,7 +346,7 @@ class ReviewStore:
 
     def record_event(self, actor: str, action: str, case_id: str | None, detail: dict[str, Any]) -> AuditEntry:
         """An audit entry that changes no state: an evidence view, an export, a login."""
-        with self._transaction() as conn:
+        with immediate_transaction(self._conn, self._lock) as conn:
             return _append(conn, actor, action, case_id, None, None, detail)
 
     def audit_entries(self, case_id: str | None = None) -> list[AuditEntry]:
@@ -368,7 +368,7 @@ class ReviewStore:
     def add_user(self, name: str, role: Role, password_hash: str, *, actor: str) -> User:
         if not USER_NAME_PATTERN.match(name):
             raise Invalid("a user name is 1-32 letters, digits, '.', '_' or '-', starting with a letter or digit")
-        with self._transaction() as conn:
+        with immediate_transaction(self._conn, self._lock) as conn:
             if conn.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
                 raise Conflict(f"user {name} exists already")
             conn.execute("INSERT INTO users (name, role, password_hash, created_at) VALUES (?, ?, ?, ?)",
@@ -378,7 +378,7 @@ class ReviewStore:
 
     def set_password(self, name: str, password_hash: str, *, actor: str) -> None:
         """A new password chosen by someone else (the demo's one-time password); audited, unlike a rehash."""
-        with self._transaction() as conn:
+        with immediate_transaction(self._conn, self._lock) as conn:
             if conn.execute("UPDATE users SET password_hash = ? WHERE name = ?", (password_hash, name)).rowcount != 1:
                 raise NotFound(f"no user {name}")
             conn.execute("DELETE FROM sessions WHERE user_name = ?", (name,))
@@ -396,14 +396,14 @@ class ReviewStore:
 
     def replace_password_hash(self, name: str, password_hash: str) -> None:
         """After argon2's parameters changed, the next successful login stores the stronger hash."""
-        with self._transaction() as conn:
+        with immediate_transaction(self._conn, self._lock) as conn:
             conn.execute("UPDATE users SET password_hash = ? WHERE name = ?", (password_hash, name))
 
     def create_session(self, user: User, ttl_s: float) -> tuple[str, Session]:
         """A new random token (returned once, stored only as its sha256) and its session."""
         token = secrets.token_urlsafe(32)
         session = Session(user, secrets.token_urlsafe(24), time.time() + ttl_s)
-        with self._transaction() as conn:
+        with immediate_transaction(self._conn, self._lock) as conn:
             conn.execute("DELETE FROM sessions WHERE expires_at < ?", (time.time(),))
             conn.execute("INSERT INTO sessions (token_sha256, user_name, csrf_token, expires_at) VALUES (?, ?, ?, ?)",
                          (_token_sha256(token), user.name, session.csrf_token, session.expires_at))
@@ -418,23 +418,10 @@ class ReviewStore:
         return None if row is None else Session(User(row[0], Role(row[1])), row[2], row[3])
 
     def end_session(self, token: str) -> None:
-        with self._transaction() as conn:
+        with immediate_transaction(self._conn, self._lock) as conn:
             conn.execute("DELETE FROM sessions WHERE token_sha256 = ?", (_token_sha256(token),))
 
     # -- internals -------------------------------------------------------------------------------
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        # IMMEDIATE takes the write lock up front, so the read-check-write of a decision is atomic
-        # even against another process deciding the same case.
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
 
     @staticmethod
     def _get_in(conn: sqlite3.Connection, case_id: str) -> ReviewCase:

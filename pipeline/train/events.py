@@ -91,21 +91,15 @@ def score_cases(cases: list[dict], episodes: list[TruthEpisode], camera: CameraC
 
 def replay_cases(video: Path, camera: CameraConfig, model: Path, work: Path) -> list[dict]:
     """The cases the real patrol (``pipeline.cli.runner.replay``) files on ``video``, as cases.jsonl lines."""
-    import pipeline
     from pipeline.cli.runner import CaseFiler, replay
     from pipeline.detect import Detector
-    from pipeline.evidence import EvidenceWriter, LocalEvidenceStore, load_event_codes
-    from pipeline.queue import SqliteCaseQueue
-    from pipeline.queue.spool import CaseSpool
 
     shutil.rmtree(work, ignore_errors=True)  # a queue left from an earlier run would hold these case ids
     detector = Detector(model)
-    store = LocalEvidenceStore(work / "evidence")
-    writer = EvidenceWriter(store, load_event_codes(), pipeline.__version__)
-    filer = CaseFiler(writer, SqliteCaseQueue(work / "cases.sqlite3"),
-                      {"name": detector.card.name, "sha256": detector.card.sha256}, spool=CaseSpool(work / "spool"))
+    filer = CaseFiler.embedded(work, {"name": detector.card.name, "sha256": detector.card.sha256})
     try:
-        replay(str(video), camera, detector, filer, cases_path=work / "cases.jsonl", evidence_root=store.root,
+        replay(str(video), camera, detector, filer, cases_path=work / "cases.jsonl",
+               evidence_root=filer.writer.store.root,
                start_wall=REPLAY_START_WALL, progress=True)
     finally:
         filer.close(drain_timeout_s=30)
