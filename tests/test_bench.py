@@ -146,7 +146,7 @@ def test_cameras_per_box_is_the_largest_step_that_kept_up(results, settings) -> 
 def test_gating_spares_the_network_on_a_quiet_street_and_keeps_every_case(results, settings) -> None:
     quiet, sample = written(settings, "gating")["gating"]
     assert quiet["episodes_expected"] == 2  # the first parked car and the stall; the bin overflows after 50 s
-    assert quiet["off"]["episodes_found"] == quiet["on"]["episodes_found"] == 2
+    assert quiet["off"]["episodes_found"] == quiet["on"]["episodes_found"] == 2, (quiet["off"], quiet["on"])
     assert quiet["recall_equal"] and quiet["recall_on"] == quiet["recall_off"] == 1.0
     assert quiet["off"]["frames_gated"] == 0 and quiet["on"]["frames_gated"] > 0
     assert quiet["inferences_saved"] == pytest.approx(quiet["on"]["frames_gated"] / quiet["on"]["frames_analysed"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -120,6 +121,44 @@ def test_drainer_thread_delivers_what_is_committed_while_it_runs(tmp_path: Path,
         assert drainer.wait_empty(timeout_s=30)
         assert delivered.is_set()
         assert queue.get(record.case_id) == record
+    finally:
+        drainer.stop()
+
+
+def test_an_empty_spool_means_every_listener_has_heard_of_every_case(tmp_path: Path, backends) -> None:
+    """A replay waits for an empty spool, then unhooks the listener that writes cases.jsonl: a
+    listener still busy with the last case must hold the spool open, or that case goes unlisted."""
+    store, queue = backends
+    spool = CaseSpool(tmp_path / "spool")
+    heard: list[str] = []
+
+    def slow_listener(record: CaseRecord, is_new: bool) -> None:
+        time.sleep(0.6)  # longer than wait_empty's poll
+        heard.append(record.case_id)
+
+    drainer = SpoolDrainer(spool, store, queue, listeners=[slow_listener]).start()
+    try:
+        records = [spool_case(spool, index) for index in range(2)]
+        drainer.wake()
+        assert drainer.wait_empty(timeout_s=30)
+        assert heard == [record.case_id for record in records]
+    finally:
+        drainer.stop()
+
+
+def test_a_failing_listener_does_not_hold_back_delivery(tmp_path: Path, backends) -> None:
+    store, queue = backends
+    spool = CaseSpool(tmp_path / "spool")
+
+    def broken_listener(record: CaseRecord, is_new: bool) -> None:
+        raise RuntimeError("listener bug")
+
+    drainer = SpoolDrainer(spool, store, queue, listeners=[broken_listener]).start()
+    try:
+        record = spool_case(spool, 5)
+        drainer.wake()
+        assert drainer.wait_empty(timeout_s=30)
+        assert queue.get(record.case_id) == record and not spool.rejected.exists()
     finally:
         drainer.stop()
 

@@ -278,11 +278,15 @@ class SpoolDrainer:
             is_new = self.queue.publish(record)
         else:  # filed before, e.g. by the run this one restarted: its evidence and sha256s stand
             record, is_new = filed, False
-        self.spool.remove(entry)
+        # Listeners hear of the case before it leaves the spool: whoever waits for an empty spool
+        # (a replay writing cases.jsonl, then unhooking its listener) must not miss the last one.
+        for listener in tuple(self.listeners):
+            try:
+                listener(record, is_new)
+            except Exception:  # a listener's bug must not hold back a case that is already filed
+                log.exception("a listener failed on case %s", record.case_id)
         self.delivered += is_new
-        for listener in self.listeners:
-            listener(record, is_new)
-
+        self.spool.remove(entry)
 
     def _deliver_note(self, entry: SpoolEntry) -> None:
         try:
