@@ -31,6 +31,8 @@ def add_model_verbs(verbs: argparse._SubParsersAction) -> None:
     train.add_argument("--work", default="var/train", help="folder for the mixed dataset, runs and training.json")
     train.add_argument("--name", help="model name in its card (default: the ONNX file's stem)")
     train.add_argument("--base", default="yolov8n.yaml", help="ultralytics architecture, trained from random init")
+    train.add_argument("--init", help="best.pt/last.pt of an earlier run to start from instead of random init "
+                                      "(fine-tuning; the card says so)")
     train.add_argument("--epochs", type=int, default=40)
     train.add_argument("--imgsz", type=int, default=320, help="training and input size (a multiple of 32)")
     train.add_argument("--batch", type=int, default=16)
@@ -102,6 +104,8 @@ def cmd_train(args) -> int:
 
     loaded = load_spec(args.spec)
     _need_ultralytics()
+    if args.init is not None and not Path(args.init).is_file():
+        raise UsageError(f"--init {args.init}: no such file")
     if args.imgsz % 32:
         raise UsageError(f"--imgsz {args.imgsz}: must be a multiple of 32")
     work, out = Path(args.work), Path(args.out)
@@ -110,8 +114,8 @@ def cmd_train(args) -> int:
     print(f"train: {sum(counts.values())} images ({', '.join(f'{k} {v}' for k, v in counts.items())}), "
           f"held out: {', '.join(s.name for s in sources.values() if s.holdout_images())}", flush=True)
     best, epochs = train(work / "mix" / "data.yaml", out_dir=work / "runs", epochs=args.epochs, imgsz=args.imgsz,
-                         hours=args.hours, batch=args.batch, model=args.base)
-    training = {"dataset": loaded.name, "spec": str(loaded.path), "base": args.base, "epochs": epochs,
+                         hours=args.hours, batch=args.batch, model=args.init or args.base)
+    training = {"dataset": loaded.name, "spec": str(loaded.path), "base": args.base, "init": args.init, "epochs": epochs,
                 "imgsz": args.imgsz, "train_images": counts, "weights": str(best),
                 "sources": {s.name: {"licence": s.licence, "attribution": s.attribution} for s in sources.values()}}
     (work / "training.json").write_text(json.dumps(training, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -13,7 +14,9 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.synth.actors import CLASSES
+from pipeline.synth.paste import CutoutPool, paste
 from pipeline.synth.scenario import Scenario, random_scene
+from pipeline.synth.weather import add_weather
 
 
 def render_video(scenario: Scenario, out: Path, *, seed: int = 0, crf: int = 28, progress: bool = True) -> dict:
@@ -66,8 +69,11 @@ def render_video(scenario: Scenario, out: Path, *, seed: int = 0, crf: int = 28,
 
 def render_dataset(out_dir: Path, count: int, *, seed: int = 0, val_fraction: float = 0.15,
                    sizes: tuple[tuple[int, int], ...] = ((640, 360), (960, 540), (800, 450), (640, 480)),
-                   progress: bool = True) -> Path:
-    """Random street scenes as a YOLO detection set (images/, labels/, data.yaml); returns data.yaml."""
+                   weather: bool = False, pools: Sequence[CutoutPool] = (), progress: bool = True) -> Path:
+    """Random street scenes as a YOLO detection set (images/, labels/, data.yaml); returns data.yaml.
+
+    ``weather`` adds rain and glare to some scenes; ``pools`` paste real cut-outs into each scene
+    (training sets only: see pipeline.synth.paste)."""
     out_dir = Path(out_dir)
     rng = np.random.default_rng(seed)
     for split in ("train", "val"):
@@ -78,6 +84,11 @@ def render_dataset(out_dir: Path, count: int, *, seed: int = 0, val_fraction: fl
         width, height = sizes[rng.integers(len(sizes))]
         scene = random_scene(rng, width, height)
         img, labels = scene.render(0.0, rng)
+        pasted = [cutout for pool in pools for cutout in pool.draw(rng)]
+        if pasted:
+            img, labels = paste(img, labels, scene, pasted, rng)
+        if weather:
+            img = add_weather(img, rng)
         if rng.random() < 0.3:  # motion blur, as from a slow shutter at dusk
             k = int(rng.integers(3, 9))
             kernel = np.zeros((k, k), np.float32)

@@ -36,6 +36,8 @@ def trained_card(onnx_path: Path, training: dict, *, name: str, eval_report: dic
     """The card of a model exported from a ``patrol train`` run; ``training`` is that run's report."""
     counts = ", ".join(f"{source} {n}" for source, n in training["train_images"].items())
     sources = "; ".join(f"{name}: {s['attribution']} ({s['licence']})" for name, s in training["sources"].items())
+    init = training.get("init")
+    started_from = f"fine-tuned from {init}" if init else "architecture only, random init"
     return ModelCard(
         name=name,
         sha256=sha256_file(onnx_path),
@@ -46,7 +48,7 @@ def trained_card(onnx_path: Path, training: dict, *, name: str, eval_report: dic
         preprocess=Preprocess(channel_order="rgb", scale=1 / 255, resize="letterbox_center", pad_value=114),
         classes=list(CLASSES),
         roles={c: Role(c) for c in CLASSES},
-        source=f"Trained by this project with ultralytics {training['base']} (architecture only, random init), "
+        source=f"Trained by this project with ultralytics {training['base']} ({started_from}), "
                f"{training['epochs']} epochs at {training['imgsz']} px on CPU; exported to ONNX "
                "(dynamic batch and size), FP32.",
         licence="Apache-2.0 (the project's own weights). Training data licences per source in `data`.",

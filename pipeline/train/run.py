@@ -11,8 +11,9 @@ from pathlib import Path
 
 def train(data_yaml: Path, *, out_dir: Path, epochs: int, imgsz: int, hours: float | None = None, batch: int = 16,
           model: str = "yolov8n.yaml", name: str = "patrol") -> tuple[Path, int]:
-    """Trains from scratch (no pretrained weights can be fetched here) on the CPU; returns best.pt
-    and the number of epochs actually run.
+    """Trains on the CPU, from scratch (``model`` an architecture YAML: no pretrained weights can be
+    fetched here) or from an earlier run's checkpoint (``model`` a .pt); returns best.pt and the
+    number of epochs actually run.
 
     ``hours`` caps the wall time (ultralytics then fits the epochs and the learning-rate schedule to it).
     """

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from pipeline.synth.actors import CLASSES
+from pipeline.synth.paste import PLACES, CutoutPool
 from pipeline.train.spec import LoadedSpec, SourceSpec
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -42,10 +43,11 @@ class Source:
         """The project classes this source is labelled with: the only ones it can measure."""
         return sorted(set(self.class_map.values()), key=CLASSES.index)
 
-    def label_lines(self, image: Path) -> list[str]:
-        """YOLO box lines in project class ids; polygons become their bounding boxes."""
+    def shapes(self, image: Path) -> list[tuple[str, list[tuple[float, float]]]]:
+        """(project class, outline) of each labelled object, the outline in 0-1 image coordinates:
+        the polygon as labelled, or a box's four corners."""
         label = image.parent.parent / "labels" / (image.stem + ".txt")
-        lines = []
+        shapes = []
         for raw in label.read_text().splitlines() if label.exists() else []:
             parts = raw.split()
             if len(parts) < 5 or int(parts[0]) not in self.class_map:
@@ -53,11 +55,22 @@ class Source:
             values = [float(v) for v in parts[1:]]
             if len(values) == 4:
                 cx, cy, w, h = values
+                outline = [(cx - w / 2, cy - h / 2), (cx + w / 2, cy - h / 2), (cx + w / 2, cy + h / 2),
+                           (cx - w / 2, cy + h / 2)]
             else:
-                xs, ys = values[0::2], values[1::2]
-                cx, cy, w, h = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2, max(xs) - min(xs), max(ys) - min(ys)
+                outline = list(zip(values[0::2], values[1::2], strict=False))
+            shapes.append((self.class_map[int(parts[0])], outline))
+        return shapes
+
+    def label_lines(self, image: Path) -> list[str]:
+        """YOLO box lines in project class ids; polygons become their bounding boxes."""
+        lines = []
+        for cls, outline in self.shapes(image):
+            xs, ys = [x for x, _ in outline], [y for _, y in outline]
+            w, h = max(xs) - min(xs), max(ys) - min(ys)
             if w > 0 and h > 0:
-                lines.append(f"{CLASSES.index(self.class_map[int(parts[0])])} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}")
+                cx, cy = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
+                lines.append(f"{CLASSES.index(cls)} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}")
         return lines
 
     def _held_out_by_hash(self, image: Path) -> bool:
@@ -77,14 +90,22 @@ def source_names(root: Path) -> list[str]:
 def open_sources(loaded: LoadedSpec, *, holdout_only_in: Path | None = None) -> dict[str, Source]:
     """The spec's sources that are there (an ``optional`` one that is missing is left out), checked
     against their folders. A missing source with a ``render`` recipe is rendered first: whole, or
-    with ``holdout_only_in`` (for evaluation) only its held-out scenes, into that folder."""
-    sources = {}
+    with ``holdout_only_in`` (for evaluation) only its held-out scenes, into that folder. Sources
+    that paste real cut-outs are rendered last, from the real sources opened before them; for
+    evaluation they are left out (they have nothing held out)."""
     need_train = holdout_only_in is None
-    for name, spec in loaded.spec.sources.items():
+    specs = loaded.spec.sources
+    pasting = {name for name, spec in specs.items() if spec.render is not None and spec.render.paste_from}
+    sources: dict[str, Source] = {}
+    for name in [n for n in specs if n not in pasting] + ([n for n in specs if n in pasting] if need_train else []):
+        spec = specs[name]
         root = loaded.folder(name)
         field = f"sources.{name}"
         if not root.is_dir() and spec.render is not None:
-            root = _render(root, spec) if need_train else _render_holdout(holdout_only_in / name, spec)
+            if not need_train:
+                root = _render_holdout(holdout_only_in / name, spec)
+            else:
+                root = _render(root, spec, _pools(loaded, name, sources))
         if not root.is_dir():
             if spec.optional:
                 continue
@@ -96,7 +117,24 @@ def open_sources(loaded: LoadedSpec, *, holdout_only_in: Path | None = None) -> 
         if spec.holdout is not None and spec.holdout_fraction is None and not source.images(spec.holdout):
             raise loaded.error(f"{field}.holdout", f"no images in {root / spec.holdout / 'images'}")
         sources[name] = source
-    return sources
+    return {name: sources[name] for name in specs if name in sources}  # in the spec's order
+
+
+def _pools(loaded: LoadedSpec, name: str, opened: dict[str, Source]) -> list[CutoutPool]:
+    """The cut-out pools a pasting source's render draws from."""
+    from pipeline.train.cutouts import MIN_SIDE_PX, cutouts_of  # cutouts are cut from a Source
+
+    pools = []
+    for other, most_per_scene in loaded.spec.sources[name].render.paste_from.items():
+        field = f"sources.{name}.render.paste_from.{other}"
+        if other not in opened:
+            raise loaded.error(field, f"source {other!r} is not there to cut objects from")
+        cutouts = cutouts_of(opened[other], seed=loaded.spec.seed)
+        if not cutouts:
+            raise loaded.error(field, f"{other!r} has no objects of a pastable class ({', '.join(PLACES)}) "
+                                      f"at least {MIN_SIDE_PX} px in its training images")
+        pools.append(CutoutPool(cutouts, most_per_scene))
+    return pools
 
 
 def _class_map(loaded: LoadedSpec, name: str, spec: SourceSpec, root: Path) -> dict[int, str]:
@@ -117,10 +155,12 @@ def _class_map(loaded: LoadedSpec, name: str, spec: SourceSpec, root: Path) -> d
     return {names.index(source_class): project for source_class, project in spec.classes.items()}
 
 
-def _render(root: Path, spec: SourceSpec) -> Path:
+def _render(root: Path, spec: SourceSpec, pools: list[CutoutPool]) -> Path:
     from pipeline.synth import render_dataset
 
-    render_dataset(root, spec.render.count, seed=spec.render.seed, val_fraction=spec.render.val_fraction)
+    recipe = spec.render
+    render_dataset(root, recipe.count, seed=recipe.seed, val_fraction=recipe.val_fraction, weather=recipe.weather,
+                   pools=pools)
     return root
 
 
@@ -131,5 +171,6 @@ def _render_holdout(root: Path, spec: SourceSpec) -> Path:
 
     recipe = spec.render
     if not (root / "val" / "images").is_dir():
-        render_dataset(root, round(recipe.count * recipe.val_fraction), seed=recipe.seed, val_fraction=1.0)
+        render_dataset(root, round(recipe.count * recipe.val_fraction), seed=recipe.seed, val_fraction=1.0,
+                       weather=recipe.weather)
     return root

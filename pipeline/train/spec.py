@@ -30,6 +30,15 @@ class RenderSpec(StrictModel):
     count: int = Field(gt=0, description="Scenes to render, train and val together.")
     seed: int = Field(0, description="The generator's seed: the same seed renders the same scenes.")
     val_fraction: float = Field(0.15, gt=0, lt=1, description="Share of the scenes in the val split.")
+    weather: bool = Field(False, description="Rain and glare on some scenes (pipeline/synth/weather.py).")
+    paste_from: dict[SourceName, Annotated[int, Field(gt=0)]] = Field(
+        default_factory=dict,
+        description=(
+            "Real objects pasted into each scene: source name -> most cut-outs per scene, cut from"
+            " that source's training images only. For training sources only (give the source"
+            " holdout: null): a scene with real pixels in it is no held-out synthetic."
+        ),
+    )
 
 
 class SourceSpec(StrictModel):
@@ -99,6 +108,13 @@ class DatasetSpec(StrictModel):
         source = self.sources[self.val]
         if source.holdout is None and source.holdout_fraction is None:
             raise ValueError(f"val: source {self.val!r} has no held-out split")
+        for name, spec in self.sources.items():
+            pasted = spec.render.paste_from if spec.render is not None else {}
+            for other in pasted:
+                if other == name or other not in self.sources or self.sources[other].render is not None:
+                    raise ValueError(f"sources.{name}.render.paste_from: {other!r} is not another source of real images")
+            if pasted and (spec.holdout is not None or spec.holdout_fraction is not None):
+                raise ValueError(f"sources.{name}: scenes with pasted real objects cannot be held out; set holdout: null")
         return self
 
 
