@@ -64,8 +64,7 @@ def provider_setups() -> list[tuple[str, list]]:
     tensorrt = next((spec for spec in picked if isinstance(spec, tuple) and spec[0] == TENSORRT), None)
     setups = []
     if tensorrt is not None:
-        name, options = tensorrt
-        setups.append(("tensorrt-fp16", [(name, {**options, "trt_fp16_enable": True}), CUDA, CPU]))
+        setups.append(("tensorrt-fp16", [pick_providers(fp16=True)[0], CUDA, CPU]))
         setups.append(("tensorrt-fp32", [tensorrt, CUDA, CPU]))
     if CUDA in picked:
         setups.append(("cuda-fp32", [CUDA, CPU]))

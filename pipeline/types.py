@@ -50,7 +50,7 @@ class Detections:
 
     xyxy: np.ndarray  # (N, 4) float32, pixels
     score: np.ndarray  # (N,) float32
-    class_id: np.ndarray  # (N,) int32, the model's own class index
+    class_id: np.ndarray  # (N,) int32, the model's own class index (of a DetectorSet: into its ``classes``)
     role: np.ndarray  # (N,) str (Role values)
     track_id: np.ndarray | None = None  # (N,) int64
 
@@ -147,7 +147,7 @@ class CaseRecord:
     location: dict
     first_seen_wall: str  # ISO 8601, local wall clock of the frame at first_seen_s
     confirmed_wall: str
-    model: dict  # {"name": ..., "sha256": ...}
+    model: dict  # {"name", "sha256", "providers"}; of several models also "members", each with its "roles"
     pipeline_version: str
     evidence: dict[str, EvidenceItem] = field(default_factory=dict)
     # {"text", "confidence", "colour", "frame": "best"|"trigger", "pts_s"} of a parking case's plate

@@ -344,3 +344,23 @@ def test_providers_prefer_tensorrt_then_cuda_then_cpu(tmp_path: Path) -> None:
     assert trt_options["trt_engine_cache_path"] == str(tmp_path / "trt")
     assert (tmp_path / "trt").is_dir()
     assert pick_providers(["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+
+
+def test_tensorrt_keeps_engines_and_timings_in_patrol_trt_cache(tmp_path: Path, monkeypatch) -> None:
+    gpu_build = ["CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"]
+    monkeypatch.setenv("PATROL_TRT_CACHE", str(tmp_path / "engines"))
+    (name, options), *_ = pick_providers(gpu_build)
+    cache = str((tmp_path / "engines").resolve())
+    assert name == "TensorrtExecutionProvider" and options == {
+        "trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
+        "trt_timing_cache_enable": True, "trt_timing_cache_path": cache,
+    }  # FP16 changes the model's numbers: never unasked
+    assert (tmp_path / "engines").is_dir()
+    (_, fp16), *_ = pick_providers(gpu_build, fp16=True)
+    assert fp16 == {**options, "trt_fp16_enable": True}
+
+    monkeypatch.delenv("PATROL_TRT_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path / "engines")  # the default does not follow the working directory
+    (_, default), *_ = pick_providers(gpu_build)
+    assert default["trt_engine_cache_path"] == str(tmp_path / "cache" / "patrol" / "tensorrt")

@@ -10,13 +10,59 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pipeline
 from pipeline.cli.errors import UsageError
 
+if TYPE_CHECKING:
+    from pipeline.types import Role
+
 REPO = Path(pipeline.__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO / "models" / "patrol-street.onnx"
 SAMPLE_CAMERA = REPO / "streams" / "sample-street.yaml"
+
+
+def _model_option(value: str) -> tuple[Path, frozenset[Role] | None]:
+    """``PATH`` or ``PATH:ROLE,...`` of ``--model``: a model file and the roles taken from it
+    (None: every role its card maps). The roles follow the last colon."""
+    from pipeline.types import Role
+
+    path, colon, names = value.rpartition(":")
+    if not colon:
+        return Path(value), None
+    known = [role.value for role in Role if role is not Role.OTHER]
+    unknown = [name for name in names.split(",") if name not in known]
+    if unknown:
+        raise UsageError(f"--model {value}: unknown role {', '.join(map(repr, unknown))} "
+                         f"(roles: {', '.join(known)})")
+    return Path(path), frozenset(Role(name) for name in names.split(","))
+
+
+def _detector(args):
+    """The detector of the ``--model`` options: the model alone as it is, or a ``DetectorSet`` when
+    there are several or roles are named."""
+    from pipeline.detect import Detector, DetectorSet, DetectorSetError, Member, ModelCardError
+
+    values = args.model or [str(DEFAULT_MODEL)]
+    models = [_model_option(value) for value in values]
+    detectors = []
+    for value, (path, _) in zip(values, models, strict=True):
+        if not path.is_file():
+            raise UsageError(f"--model {value}: no such file")
+        try:
+            detectors.append(Detector(path, conf_threshold=args.conf, intra_op_threads=args.threads))
+        except ModelCardError:
+            raise
+        except Exception as exc:  # ONNX Runtime's load errors share no base class but Exception
+            raise UsageError(f"--model {value}: cannot load it: {exc}") from exc
+    if len(models) == 1 and models[0][1] is None:
+        return detectors[0]
+    try:
+        return DetectorSet([Member(detector, roles or detector.card.mapped_roles)
+                            for detector, (_, roles) in zip(detectors, models, strict=True)])
+    except DetectorSetError as exc:
+        raise UsageError(f"--model: {exc}") from exc
 
 
 def _backends(args) -> tuple:
@@ -28,7 +74,6 @@ def _backends(args) -> tuple:
     import yaml
 
     from pipeline.cli.runner import CaseFiler
-    from pipeline.detect import Detector, ModelCardError
     from pipeline.evidence import (
         EventCodeError,
         EvidenceWriter,
@@ -40,14 +85,7 @@ def _backends(args) -> tuple:
     from pipeline.queue import open_queue
     from pipeline.queue.spool import CaseSpool, SpoolBusy
 
-    if not Path(args.model).is_file():
-        raise UsageError(f"--model {args.model}: no such file")
-    try:
-        detector = Detector(args.model, conf_threshold=args.conf, intra_op_threads=args.threads)
-    except ModelCardError:
-        raise
-    except Exception as exc:  # ONNX Runtime's load errors share no base class but Exception
-        raise UsageError(f"--model {args.model}: cannot load it: {exc}") from exc
+    detector = _detector(args)
     try:
         codes = load_event_codes(args.event_codes)
     except (EventCodeError, OSError, yaml.YAMLError) as exc:
@@ -69,10 +107,9 @@ def _backends(args) -> tuple:
         queue.close()
         raise UsageError(f"--spool: {exc}") from exc
     writer = EvidenceWriter(store, codes, pipeline.__version__, plates=PlateReader())
-    model = {"name": detector.card.name, "sha256": detector.card.sha256, "providers": detector.providers}
     root = store.root if isinstance(store, LocalEvidenceStore) else None
     args.resolved_queue, args.resolved_evidence = queue_url, evidence  # what the review page must read
-    return detector, CaseFiler(writer, queue, model, spool=spool), root
+    return detector, CaseFiler(writer, queue, detector.model_record(), spool=spool), root
 
 
 def _load_cameras(paths: list[str]):
@@ -110,7 +147,7 @@ def _patrol(args, cameras, *, loop_files: bool, streams_dir: Path | None) -> int
         raise
     signal.signal(signal.SIGTERM, lambda *_: patrol.stop())
     where = f"evidence under {root}" if root else "evidence in the object store"
-    print(f"patrol: {len(cameras)} camera(s), model {detector.card.name} on {detector.providers[0]}, {where}; "
+    print(f"patrol: {len(cameras)} camera(s), model {detector.name} on {detector.providers[0]}, {where}; "
           f"spool {filer.spool.root}" + (f"; metrics {metrics}" if metrics else "") + "; Ctrl-C stops", flush=True)
     if review is not None:
         print(review.line(), flush=True)
@@ -198,7 +235,14 @@ def cmd_synth(args) -> int:
 
 
 def _add_backend_options(parser: argparse.ArgumentParser, *, var: bool = True) -> None:
-    parser.add_argument("--model", default=str(DEFAULT_MODEL), help="ONNX detector (its card is found by sha256)")
+    parser.add_argument(
+        "--model", action="append", metavar="PATH[:ROLE,...]",
+        help="ONNX detector, its card found by sha256 (default: models/patrol-street.onnx). Give it again to run "
+        "a second model on the same batches: PATH:ROLE,ROLE takes only those roles from that model (without "
+        "them, every role its card maps), and each role must come from one model. Roles: vehicle, "
+        "non_motor_vehicle, person, stall, bin, overflowing_bin, garbage_pile. E.g. COCO vehicles from YOLOX: "
+        "--model ../shared/models/yolox_nano.onnx:vehicle,non_motor_vehicle,person "
+        "--model models/patrol-street.onnx:stall,bin,overflowing_bin,garbage_pile")
     parser.add_argument("--conf", type=float, default=0.25, help="detector score threshold")
     parser.add_argument("--threads", type=int,
                         help="ONNX Runtime threads per network run (default 1, with as many runs at once as cores)")

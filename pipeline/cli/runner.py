@@ -29,7 +29,7 @@ import pipeline
 from pipeline.cli.faults import FaultWatch, FileFault, Recovered
 from pipeline.cli.health import CameraReport, Counters, PatrolReport, RateWindow, health_line, spool_line
 from pipeline.config import CameraConfig
-from pipeline.detect import Detector, MotionGate
+from pipeline.detect import FrameDetector, MotionGate
 from pipeline.evidence import CameraInfo, EvidenceStore, EvidenceWriter, LocalEvidenceStore, load_event_codes
 from pipeline.evidence.writer import CameraFault
 from pipeline.ingest import ClipError, LiveSource, PacketRing, SourceStats, StateChange, decode
@@ -260,7 +260,7 @@ class Prefetch(Iterator):
         return False
 
 
-def replay(video: str, camera: CameraConfig, detector: Detector, filer: CaseFiler, *, cases_path: Path,
+def replay(video: str, camera: CameraConfig, detector: FrameDetector, filer: CaseFiler, *, cases_path: Path,
            evidence_root: Path | None, start_wall: float, progress: bool = False,
            drain_timeout_s: float = 60.0) -> ReplaySummary:
     """Runs the patrol over a file with no pacing; appends one JSON line per case to ``cases_path``
@@ -302,7 +302,7 @@ def replay(video: str, camera: CameraConfig, detector: Detector, filer: CaseFile
                                  stats=pipeline.stats, start_wall=start_wall),
                           depth=PREFETCH_FRAMES, name=f"decode-{camera.id}")
         # a stand-in for the detector (tests) is called one frame at a time, in frame order
-        runs = detector.parallel_runs if isinstance(detector, Detector) else 1
+        runs = detector.parallel_runs if isinstance(detector, FrameDetector) else 1
         network = ThreadPoolExecutor(max_workers=runs, thread_name_prefix=f"detect-{camera.id}")
         analysis = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"analysis-{camera.id}")
         backlog = threading.BoundedSemaphore(runs + ANALYSIS_BACKLOG)
@@ -410,7 +410,7 @@ class Patrol:
     step still share a run of the network (what makes a GPU worth it) at a bounded cost in lag.
     """
 
-    def __init__(self, cameras: list[CameraConfig], detector: Detector, filer: CaseFiler, *, loop_files: bool,
+    def __init__(self, cameras: list[CameraConfig], detector: FrameDetector, filer: CaseFiler, *, loop_files: bool,
                  health_every_s: float = 5.0, print_line: Callable[[str], None] = print,
                  max_batch: int | None = None, batch_deadline_s: float = 0.1) -> None:
         self.detector = detector

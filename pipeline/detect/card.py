@@ -84,6 +84,11 @@ class ModelCard(_Strict):
     def role_of(self, class_name: str) -> Role:
         return self.roles.get(class_name, Role.OTHER)
 
+    @property
+    def mapped_roles(self) -> frozenset[Role]:
+        """The roles this model finds: those its classes map to, less ``other``."""
+        return frozenset(self.roles.values()) - {Role.OTHER}
+
 
 def sha256_file(path: str | Path) -> str:
     digest = hashlib.sha256()

@@ -2,6 +2,8 @@
 
 ``detect`` does it all: ``infer`` (letterbox and network) then ``decode`` (boxes and NMS).
 ``prepare`` / ``run`` / ``decode`` are its steps one by one, for a caller that times them.
+``FrameDetector`` is what the patrol needs of a detector: one ``Detector``, or a ``DetectorSet``
+of several (``pipeline.detect.ensemble``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 import onnxruntime as ort
@@ -23,6 +25,25 @@ from pipeline.detect.letterbox import Placement, Size, paste, place, rectangular
 from pipeline.detect.nms import class_aware_nms
 from pipeline.detect.providers import CPU, ProviderSpec, pick_providers
 from pipeline.types import Detections
+
+
+@runtime_checkable
+class FrameDetector(Protocol):
+    """Frames in, ``Detections`` out, and what a case records of the models behind them."""
+
+    parallel_runs: int  # ``detect`` calls worth running side by side
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def providers(self) -> list[str]: ...
+
+    def model_record(self) -> dict[str, object]:
+        """The ``model`` of every case filed from these detections."""
+        ...
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[Detections]: ...
 
 
 class Prepared(NamedTuple):
@@ -115,9 +136,16 @@ class Detector:
         self._buffers = threading.local()  # each thread's letterbox canvas and input tensors, by input size
 
     @property
+    def name(self) -> str:
+        return self.card.name
+
+    @property
     def providers(self) -> list[str]:
         """The execution providers the session actually uses, in priority order."""
         return self._session.get_providers()
+
+    def model_record(self) -> dict[str, object]:
+        return {"name": self.card.name, "sha256": self.card.sha256, "providers": self.providers}
 
     def input_size_for(self, frame_size: Size) -> Size:
         if self.card.dynamic_shape:
