@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from queue_contract import LOCATION
 
 from pipeline.cli.faults import FaultWatch, FileFault, Recovered
-from pipeline.cli.health import CameraReport, Counters, PatrolCollector, PatrolReport, RateWindow
+from pipeline.cli.health import CameraReport, Counters, PatrolCollector, PatrolReport, Rates, RateWindow
 from pipeline.evidence import CameraInfo, EvidenceWriter, LocalEvidenceStore, load_event_codes
 from pipeline.evidence.writer import CameraFault
 from pipeline.types import Frame
@@ -80,20 +80,19 @@ def test_rates_fall_to_zero_when_a_stream_dies() -> None:
     for second in range(11):  # 15 fps in, 5 analysed, 2 ms decode per frame
         window.sample(Counters(15 * second, 5 * second, 0, 0.030 * second, 0.050 * second), now=float(second))
     live = window.rates()
-    assert live["received_fps"] == 15 and live["analysed_fps"] == 5
-    assert round(live["decode_ms"], 6) == 2.0 and round(live["inference_ms"], 6) == 10.0
+    assert live.received_fps == 15 and live.analysed_fps == 5
+    assert round(live.decode_ms, 6) == 2.0 and round(live.inference_ms, 6) == 10.0
 
     for second in range(11, 17):  # the stream died at 10 s
         window.sample(Counters(150, 50, 0, 0.3, 0.5), now=float(second))
     dead = window.rates()
-    assert dead["received_fps"] == 0 and dead["analysed_fps"] == 0 and dead["decode_ms"] == 0
+    assert dead.received_fps == 0 and dead.analysed_fps == 0 and dead.decode_ms == 0
 
 
 def test_metrics_endpoint_text_names_each_camera_and_its_state() -> None:
     report = PatrolReport(
         cameras=[CameraReport("cam-1", "offline", T0, Counters(150, 50, 3, 0.3, 0.5),
-                              {"received_fps": 0.0, "analysed_fps": 0.0, "skipped_fps": 0.0, "decode_ms": 0.0,
-                               "inference_ms": 0.0}, 0.08, T0 - 5, 4, 1, 2, 4, 1, "connection refused")],
+                              Rates(), 0.08, T0 - 5, 4, 1, 2, 4, 1, "connection refused")],
         cases_filed=7, spool_entries=2, backend_error="redis 127.0.0.1:6379 unreachable")
     registry = CollectorRegistry()
     registry.register(PatrolCollector(lambda: report))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import SAMPLE_CAMERA
+from conftest import DEFAULT_MODEL, SAMPLE_CAMERA
 
 from pipeline.cli.runner import CameraPipeline
 from pipeline.config import ConfigError, load_camera
@@ -123,3 +123,47 @@ def test_a_gated_frame_reuses_the_last_detections_and_is_counted() -> None:
     plain_tracks = plain.tracker.update(car, 1.2)
     np.testing.assert_array_equal(gated_tracks.track_id, plain_tracks.track_id)
     np.testing.assert_allclose(gated_tracks.xyxy, plain_tracks.xyxy)
+
+
+# --- the live patrol -------------------------------------------------------------------------------
+
+
+def still_video(path, seconds: float = 3.0, fps: int = 15) -> str:
+    """A camera looking at an empty street where nothing moves."""
+    import av
+
+    image = street(0)[::2, ::2].copy()  # 960x540
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = image.shape[1], image.shape[0], "yuv420p"
+        for _ in range(int(seconds * fps)):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")))
+        container.mux(stream.encode())
+    return str(path)
+
+
+def test_a_live_patrol_reports_gated_frames_in_its_health_line_and_metrics(tmp_path) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from pipeline.cli.health import PatrolCollector
+    from pipeline.cli.runner import CaseFiler, Patrol
+    from pipeline.detect import Detector
+
+    camera = load_camera(camera_file(tmp_path, "motion_gating: true\n")).model_copy(
+        update={"url": still_video(tmp_path / "still.mp4")})
+    filer = CaseFiler.embedded(tmp_path, {"name": "m", "sha256": "0" * 64})
+    lines: list[str] = []
+    try:
+        patrol = Patrol([camera], Detector(DEFAULT_MODEL), filer, loop_files=False, health_every_s=0.5,
+                        print_line=lines.append)
+        patrol.run(duration_s=20)
+    finally:
+        filer.close(drain_timeout_s=5)
+    (report,) = patrol.report().cameras
+    assert report.counters.analysed >= 10
+    assert 0 < report.counters.gated < report.counters.analysed  # the first frame, and each refresh, ran the network
+    assert any(" gated=" in line for line in lines)
+    registry = CollectorRegistry()
+    registry.register(PatrolCollector(patrol.report))
+    assert f'patrol_camera_frames_gated_total{{camera="{camera.id}"}} {float(report.counters.gated)}' in \
+        generate_latest(registry).decode()

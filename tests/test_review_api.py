@@ -19,7 +19,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from review_support import FAULT_CASE, PASSWORD, copy_of_street, login, running_app
 
-from pipeline.cli.health import CameraReport, Counters, PatrolCollector, PatrolReport
+from pipeline.cli.health import CameraReport, Counters, PatrolCollector, PatrolReport, Rates
 from pipeline.evidence import LocalEvidenceStore, open_evidence_store
 from pipeline.queue import RedisCaseQueue, SqliteCaseQueue
 
@@ -443,11 +443,10 @@ class _MetricsHandler(BaseHTTPRequestHandler):
 def _worker_metrics() -> bytes:
     """What a worker's /metrics serves, from the patrol's own collector."""
     now = time.time()
-    live = CameraReport("shuangshan-sample", "live", now - 60, Counters(900, 300), {
-        "received_fps": 15.0, "analysed_fps": 5.0, "skipped_fps": 0.0, "decode_ms": 2.0, "inference_ms": 20.0},
+    live = CameraReport("shuangshan-sample", "live", now - 60, Counters(900, 300), Rates(
+        received_fps=15.0, analysed_fps=5.0, decode_ms=2.0, inference_ms=20.0),
         0.05, now - 0.5, 1, 0, 0, 1, 0, None)
-    offline = CameraReport("shuangshan-002", "offline", now - 600, Counters(), {
-        "received_fps": 0.0, "analysed_fps": 0.0, "skipped_fps": 0.0, "decode_ms": 0.0, "inference_ms": 0.0},
+    offline = CameraReport("shuangshan-002", "offline", now - 600, Counters(), Rates(),
         None, now - 600, 4, 0, 0, 4, 0, "connection refused")
     registry = CollectorRegistry()
     registry.register(PatrolCollector(lambda: PatrolReport([live, offline], 3, 0, None)))

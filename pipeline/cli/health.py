@@ -28,6 +28,19 @@ class Counters:
     skipped: int = 0
     decode_s: float = 0.0  # seconds spent decoding the received frames
     inference_s: float = 0.0  # this camera's share of batched inference
+    gated: int = 0  # analysed frames on which motion gating spared the network
+
+
+@dataclass(frozen=True)
+class Rates:
+    """A camera's rates over the last window: what a stream that died reads as 0."""
+
+    received_fps: float = 0.0
+    analysed_fps: float = 0.0
+    skipped_fps: float = 0.0
+    gated_fps: float = 0.0
+    decode_ms: float = 0.0  # per received frame
+    inference_ms: float = 0.0  # per analysed frame
 
 
 class RateWindow:
@@ -44,20 +57,20 @@ class RateWindow:
         while len(self._samples) > 2 and self._samples[1][0] <= now - self.window_s:
             self._samples.popleft()
 
-    def rates(self) -> dict[str, float]:
+    def rates(self) -> Rates:
         if len(self._samples) < 2:
-            return {"received_fps": 0.0, "analysed_fps": 0.0, "skipped_fps": 0.0, "decode_ms": 0.0,
-                    "inference_ms": 0.0}
+            return Rates()
         (then, old), (now, new) = self._samples[0], self._samples[-1]
         span = max(now - then, 1e-9)
         received, analysed = new.received - old.received, new.analysed - old.analysed
-        return {
-            "received_fps": received / span,
-            "analysed_fps": analysed / span,
-            "skipped_fps": (new.skipped - old.skipped) / span,
-            "decode_ms": 1000 * (new.decode_s - old.decode_s) / received if received else 0.0,
-            "inference_ms": 1000 * (new.inference_s - old.inference_s) / analysed if analysed else 0.0,
-        }
+        return Rates(
+            received_fps=received / span,
+            analysed_fps=analysed / span,
+            skipped_fps=(new.skipped - old.skipped) / span,
+            gated_fps=(new.gated - old.gated) / span,
+            decode_ms=1000 * (new.decode_s - old.decode_s) / received if received else 0.0,
+            inference_ms=1000 * (new.inference_s - old.inference_s) / analysed if analysed else 0.0,
+        )
 
 
 @dataclass(frozen=True)
@@ -66,7 +79,7 @@ class CameraReport:
     state: str
     state_since: float  # wall clock
     counters: Counters
-    rates: dict[str, float]
+    rates: Rates
     lag_s: float | None  # wall time from decode to the end of analysis of its latest frame
     last_frame_wall: float | None
     reconnects: int
@@ -88,10 +101,12 @@ class PatrolReport:
 def health_line(report: CameraReport) -> str:
     rates = report.rates
     lag = f"{report.lag_s:.2f}s" if report.lag_s is not None else "-"
-    line = (f"[health] {report.camera_id} {report.state} in={rates['received_fps']:.1f}/s "
-            f"analysed={rates['analysed_fps']:.1f}/s skipped={rates['skipped_fps']:.1f}/s "
-            f"decode={rates['decode_ms']:.1f}ms infer={rates['inference_ms']:.1f}ms lag={lag} "
+    line = (f"[health] {report.camera_id} {report.state} in={rates.received_fps:.1f}/s "
+            f"analysed={rates.analysed_fps:.1f}/s skipped={rates.skipped_fps:.1f}/s "
+            f"decode={rates.decode_ms:.1f}ms infer={rates.inference_ms:.1f}ms lag={lag} "
             f"reconnects={report.reconnects} stalls={report.stalls} corrupt={report.corrupt}")
+    if report.counters.gated:  # only cameras with motion gating on
+        line += f" gated={rates.gated_fps:.1f}/s"
     if report.state != "live" and report.last_error:  # while reconnecting too: why it is not live
         line += f" error: {report.last_error}"
     return line
@@ -121,10 +136,11 @@ class PatrolCollector(Collector):
             ("patrol_camera_received_fps", "received_fps", "Frames decoded per second over the last window"),
             ("patrol_camera_analysed_fps", "analysed_fps", "Frames analysed per second over the last window"),
             ("patrol_camera_skipped_fps", "skipped_fps", "Analysis frames replaced by a newer one per second"),
+            ("patrol_camera_gated_fps", "gated_fps", "Analysed frames per second that motion gating spared the network"),
             ("patrol_camera_decode_ms", "decode_ms", "Milliseconds of decoding per received frame"),
             ("patrol_camera_inference_ms", "inference_ms", "Milliseconds of inference per analysed frame"),
         ):
-            yield _gauge(name, help_text, ((c.camera_id, c.rates[key]) for c in cams))
+            yield _gauge(name, help_text, ((c.camera_id, getattr(c.rates, key)) for c in cams))
         yield _gauge("patrol_camera_lag_seconds", "Decode-to-analysed latency of the latest analysed frame",
                      ((c.camera_id, c.lag_s) for c in cams if c.lag_s is not None))
         yield _gauge("patrol_camera_last_frame_timestamp_seconds", "Unix time of the last decoded frame",
@@ -137,6 +153,8 @@ class PatrolCollector(Collector):
             ("patrol_camera_frames_received", "Frames decoded", lambda c: c.counters.received),
             ("patrol_camera_frames_analysed", "Frames analysed", lambda c: c.counters.analysed),
             ("patrol_camera_frames_skipped", "Analysis frames replaced by a newer one", lambda c: c.counters.skipped),
+            ("patrol_camera_frames_gated", "Analysed frames on which motion gating spared the network",
+             lambda c: c.counters.gated),
             ("patrol_camera_reconnects", "Reconnects", lambda c: c.reconnects),
             ("patrol_camera_stalls", "Stalls", lambda c: c.stalls),
             ("patrol_camera_corrupt_packets", "Packets the decoder rejected", lambda c: c.corrupt),

@@ -389,7 +389,8 @@ class PatrolCamera:
 
     def counters(self) -> Counters:
         stats = self.pipeline.stats
-        return Counters(stats.received, stats.analysed, stats.skipped, stats.decode_s, self.pipeline.inference_s)
+        return Counters(stats.received, stats.analysed, stats.skipped, stats.decode_s, self.pipeline.inference_s,
+                        self.pipeline.gated)
 
     def report(self, now: float) -> CameraReport:
         stats = self.pipeline.stats
