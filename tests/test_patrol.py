@@ -240,3 +240,21 @@ def test_a_camera_whose_file_is_missing_fails_once_and_the_patrol_ends(tmp_path,
         assert "video file not found" in live_camera.last_error and "gone.mp4" in live_camera.last_error
     finally:
         filer.close(drain_timeout_s=5)
+
+
+def test_a_failure_in_tracking_or_rules_stops_the_patrol_with_its_error(tmp_path, detector, monkeypatch):
+    from pipeline.cli.runner import CameraPipeline, Patrol
+
+    def broken(self, frame, detections):
+        raise RuntimeError("rules broke on frame %d" % frame.seq)
+
+    monkeypatch.setattr(CameraPipeline, "analyse", broken)
+    filer = CaseFiler.embedded(tmp_path, {"name": "m", "sha256": "0" * 64})
+    try:
+        patrol = Patrol([load_camera(SAMPLE_CAMERA)], detector, filer, loop_files=True, print_line=lambda _: None)
+        started = time.monotonic()
+        with pytest.raises(RuntimeError, match="rules broke on frame"):
+            patrol.run(duration_s=30)
+        assert time.monotonic() - started < 10
+    finally:
+        filer.close(drain_timeout_s=5)

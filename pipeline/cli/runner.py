@@ -409,6 +409,8 @@ class Patrol:
     ``max_batch`` frames (default: one per camera). The first frame of a batch waits at most
     ``batch_deadline_s`` for the other live cameras' frames, so cameras whose frames arrive out of
     step still share a run of the network (what makes a GPU worth it) at a bounded cost in lag.
+    Tracking and rules of a batch run on their own thread while the network takes the next batch;
+    filing evidence runs on two more.
     """
 
     def __init__(self, cameras: list[CameraConfig], detector: FrameDetector, filer: CaseFiler, *, loop_files: bool,
@@ -434,6 +436,10 @@ class Patrol:
                                 stop=self._stop, on_state=events.record)
             watch = FaultWatch(camera.id, camera.ingest.offline_fault_after_s, started) if source.live_url else None
             self.cameras.append(PatrolCamera(pipeline, source, events, watch))
+        # One thread, so each camera's frames are tracked in order; two batches at most wait for it.
+        self._analysis = ThreadPoolExecutor(max_workers=1, thread_name_prefix="analysis")
+        self._analysis_slots = threading.BoundedSemaphore(2)
+        self._analysis_jobs: deque[Future] = deque()
         self._writers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="evidence")
         # Each waiting job holds two full frames. When storage falls behind, the inference loop
         # waits here (its cameras skip frames) rather than memory growing or a case being dropped.
@@ -475,10 +481,10 @@ class Patrol:
                 self._take_newest()
                 if self._batch_due():
                     self._analyse_waiting()
-                for camera in self.cameras:
-                    if camera.state not in ("live", "stalled"):  # no newer frame is coming to release its post-roll
-                        for violation in camera.pipeline.flush():
-                            self._submit(self.filer.file, camera.pipeline, violation)
+                ended = [camera for camera in self.cameras if camera.state not in ("live", "stalled")]
+                if ended:  # no newer frame is coming to release their post-roll
+                    self._after_analysis(self._flush, ended)
+                self._raise_analysis_errors()
                 if not any(camera.running for camera in self.cameras):
                     break
         finally:
@@ -487,10 +493,10 @@ class Patrol:
                 camera.source.join(timeout=10)
             self._take_newest()
             self._analyse_waiting()  # frames decoded before the stop still count
-            for camera in self.cameras:
-                for violation in camera.pipeline.flush():
-                    self._submit(self.filer.file, camera.pipeline, violation)
+            self._analysis.shutdown(wait=True)
+            self._flush(self.cameras)
             self._writers.shutdown(wait=True)  # every confirmed violation is spooled before exit
+        self._raise_analysis_errors()
 
     def _print_health(self) -> None:
         report = self.report()
@@ -561,10 +567,31 @@ class Patrol:
                 for (camera, _), dets in zip(detect, detections, strict=True):
                     camera.pipeline.inference_s += share
                     found[camera] = dets
-            for camera, frame in batch:
-                for violation in camera.pipeline.analyse(frame, found.get(camera)):
-                    self._submit(self.filer.file, camera.pipeline, violation)
-                camera.lag_s = time.time() - frame.wall_ts
+            self._after_analysis(self._track_and_apply_rules, batch, found)
+
+    def _track_and_apply_rules(self, batch: list[tuple[PatrolCamera, Frame]],
+                               found: dict[PatrolCamera, Detections]) -> None:
+        for camera, frame in batch:
+            for violation in camera.pipeline.analyse(frame, found.get(camera)):
+                self._submit(self.filer.file, camera.pipeline, violation)
+            camera.lag_s = time.time() - frame.wall_ts
+
+    def _flush(self, cameras: list[PatrolCamera]) -> None:
+        for camera in cameras:
+            for violation in camera.pipeline.flush():
+                self._submit(self.filer.file, camera.pipeline, violation)
+
+    def _after_analysis(self, job: Callable, *args) -> None:
+        """Runs ``job`` on the analysis thread after what is queued there; waits while two jobs are."""
+        self._analysis_slots.acquire()
+        future = self._analysis.submit(job, *args)
+        future.add_done_callback(lambda _: self._analysis_slots.release())
+        self._analysis_jobs.append(future)
+
+    def _raise_analysis_errors(self) -> None:
+        """A failure in tracking or rules stops the patrol, as it would on the loop's own thread."""
+        while self._analysis_jobs and self._analysis_jobs[0].done():
+            self._analysis_jobs.popleft().result()
 
     def _submit(self, job: Callable, *args) -> None:
         self._writer_slots.acquire()
