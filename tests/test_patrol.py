@@ -246,7 +246,7 @@ def test_a_failure_in_tracking_or_rules_stops_the_patrol_with_its_error(tmp_path
     from pipeline.cli.runner import CameraPipeline, Patrol
 
     def broken(self, frame, detections):
-        raise RuntimeError("rules broke on frame %d" % frame.seq)
+        raise RuntimeError(f"rules broke on frame {frame.seq}")
 
     monkeypatch.setattr(CameraPipeline, "analyse", broken)
     filer = CaseFiler.embedded(tmp_path, {"name": "m", "sha256": "0" * 64})

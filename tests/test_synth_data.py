@@ -54,7 +54,7 @@ def test_a_pasted_cutout_is_labelled_where_it_stands_and_what_it_hides_loses_its
     covered = np.abs(out.astype(int) - img.astype(int)).max(axis=2) > 40
     dropped = 0
     for cls, (x1, y1, x2, y2) in labels:
-        share = covered[int(round(y1)): int(round(y2)) + 1, int(round(x1)): int(round(x2)) + 1].mean()
+        share = covered[round(y1): round(y2) + 1, round(x1): round(x2) + 1].mean()
         kept = (cls, (x1, y1, x2, y2)) in relabelled
         dropped += not kept
         if share > 0.7:

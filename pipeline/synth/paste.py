@@ -66,9 +66,9 @@ def paste(img: np.ndarray, labels: list[tuple[str, Box]], scene: Scenario, cutou
         scale = scene.layout.scale_at(height)(y_bottom) * width / 960.0 * rng.uniform(0.8, 1.2)
         crop_h, crop_w = cutout.mask.shape
         factor = size * scale / (crop_w if dimension == "width" else crop_h)
-        new_w, new_h = max(2, int(round(crop_w * factor))), max(2, int(round(crop_h * factor)))
+        new_w, new_h = max(2, round(crop_w * factor)), max(2, round(crop_h * factor))
         x1 = int(rng.uniform(-0.2 * new_w, width - 0.8 * new_w))
-        y1 = int(round(y_bottom)) - new_h
+        y1 = round(y_bottom) - new_h
         box = _paste_one(out, covered, cutout, (x1, y1, new_w, new_h), light)
         if box is not None:
             pasted.append((cutout.cls, box))
@@ -101,6 +101,6 @@ def _paste_one(out: np.ndarray, covered: np.ndarray, cutout: Cutout, place: tupl
 
 
 def _share_covered(covered: np.ndarray, box: Box) -> float:
-    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    x1, y1, x2, y2 = (round(v) for v in box)
     area = covered[max(0, y1): y2 + 1, max(0, x1): x2 + 1]
     return float(np.count_nonzero(area)) / area.size if area.size else 0.0
