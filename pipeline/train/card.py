@@ -10,19 +10,19 @@ from pipeline.train.report import card_metrics
 from pipeline.types import Role
 
 LIMITS = """\
-What it will and will not recognise. It was trained from scratch (no pretrained weights can be
-fetched here) mostly on the project's own synthetic street scenes (flat-shaded OpenCV drawings
-of cars, buses, e-bikes, people, umbrella stalls on carts, green/grey bins, bagged garbage) plus a
-few hundred real images. On the synthetic street it is reliable; on real streets it is not yet:
-the held-out real figures above are what to expect of it on real footage. The real sets are a
-fixed angled parking-lot camera (cars), drone tiles of Bogotá street vendors (stalls seen from
-above) and close-up photos of bagged garbage; no public street-camera footage of stalls on a
-sidewalk or of overflowing bins exists to train or test on. bin and overflowing_bin were learnt
-from synthetic bins only. For vehicles on real cameras, run a COCO detector (YOLOX-nano, card in
-models/cards/) beside it until this model is retrained on reviewed real cases.
-The parking-lot-cam figure flatters it: its held-out frames come from the same fixed camera and
-video as its training frames, and its 'vehicle' boxes are occupied-space footprints, not car
-boxes. The street-vendors and trash-bags figures are the honest measure of real-image transfer."""
+What it will and will not recognise. No pretrained weights went into it (none can be fetched here):
+it learnt from random init, mostly on the project's own synthetic street scenes (flat-shaded OpenCV
+drawings of cars, buses, e-bikes, people, umbrella stalls on carts, green/grey bins, bagged garbage)
+plus the real images counted under `data`. On the synthetic street it is reliable; on real streets
+it is not yet: the held-out real figures above are what to expect of it on real footage. The real
+sets are a fixed angled parking-lot camera (cars), drone tiles of Bogotá street vendors (stalls seen
+from above) and close-up photos of bagged garbage; no public street-camera footage of stalls on a
+sidewalk or of overflowing bins exists to train or test on. bin and overflowing_bin were learnt from
+synthetic bins only. For vehicles on real cameras, run a COCO detector (YOLOX-nano, card in
+models/cards/) beside it until this model is retrained on reviewed real cases. The parking-lot-cam
+figure flatters it: its held-out frames come from the same fixed camera and video as its training
+frames, and its 'vehicle' boxes are occupied-space footprints, not car boxes. The street-vendors and
+trash-bags figures are the honest measure of real-image transfer."""
 
 PRECISION_NOTES = {
     "fp16": "Weights and arithmetic converted to FP16 (onnxruntime.transformers.float16, inputs and outputs "
