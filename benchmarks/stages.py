@@ -51,7 +51,7 @@ def run(settings: Settings, videos: list[Video] | None = None) -> dict:
 def time_stages(video: Video, detector: Detector, settings: Settings) -> dict:
     camera = video.camera
     seconds: dict[str, float] = defaultdict(float)
-    gate = MotionGate(min_changed=camera.motion_gating.min_changed, refresh_s=camera.motion_gating.refresh_s)
+    gate = MotionGate.for_camera(camera)
     cases = 0
     with settings.scratch() as scratch:
         out = Path(scratch)

@@ -96,6 +96,34 @@ def test_a_new_resolution_runs_the_detector() -> None:
     assert gate.needs_detection(np.full((360, 640, 3), 110, np.uint8), 0.2)
 
 
+KERB_ZONE = [[0.1, 0.7], [0.6, 0.7], [0.6, 0.9], [0.1, 0.9]]  # the car's row (y 800-920 of 1080), x 192-1152
+
+
+def test_with_zones_only_traffic_outside_every_zone_does_not_wake_the_detector() -> None:
+    gate = MotionGate(min_changed=0.002, refresh_s=60.0, zones=[KERB_ZONE])
+    assert gate.needs_detection(street(0), 0.0)
+    assert not gate.needs_detection(with_car(street(1), 1500), 0.2)  # passing right of the zone
+    assert gate.needs_detection(with_car(street(2), 1000), 0.4)  # its front enters the zone's edge
+    assert not gate.needs_detection(with_car(street(3), 1000), 0.6)  # standing there
+    everywhere = MotionGate(min_changed=0.002, refresh_s=60.0)
+    assert everywhere.needs_detection(street(0), 0.0)
+    assert everywhere.needs_detection(with_car(street(1), 1500), 0.2)
+
+
+def test_gating_counts_zone_change_only_unless_the_camera_says_otherwise(tmp_path) -> None:
+    camera = load_camera(camera_file(tmp_path, "motion_gating: true\n"))
+    assert camera.motion_gating.zones_only
+    far_right = MotionGate.for_camera(camera)  # the sample's zones end at x 0.85
+    far_right.needs_detection(street(0), 0.0)
+    lane_car = street(1)
+    lane_car[150:230, 1700:1900] = 30  # among the shop fronts, right of every zone
+    assert not far_right.needs_detection(lane_car, 0.2)
+    anywhere = load_camera(camera_file(tmp_path, "motion_gating: {enabled: true, zones_only: false}\n"))
+    whole = MotionGate.for_camera(anywhere)
+    whole.needs_detection(street(0), 0.0)
+    assert whole.needs_detection(lane_car, 0.2)
+
+
 # --- the camera pipeline -------------------------------------------------------------------------
 
 

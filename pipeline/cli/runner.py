@@ -58,8 +58,7 @@ class CameraPipeline:
                                {**camera.location.model_dump(), "timezone": camera.timezone})
         self.inference_s = 0.0  # this camera's share of batched inference time
         self.last_frame: Frame | None = None  # the picture a camera-fault case shows
-        gating = camera.motion_gating
-        self.gate = MotionGate(min_changed=gating.min_changed, refresh_s=gating.refresh_s) if gating.enabled else None
+        self.gate = MotionGate.for_camera(camera) if camera.motion_gating.enabled else None
         self.gated = 0  # analysed frames that reused the previous detections instead of running the network
         self._last_detections = Detections.empty()
         self._pending: list[Violation] = []

@@ -150,6 +150,13 @@ class MotionGatingConfig(StrictModel):
             " must be shorter than every rule's dwell_s."
         ),
     )
+    zones_only: bool = Field(
+        True,
+        description=(
+            "Count only change inside the camera's zones (slightly widened): traffic passing outside"
+            " every zone cannot make a case, so it does not wake the detector. false: change anywhere."
+        ),
+    )
 
 
 class CameraConfig(StrictModel):

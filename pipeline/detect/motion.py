@@ -7,13 +7,24 @@ the last detections instead, which is what frees a CPU box for more cameras.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from pipeline.config import CameraConfig
+
+Polygon = Sequence[Sequence[float]]  # corners as fractions of the frame's width and height
 
 THUMB_WIDTH = 160  # a 1080p frame becomes 160x90: each thumbnail pixel averages a 12x12 block
 # Grey levels a thumbnail pixel must move by to count as changed: far above sensor and compression
 # noise once blocks are averaged (about 1 level), far below a car or a stall against the road.
 PIXEL_DELTA = 12
+# Thumbnail pixels a zone is widened by (about 2 % of the width): an object entering a zone moves
+# at its edge before its foot point is inside.
+ZONE_MARGIN = 3
 
 
 def thumbnail(image: np.ndarray) -> np.ndarray:
@@ -35,9 +46,13 @@ class MotionGate:
     detector also runs at least every ``refresh_s`` of stream time, changed or not.
     """
 
-    def __init__(self, *, min_changed: float, refresh_s: float) -> None:
+    def __init__(self, *, min_changed: float, refresh_s: float, zones: Sequence[Polygon] | None = None) -> None:
+        """``zones``: count only change inside these polygons (widened by ``ZONE_MARGIN``); None:
+        anywhere in the picture."""
         self.min_changed = min_changed
         self.refresh_s = refresh_s
+        self._zones = zones
+        self._mask: np.ndarray | None = None  # of the zones, at the thumbnail's size
         self._reference: np.ndarray | None = None
         self._reference_shape: tuple[int, ...] = ()  # of the full frame: boxes of another size cannot be reused
         self._reference_pts_s = 0.0
@@ -49,13 +64,37 @@ class MotionGate:
             self._reference is None
             or image.shape != self._reference_shape  # the stream changed resolution
             or pts_s - self._reference_pts_s >= self.refresh_s
-            or changed_fraction(self._reference, thumb) >= self.min_changed
+            or changed_fraction(self._reference, thumb, self._zone_mask(thumb.shape)) >= self.min_changed
         ):
             self._reference, self._reference_shape, self._reference_pts_s = thumb, image.shape, pts_s
             return True
         return False
 
+    @classmethod
+    def for_camera(cls, camera: CameraConfig) -> MotionGate:
+        gating = camera.motion_gating
+        zones = [zone.polygon for zone in camera.zones] if gating.zones_only else None
+        return cls(min_changed=gating.min_changed, refresh_s=gating.refresh_s, zones=zones)
 
-def changed_fraction(before: np.ndarray, after: np.ndarray) -> float:
-    """Share of thumbnail pixels whose grey level moved by ``PIXEL_DELTA`` or more."""
-    return np.count_nonzero(cv2.absdiff(before, after) >= PIXEL_DELTA) / before.size
+    def _zone_mask(self, shape: tuple[int, ...]) -> np.ndarray | None:
+        if self._zones is None:
+            return None
+        if self._mask is None or self._mask.shape != shape:
+            height, width = shape[:2]
+            mask = np.zeros((height, width), np.uint8)
+            for polygon in self._zones:
+                corners = np.round(np.asarray(polygon, np.float64) * (width - 1, height - 1)).astype(np.int32)
+                cv2.fillPoly(mask, [corners], 1)
+            kernel = np.ones((2 * ZONE_MARGIN + 1, 2 * ZONE_MARGIN + 1), np.uint8)
+            self._mask = cv2.dilate(mask, kernel).astype(bool)
+        return self._mask
+
+
+def changed_fraction(before: np.ndarray, after: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Share of thumbnail pixels whose grey level moved by ``PIXEL_DELTA`` or more; with ``mask``,
+    only those inside it count (the share stays of the whole picture, so ``min_changed`` means the
+    same amount of change either way)."""
+    changed = cv2.absdiff(before, after) >= PIXEL_DELTA
+    if mask is not None:
+        changed &= mask
+    return np.count_nonzero(changed) / before.size
