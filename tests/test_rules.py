@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -10,6 +11,7 @@ import pytest
 
 from pipeline.config import CameraConfig
 from pipeline.rules import RuleEngine
+from pipeline.rules.case_id import case_id
 from pipeline.types import Detections, Frame, Role, Violation
 
 WIDTH, HEIGHT = 64, 36
@@ -72,7 +74,7 @@ def drive(
 
 
 def every(step: float, start: float, stop: float) -> list[float]:
-    return [round(start + i * step, 6) for i in range(int(round((stop - start) / step)) + 1)]
+    return [round(start + i * step, 6) for i in range(round((stop - start) / step) + 1)]
 
 
 def test_parked_car_is_one_case_at_dwell_with_its_evidence() -> None:
@@ -259,3 +261,49 @@ def test_pts_going_back_is_refused() -> None:
 
     with pytest.raises(ValueError, match="pts went back"):
         drive(engine, [4.0], lambda t: [Obj(1)])
+
+
+def live_parking() -> RuleEngine:
+    return RuleEngine(camera(("lot", LOT, {"type": "illegal_parking", "dwell_s": 10})), "live:cam",
+                      wall_clock_ids=True)
+
+
+def test_a_camera_taken_over_mid_dwell_files_its_car_once_from_the_first_sighting() -> None:
+    # worker A sees the car for 6 s of its 10 s dwell and dies; worker B connects 12 s later (its own
+    # stream clock starts at 0) and must finish the dwell, not start it again
+    first = live_parking()
+    assert drive(first, every(0.2, 50.0, 56.0), lambda t: [Obj(4)], wall_start=NOON) == []
+    saved = json.loads(json.dumps(first.snapshot()))  # through JSON, as Redis keeps it
+
+    second = live_parking()
+    second.adopt(saved)
+    violations = drive(second, every(0.2, 0.0, 20.0), lambda t: [Obj(9, (10.4, 20.0, 20.4, 30.0))],
+                       wall_start=NOON + 68.0)
+
+    (case,) = violations
+    assert case.track_id == 9 and case.confirmed_s == pytest.approx(0.0)  # dwell already passed on B's first frame
+    assert case.dwell_s == pytest.approx(18.0)  # from A's first sighting, across the blind 12 s
+    assert case.case_id == parking_case_id_for(NOON + 50.0)
+
+
+def test_a_case_filed_before_the_move_is_not_filed_again_by_the_next_worker() -> None:
+    first = live_parking()
+    (filed,) = drive(first, every(0.2, 0.0, 15.0), lambda t: [Obj(1)], wall_start=NOON)
+
+    second = live_parking()
+    second.adopt(first.snapshot())
+    assert drive(second, every(0.2, 0.0, 60.0), lambda t: [Obj(5)], wall_start=NOON + 30.0) == []
+    # the same car filed by a worker that knew nothing would get another id: the old one is kept
+    assert filed.case_id == parking_case_id_for(NOON)
+
+
+def test_live_case_ids_come_from_the_wall_clock_and_replays_from_the_stream_clock() -> None:
+    live = drive(live_parking(), every(0.2, 0.0, 12.0), lambda t: [Obj(1)], wall_start=NOON)
+    again = drive(live_parking(), every(0.2, 100.0, 112.0), lambda t: [Obj(1)], wall_start=NOON - 100.0)
+    replayed = drive(parking(), every(0.2, 0.0, 12.0), lambda t: [Obj(1)], wall_start=NOON + 999.0)
+    assert live[0].case_id == again[0].case_id  # same wall time, whatever the stream clock
+    assert replayed[0].case_id == drive(parking(), every(0.2, 0.0, 12.0), lambda t: [Obj(1)])[0].case_id
+
+
+def parking_case_id_for(first_seen_wall: float) -> str:
+    return case_id("live:cam", "cam", "lot", "illegal_parking", first_seen_wall)

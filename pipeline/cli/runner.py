@@ -33,9 +33,11 @@ from pipeline.detect import FrameDetector, MotionGate
 from pipeline.evidence import CameraInfo, EvidenceStore, EvidenceWriter, LocalEvidenceStore, load_event_codes
 from pipeline.evidence.writer import CameraFault
 from pipeline.ingest import ClipError, LiveSource, PacketRing, SourceStats, StateChange, decode
+from pipeline.ingest.source import is_live_url
 from pipeline.queue import CaseQueue, SqliteCaseQueue
 from pipeline.queue.spool import CaseSpool, Listener, SpoolDrainer
 from pipeline.rules import RuleEngine
+from pipeline.rules.memory import EpisodeMemory
 from pipeline.track import Tracker
 from pipeline.types import BackendUnavailable, CaseNote, CaseRecord, Detections, Frame, Violation
 
@@ -48,10 +50,11 @@ CLIP_AFTER_S = 4.0
 class CameraPipeline:
     """One camera's analysis state: tracker, rules, its clip ring and violations awaiting post-roll."""
 
-    def __init__(self, camera: CameraConfig, case_namespace: str, *, ring_s: float = 30.0) -> None:
+    def __init__(self, camera: CameraConfig, case_namespace: str, *, ring_s: float = 30.0,
+                 wall_clock_ids: bool = False) -> None:
         self.camera = camera
         self.tracker = Tracker(analysis_fps=camera.analysis_fps)
-        self.rules = RuleEngine(camera, case_namespace)
+        self.rules = RuleEngine(camera, case_namespace, wall_clock_ids=wall_clock_ids)
         self.ring = PacketRing(ring_s)
         self.stats = SourceStats()
         self.info = CameraInfo(camera.id, camera.name,
@@ -371,6 +374,7 @@ class PatrolCamera:
     source: LiveSource
     events: CameraEvents
     faults: FaultWatch | None  # None for file sources: a file is no camera that can fail
+    stop: threading.Event  # this camera's own: a fleet worker hands single cameras over
     rates: RateWindow = field(default_factory=RateWindow)
     lag_s: float | None = None
 
@@ -410,31 +414,37 @@ class Patrol:
     step still share a run of the network (what makes a GPU worth it) at a bounded cost in lag.
     Tracking and rules of a batch run on their own thread while the network takes the next batch;
     filing evidence runs on two more.
+
+    Cameras can be added and removed while it runs (a fleet worker's leases). A live camera's case
+    ids come from the wall clock and its episodes are saved to ``memory`` every few seconds and
+    when it leaves, and taken back when it is added again, here or on another worker: the same
+    parked car is not filed twice across a restart or a move. ``until_stopped`` keeps it running
+    with no camera left (a fleet worker waiting for leases).
     """
+
+    SAVE_EPISODES_EVERY_S = 2.0
 
     def __init__(self, cameras: list[CameraConfig], detector: FrameDetector, filer: CaseFiler, *, loop_files: bool,
                  health_every_s: float = 5.0, print_line: Callable[[str], None] = print,
-                 max_batch: int | None = None, batch_deadline_s: float = 0.1) -> None:
+                 max_batch: int | None = None, batch_deadline_s: float = 0.1,
+                 memory: EpisodeMemory | None = None, until_stopped: bool = False) -> None:
         self.detector = detector
         self.filer = filer
         self.health_every_s = health_every_s
         self.print_line = print_line
-        self.max_batch = max(1, max_batch or len(cameras))
+        self._max_batch = max_batch
         self.batch_deadline_s = batch_deadline_s
+        self.memory = memory
+        self.until_stopped = until_stopped
+        self.loop_tick = time.monotonic()  # last pass of the inference loop: a fleet renews leases only while it moves
+        self._loop_files = loop_files
         self._waiting: dict[PatrolCamera, Frame] = {}  # the next batch: each camera's newest frame, not analysed yet
         self._waiting_since = 0.0  # monotonic time the oldest of them was taken
         self._stop = threading.Event()
         self._wake = threading.Event()
-        session = time.strftime("%Y%m%dT%H%M%S")
-        started = time.time()
-        self.cameras: list[PatrolCamera] = []
-        for camera in cameras:
-            pipeline = CameraPipeline(camera, case_namespace=f"live:{camera.id}:{session}")
-            events = CameraEvents()
-            source = LiveSource(camera, pipeline.ring, pipeline.stats, loop_files=loop_files, wake=self._wake,
-                                stop=self._stop, on_state=events.record)
-            watch = FaultWatch(camera.id, camera.ingest.offline_fault_after_s, started) if source.live_url else None
-            self.cameras.append(PatrolCamera(pipeline, source, events, watch))
+        self._changes: queue.SimpleQueue[tuple[str, object, Future]] = queue.SimpleQueue()
+        # Replaced, never changed in place: /metrics and the fleet read it from other threads.
+        self.cameras: list[PatrolCamera] = [self._open(camera) for camera in cameras]
         # One thread, so each camera's frames are tracked in order; two batches at most wait for it.
         self._analysis = ThreadPoolExecutor(max_workers=1, thread_name_prefix="analysis")
         self._analysis_slots = threading.BoundedSemaphore(2)
@@ -444,9 +454,84 @@ class Patrol:
         # waits here (its cameras skip frames) rather than memory growing or a case being dropped.
         self._writer_slots = threading.BoundedSemaphore(16)
 
+    @property
+    def max_batch(self) -> int:
+        return max(1, self._max_batch or len(self.cameras))
+
     def stop(self) -> None:
         self._stop.set()
+        for camera in self.cameras:
+            camera.stop.set()
         self._wake.set()
+
+    def add_camera(self, camera: CameraConfig) -> Future:
+        """Starts watching ``camera`` (taking in its saved episodes); done once its source runs."""
+        return self._change("add", camera)
+
+    def remove_camera(self, camera_id: str, *, save_episodes: bool = True) -> Future:
+        """Stops watching a camera. Done once its confirmed violations are spooled and (with
+        ``save_episodes``) its episodes saved for whoever watches it next."""
+        return self._change("remove", (camera_id, save_episodes))
+
+    def _change(self, kind: str, what: object) -> Future:
+        done: Future = Future()
+        self._changes.put((kind, what, done))
+        self._wake.set()
+        return done
+
+    def _open(self, camera: CameraConfig) -> PatrolCamera:
+        live = is_live_url(camera.url)
+        pipeline = CameraPipeline(camera, case_namespace=f"live:{camera.id}", wall_clock_ids=True)
+        if live and self.memory is not None:  # a file starts again from its beginning: nothing carries over
+            try:
+                pipeline.rules.adopt(self.memory.load(camera.id))
+            except BackendUnavailable as exc:
+                log.warning("camera %s: its saved episodes are out of reach (%s); starting afresh", camera.id, exc)
+        events = CameraEvents()
+        stop = threading.Event()
+        source = LiveSource(camera, pipeline.ring, pipeline.stats, loop_files=self._loop_files, wake=self._wake,
+                            stop=stop, on_state=events.record)
+        watch = FaultWatch(camera.id, camera.ingest.offline_fault_after_s, time.time()) if live else None
+        return PatrolCamera(pipeline, source, events, watch, stop)
+
+    def _apply_changes(self) -> None:
+        while True:
+            try:
+                kind, what, done = self._changes.get_nowait()
+            except queue.Empty:
+                return
+            if not done.set_running_or_notify_cancel():
+                continue
+            try:
+                if kind == "add":
+                    if any(c.pipeline.camera.id == what.id for c in self.cameras):
+                        raise ValueError(f"camera {what.id} is already watched")
+                    camera = self._open(what)
+                    camera.source.start()
+                    self.cameras = [*self.cameras, camera]
+                    done.set_result(camera)
+                else:
+                    camera_id, save = what
+                    camera = next((c for c in self.cameras if c.pipeline.camera.id == camera_id), None)
+                    if camera is None:
+                        raise KeyError(f"camera {camera_id} is not watched")
+                    camera.stop.set()
+                    self.cameras = [c for c in self.cameras if c is not camera]
+                    self._waiting.pop(camera, None)
+                    self._after_analysis(self._hand_over, camera, save, done)
+            except Exception as exc:  # noqa: BLE001 - handed to whoever asked for the change
+                done.set_exception(exc)
+
+    def _hand_over(self, camera: PatrolCamera, save: bool, done: Future) -> None:
+        try:
+            filed = [self._submit(self.filer.file, camera.pipeline, v) for v in camera.pipeline.flush()]
+            for future in filed:
+                future.result()
+            if save:
+                self._save_episodes([camera], wait=True)
+            done.set_result(None)
+        except Exception as exc:  # noqa: BLE001 - handed to whoever asked for the change
+            done.set_exception(exc)
 
     def report(self) -> PatrolReport:
         """The figures of the health lines and /metrics, read from the live counters."""
@@ -465,10 +550,16 @@ class Patrol:
             camera.source.start()
         deadline = None if duration_s is None else time.monotonic() + duration_s
         next_health = time.monotonic() + self.health_every_s
+        next_save = time.monotonic() + self.SAVE_EPISODES_EVERY_S
         try:
             while not self._stop.is_set():
+                self.loop_tick = time.monotonic()
                 if deadline is not None and time.monotonic() >= deadline:
                     break
+                self._apply_changes()
+                if self.memory is not None and time.monotonic() >= next_save:
+                    self._after_analysis(self._save_episodes, self.cameras)
+                    next_save = time.monotonic() + self.SAVE_EPISODES_EVERY_S
                 for camera in self.cameras:
                     camera.rates.sample(camera.counters())
                     self._watch_faults(camera)
@@ -484,7 +575,7 @@ class Patrol:
                 if ended:  # no newer frame is coming to release their post-roll
                     self._after_analysis(self._flush, ended)
                 self._raise_analysis_errors()
-                if not any(camera.running for camera in self.cameras):
+                if not self.until_stopped and not any(camera.running for camera in self.cameras):
                     break
         finally:
             self.stop()
@@ -494,8 +585,39 @@ class Patrol:
             self._analyse_waiting()  # frames decoded before the stop still count
             self._analysis.shutdown(wait=True)
             self._flush(self.cameras)
+            self._save_episodes(self.cameras, wait=True)
             self._writers.shutdown(wait=True)  # every confirmed violation is spooled before exit
+            self._refuse_changes()
         self._raise_analysis_errors()
+
+    def _refuse_changes(self) -> None:
+        while True:
+            try:
+                _, _, done = self._changes.get_nowait()
+            except queue.Empty:
+                return
+            if done.set_running_or_notify_cancel():
+                done.set_exception(RuntimeError("the patrol has stopped"))
+
+    def _save_episodes(self, cameras: list[PatrolCamera], *, wait: bool = False) -> None:
+        """Snapshots the live cameras' episodes here, on the analysis thread, between two batches;
+        stores them on a writer thread (or at once with ``wait``), so an unreachable store never
+        holds up analysis."""
+        if self.memory is None:
+            return
+        snapshots = {c.pipeline.camera.id: c.pipeline.rules.snapshot() for c in cameras if c.faults is not None}
+        if not snapshots:
+            return
+        if wait:
+            self._store_episodes(snapshots)
+        else:
+            self._submit(self._store_episodes, snapshots)
+
+    def _store_episodes(self, snapshots: dict[str, dict]) -> None:
+        try:
+            self.memory.save(snapshots)
+        except (BackendUnavailable, OSError) as exc:
+            log.warning("saving the episodes of %d camera(s) failed: %s", len(snapshots), exc)
 
     def _print_health(self) -> None:
         report = self.report()
@@ -592,10 +714,11 @@ class Patrol:
         while self._analysis_jobs and self._analysis_jobs[0].done():
             self._analysis_jobs.popleft().result()
 
-    def _submit(self, job: Callable, *args) -> None:
+    def _submit(self, job: Callable, *args) -> Future:
         self._writer_slots.acquire()
         future = self._writers.submit(job, *args)
         future.add_done_callback(self._release_slot)
+        return future
 
     def _release_slot(self, future: Future) -> None:
         self._writer_slots.release()

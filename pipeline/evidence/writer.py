@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import cv2
@@ -89,8 +89,9 @@ class EvidenceWriter:
         _check_inputs(violation, camera, model)
         store = store or self._store
         event = self._event_codes.lookup(violation.kind)
-        first_seen_at = datetime.fromtimestamp(violation.first_frame.wall_ts, camera.timezone)
         confirmed_at = datetime.fromtimestamp(violation.trigger_frame.wall_ts, camera.timezone)
+        # not first_frame's clock: a case taken over from another worker shows its first look here
+        first_seen_at = confirmed_at - timedelta(seconds=violation.dwell_s)
         prefix = f"{confirmed_at.date().isoformat()}/{camera.camera_id}/{violation.case_id}"
         # Without a CJK font the label would be unreadable boxes, so it falls back to English.
         name = event.name if self._text.renders_chinese else violation.kind

@@ -29,11 +29,12 @@ class _ZoneRule:
     """One rule of one zone: which of a frame's objects it is about, and their episodes."""
 
     def __init__(
-        self, camera_id: str, zone_id: str, rule: RuleConfig, mask: ZoneMask, case_namespace: str
+        self, camera_id: str, zone_id: str, rule: RuleConfig, mask: ZoneMask, case_namespace: str, *,
+        wall_clock_ids: bool,
     ) -> None:
         self.zone_id = zone_id
         self.rule = rule
-        self.tracker = EpisodeTracker(rule, camera_id, zone_id, case_namespace)
+        self.tracker = EpisodeTracker(rule, camera_id, zone_id, case_namespace, wall_clock_ids=wall_clock_ids)
         self._mask = mask
         self._roles = [str(role) for role in rule.roles]
 
@@ -49,17 +50,24 @@ class _ZoneRule:
 
 
 class RuleEngine:
-    """Feed it every analysed frame of one camera, in pts order, with that frame's tracks."""
+    """Feed it every analysed frame of one camera, in pts order, with that frame's tracks.
 
-    def __init__(self, camera: CameraConfig, case_namespace: str) -> None:
+    Case ids come from the stream clock (a replayed file gets the same ids every time) or, with
+    ``wall_clock_ids``, from the wall clock (a live camera, whichever worker watches it).
+    """
+
+    def __init__(self, camera: CameraConfig, case_namespace: str, *, wall_clock_ids: bool = False) -> None:
         self.camera = camera
         self._zone_rules: list[_ZoneRule] = []
         for zone in camera.zones:
             mask = ZoneMask(zone)  # shared, so a zone is rasterised once whatever its rules
             self._zone_rules += [
-                _ZoneRule(camera.id, zone.id, rule, mask, case_namespace) for rule in zone.rules
+                _ZoneRule(camera.id, zone.id, rule, mask, case_namespace, wall_clock_ids=wall_clock_ids)
+                for rule in zone.rules
             ]
         self._last_pts_s: float | None = None
+        self._wall_minus_pts: float | None = None
+        self._adopt: dict | None = None
 
     def update(self, frame: Frame, tracks: Detections) -> list[Violation]:
         """The cases confirmed on this frame; each episode is reported exactly once."""
@@ -73,12 +81,34 @@ class RuleEngine:
         if len(tracks) and tracks.track_id is None:
             raise ValueError("rules need tracked detections (track_id is None)")
         self._last_pts_s = frame.pts_s
+        self._wall_minus_pts = frame.wall_ts - frame.pts_s
+        if self._adopt is not None:
+            self._take_in(self._adopt, frame)
+            self._adopt = None
         local = datetime.fromtimestamp(frame.wall_ts, self.camera.tz).time()
         violations: list[Violation] = []
         for zone_rule in self._zone_rules:
             objects = zone_rule.select(tracks, frame.size, local)
             violations += zone_rule.tracker.update(frame, objects)
         return violations
+
+    def snapshot(self) -> dict:
+        """Every live episode, on the wall clock, by ``zone_id/rule type``: for ``adopt`` on the
+        worker that watches this camera next. Before the first frame: what it was given to adopt."""
+        if self._wall_minus_pts is None:
+            return self._adopt or {}
+        return {f"{r.zone_id}/{r.rule.type}": r.tracker.snapshot(self._wall_minus_pts) for r in self._zone_rules}
+
+    def adopt(self, saved: dict) -> None:
+        """Takes in a ``snapshot`` of an earlier run of this camera; applied on the next frame.
+        Episodes of zones or rules this camera no longer has are dropped."""
+        self._adopt = saved
+
+    def _take_in(self, saved: dict, frame: Frame) -> None:
+        for zone_rule in self._zone_rules:
+            episodes = saved.get(f"{zone_rule.zone_id}/{zone_rule.rule.type}")
+            if episodes:
+                zone_rule.tracker.adopt(episodes, frame)
 
     def candidates(self) -> dict[str, list[Candidate]]:
         """Live episodes by zone id (every zone present), as of the last update."""

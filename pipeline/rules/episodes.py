@@ -1,4 +1,9 @@
-"""One rule in one zone over time: objects dwell, confirm once, and outlive renumbered tracks."""
+"""One rule in one zone over time: objects dwell, confirm once, and outlive renumbered tracks.
+
+Episodes also outlive the worker that watched them: ``snapshot`` writes them out on the wall
+clock and ``adopt`` takes them in on another worker (or the same one restarted), so a camera that
+moves keeps its dwell clocks and its filed cases keep their ids instead of being filed again.
+"""
 
 from __future__ import annotations
 
@@ -23,8 +28,11 @@ class Episode:
     role: str
     ordinal: int  # among episodes of this zone and rule whose dwell started on the same frame
     first_seen_s: float
+    first_seen_wall: float  # the wall clock of first_seen_s: the same on every worker
     first_bbox: np.ndarray
-    first_frame: Frame | None  # dropped at confirmation: from then on the Violation carries it
+    # Dropped at confirmation: from then on the Violation carries it. None also for a candidate
+    # adopted from another worker until this one sees it (its first look here stands in).
+    first_frame: Frame | None
     last_seen_s: float
     last_bbox: np.ndarray
     score_sum: float
@@ -46,11 +54,15 @@ class Episode:
 class EpisodeTracker:
     """Turns the objects that satisfy one rule in one zone, frame by frame, into one case per episode."""
 
-    def __init__(self, rule: RuleConfig, camera_id: str, zone_id: str, case_namespace: str) -> None:
+    def __init__(self, rule: RuleConfig, camera_id: str, zone_id: str, case_namespace: str, *,
+                 wall_clock_ids: bool = False) -> None:
         self._rule = rule
         self._camera_id = camera_id
         self._zone_id = zone_id
         self._case_id = partial(case_id, case_namespace, camera_id, zone_id, rule.type)
+        # A replayed file names its cases by stream time (the same ids on every replay); a live
+        # camera by wall time, the one clock that workers taking over from each other share.
+        self._wall_clock_ids = wall_clock_ids
         self._episodes: list[Episode] = []
 
     @property
@@ -72,6 +84,8 @@ class EpisodeTracker:
                 if not episode.confirmed:
                     self._episodes[self._episodes.index(episode)] = self._start(frame, objects, index)
             else:
+                if episode.first_frame is None and not episode.confirmed:
+                    episode.first_frame = frame
                 episode.last_seen_s = now
                 episode.last_bbox = box
                 self._remember_position(episode, now, box)
@@ -130,6 +144,7 @@ class EpisodeTracker:
             role=str(objects.role[index]),
             ordinal=sum(e.first_seen_s == frame.pts_s for e in self._episodes),
             first_seen_s=frame.pts_s,
+            first_seen_wall=frame.wall_ts,
             first_bbox=box,
             first_frame=frame,
             last_seen_s=frame.pts_s,
@@ -144,7 +159,8 @@ class EpisodeTracker:
     def _confirm(self, episode: Episode, frame: Frame) -> Violation:
         assert episode.first_frame is not None, "only candidates are confirmed"
         violation = Violation(
-            case_id=self._case_id(episode.first_seen_s, episode.ordinal),
+            case_id=self._case_id(episode.first_seen_wall if self._wall_clock_ids else episode.first_seen_s,
+                                  episode.ordinal),
             kind=self._rule.type,
             camera_id=self._camera_id,
             zone_id=self._zone_id,
@@ -164,6 +180,38 @@ class EpisodeTracker:
         episode.first_frame = None
         episode.best_frame = None
         return violation
+
+
+    def snapshot(self, wall_minus_pts: float) -> list[dict]:
+        """The episodes as JSON-ready dicts on the wall clock (``wall_minus_pts``: this stream's
+        wall time minus its pts); pictures stay behind."""
+        return [{
+            "role": e.role, "ordinal": e.ordinal, "first_seen_wall": e.first_seen_wall,
+            "last_seen_wall": e.last_seen_s + wall_minus_pts,
+            "first_bbox": e.first_bbox.tolist(), "last_bbox": e.last_bbox.tolist(), "score_sum": e.score_sum,
+            "observations": e.observations, "confirmed": e.confirmed,
+        } for e in self._episodes]
+
+    def adopt(self, saved: list[dict], frame: Frame) -> None:
+        """Takes in episodes another run saved with ``snapshot``, on the first ``frame`` of this run.
+
+        Nobody watched the camera between that run's last look and this frame, so an episode
+        counts as seen up to now: a candidate's dwell goes on and a filed case's cool-down starts
+        again, rather than the same parked car being filed twice. They match objects by box
+        (``match_iou``), as episodes whose track was lost do.
+        """
+        wall_minus_pts = frame.wall_ts - frame.pts_s
+        for item in saved:
+            first_bbox = np.asarray(item["first_bbox"], dtype=np.float64)
+            last_bbox = np.asarray(item["last_bbox"], dtype=np.float64)
+            self._episodes.append(Episode(
+                track_id=-1, role=str(item["role"]), ordinal=int(item["ordinal"]),
+                first_seen_s=float(item["first_seen_wall"]) - wall_minus_pts,
+                first_seen_wall=float(item["first_seen_wall"]), first_bbox=first_bbox, first_frame=None,
+                last_seen_s=frame.pts_s, last_bbox=last_bbox, score_sum=float(item["score_sum"]),
+                observations=int(item["observations"]), confirmed=bool(item["confirmed"]),
+                trail=deque([(frame.pts_s, *centre(last_bbox))]),
+            ))
 
 
 def _remember_if_best(episode: Episode, frame: Frame, box: np.ndarray, score: float) -> None:
