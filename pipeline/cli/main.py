@@ -129,12 +129,19 @@ def _load_cameras(paths: list[str]):
 
 def _patrol(args, cameras, *, loop_files: bool, streams_dir: Path | None) -> int:
     from pipeline.cli.health import serve_metrics
-    from pipeline.cli.runner import Patrol, case_line
+    from pipeline.cli.runner import case_line
 
     detector, filer, root = _backends(args)
     filer.listeners.append(lambda record, is_new: print(case_line(record, is_new), flush=True))
-    patrol = Patrol(cameras, detector, filer, loop_files=loop_files, health_every_s=args.health_every,
-                    print_line=lambda line: print(line, flush=True))
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    try:
+        patrol, runner, fleet_line = _patrol_or_fleet(args, cameras, detector, filer, loop_files, say)
+    except UsageError:
+        filer.close(drain_timeout_s=0)
+        raise
     try:
         metrics = serve_metrics(args.metrics, patrol.report)
     except ValueError as exc:
@@ -149,10 +156,12 @@ def _patrol(args, cameras, *, loop_files: bool, streams_dir: Path | None) -> int
     where = f"evidence under {root}" if root else "evidence in the object store"
     print(f"patrol: {len(cameras)} camera(s), model {detector.name} on {detector.providers[0]}, {where}; "
           f"spool {filer.spool.root}" + (f"; metrics {metrics}" if metrics else "") + "; Ctrl-C stops", flush=True)
+    if fleet_line:
+        print(fleet_line, flush=True)
     if review is not None:
         print(review.line(), flush=True)
     try:
-        patrol.run(duration_s=args.duration)
+        runner.run(duration_s=args.duration)
     except KeyboardInterrupt:
         patrol.stop()
     finally:
@@ -162,6 +171,39 @@ def _patrol(args, cameras, *, loop_files: bool, streams_dir: Path | None) -> int
         waiting = f"; {left} case(s) wait in the spool and go out on the next start" if left else ""
         print(f"patrol: stopped; {filer.drainer.delivered} new case(s) filed{waiting}", flush=True)
     return 0
+
+
+def _patrol_or_fleet(args, cameras, detector, filer, loop_files: bool, say):
+    """The patrol over every camera, or with ``--fleet`` a worker taking its share of them by lease;
+    returns (patrol, what to run, a line saying which)."""
+    from pipeline.cli.runner import Patrol
+    from pipeline.rules.memory import FileEpisodeMemory
+
+    fleet_url = getattr(args, "fleet", None)
+    options = {"loop_files": loop_files, "health_every_s": args.health_every, "print_line": say}
+    if not fleet_url:
+        patrol = Patrol(cameras, detector, filer, memory=FileEpisodeMemory(Path(args.var) / "episodes"), **options)
+        return patrol, patrol, None
+
+    import socket
+
+    from pipeline.fleet import FleetWorker, LeaseBoard, RedisEpisodeMemory, connect, measure_capacity
+
+    if args.lease_ttl <= 0:
+        raise UsageError(f"--lease-ttl {args.lease_ttl}: must be more than 0 seconds")
+    if args.capacity is not None and args.capacity < 1:
+        raise UsageError(f"--capacity {args.capacity}: must be at least 1 camera")
+    try:
+        client = connect(fleet_url)
+    except ValueError as exc:
+        raise UsageError(f"--fleet / PATROL_FLEET: {exc}") from exc
+    worker_id = args.worker_id or f"{socket.gethostname()}:{os.getpid()}"
+    patrol = Patrol([], detector, filer, memory=RedisEpisodeMemory(client), until_stopped=True, **options)
+    capacity = args.capacity or measure_capacity(detector, cameras)
+    worker = FleetWorker(patrol, cameras, LeaseBoard(client, worker_id, args.lease_ttl), capacity, print_line=say)
+    how = "given" if args.capacity else "measured"
+    return patrol, worker, (f"fleet: worker {worker_id} takes up to {capacity} of the {len(cameras)} camera(s) "
+                            f"({how}) by leases of {args.lease_ttl:g}s")
 
 
 def _serve_review(args, streams_dir: Path | None, metrics_url: str | None):
@@ -279,6 +321,17 @@ def build_parser() -> argparse.ArgumentParser:
                       help="HOST:PORT of the officers' review page served beside the demo, or off")
     run.add_argument("--review", default="off",
                      help="HOST:PORT to also serve the review page from this worker (default off: `patrol serve`)")
+    run.add_argument("--fleet", default=os.environ.get("PATROL_FLEET"), metavar="REDIS_URL",
+                     help="share the cameras with other workers by leases in this Redis: this worker takes its fair "
+                     "share and picks up the cameras of a worker that died (default: $PATROL_FLEET; none: run them all)")
+    run.add_argument("--worker-id", default=os.environ.get("PATROL_WORKER_ID"),
+                     help="this worker's name in the fleet (default: $PATROL_WORKER_ID, else hostname:pid)")
+    run.add_argument("--capacity", type=int, default=os.environ.get("PATROL_CAPACITY") or None,
+                     help="most cameras this worker takes (default: $PATROL_CAPACITY, else measured from the model's "
+                     "throughput at start)")
+    run.add_argument("--lease-ttl", type=float, default=os.environ.get("PATROL_LEASE_TTL") or "15",
+                     help="seconds a dead worker's cameras wait before others take them (default: $PATROL_LEASE_TTL, "
+                     "else 15)")
     run.set_defaults(func=cmd_run)
     demo.set_defaults(func=cmd_demo)
 
@@ -303,12 +356,14 @@ def build_parser() -> argparse.ArgumentParser:
     syn.set_defaults(func=cmd_synth)
 
     from pipeline.cli.bench_verbs import add_bench_verbs
+    from pipeline.cli.forward_verbs import add_forward_verbs
     from pipeline.cli.model_verbs import add_model_verbs
     from pipeline.cli.review_verbs import add_review_verbs
 
     add_review_verbs(verbs)
     add_model_verbs(verbs)
     add_bench_verbs(verbs)
+    add_forward_verbs(verbs)
     return parser
 
 
