@@ -3,6 +3,11 @@
 ``rtsp_server({"street": SAMPLE_VIDEO})`` starts ``tests/servers/rtsp_serve.py`` under the system
 Python (Debian's GStreamer RTSP server) on a free loopback port and returns an :class:`RtspServer`;
 every server a test started is killed when the test ends, whatever happened.
+
+``rtsp_server({"cam": path}, live=True)`` (or ``live={"cam"}`` for some mounts only) serves live
+cameras instead: one shared stream per mount that runs on the wall clock from the server's start,
+loops the file, and is joined where it is now; :attr:`RtspServer.started_wall` is the
+``time.time()`` of position 0, so a test can compute where a live mount should be.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -45,9 +50,19 @@ def gst_rtsp_missing() -> str | None:
 class RtspServer:
     """One RTSP server process on ``127.0.0.1:port``; the port stays the same across restarts."""
 
-    def __init__(self, mounts: Mapping[str, str | os.PathLike], port: int | None = None) -> None:
+    def __init__(self, mounts: Mapping[str, str | os.PathLike], port: int | None = None,
+                 live: bool | Collection[str] = False) -> None:
+        """``live``: True serves every mount as a live camera, a collection of names only those."""
         self.mounts = {name: Path(path) for name, path in mounts.items()}
         self.port = port or free_port()
+        live = {live} if isinstance(live, str) else live
+        self.live: frozenset[str] = frozenset(self.mounts if live is True else (live or ()))
+        if unknown := self.live - self.mounts.keys():
+            raise KeyError(f"live mounts {sorted(unknown)} are not among the mounts {sorted(self.mounts)}")
+        # time.time() at position 0 of the live mounts (all in step); for plain mounts, when the
+        # server got ready. None before the first start; renewed by every start (a restarted live
+        # camera starts again from its file's beginning).
+        self.started_wall: float | None = None
         self._process: subprocess.Popen | None = None
         self._stderr = None  # a file, not a pipe: nobody reads it while the server runs
         self._paused = False
@@ -71,7 +86,7 @@ class RtspServer:
             raise RuntimeError(f"rtsp server already running on port {self.port}")
         command = [SYSTEM_PYTHON, str(SERVE), "--port", str(self.port)]
         for name, path in self.mounts.items():
-            command += ["--mount", f"{name}={path}"]
+            command += ["--live-mount" if name in self.live else "--mount", f"{name}={path}"]
         # the file outlives start(): it is closed when the server is reaped
         self._stderr = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")  # noqa: SIM115
         self._process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._stderr,
@@ -86,7 +101,9 @@ class RtspServer:
             readable, _, _ = select.select([stdout], [], [], min(left, 0.5))
             if readable:
                 line = stdout.readline()
-                if line.strip() == "ready":
+                word, _, started_wall = line.strip().partition(" ")
+                if word == "ready":  # "ready WALL": WALL is when the live mounts' timelines started
+                    self.started_wall = float(started_wall) if started_wall else time.time()
                     return self
                 if not line:  # stdout closed: the process is exiting
                     self._process.wait(5)
@@ -160,11 +177,13 @@ def _gst_rtsp_available() -> None:
 
 @pytest.fixture
 def rtsp_server(_gst_rtsp_available) -> Iterator[Callable[..., RtspServer]]:
-    """Factory: ``rtsp_server({"street": path})`` starts a server serving each file at /name."""
+    """Factory: ``rtsp_server({"street": path})`` starts a server serving each file at /name;
+    ``live=True`` (or a collection of mount names) serves them as live cameras."""
     servers: list[RtspServer] = []
 
-    def start(mounts: Mapping[str, str | os.PathLike], *, port: int | None = None) -> RtspServer:
-        server = RtspServer(mounts, port)
+    def start(mounts: Mapping[str, str | os.PathLike], *, port: int | None = None,
+              live: bool | Collection[str] = False) -> RtspServer:
+        server = RtspServer(mounts, port, live=live)
         servers.append(server)
         return server.start()
 

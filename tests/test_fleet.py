@@ -1,0 +1,212 @@
+"""The fleet: workers share cameras through leases in a real Redis on loopback."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+from fixture_redis import free_port
+
+from pipeline.config import load_camera
+from pipeline.fleet import LeaseBoard, RedisEpisodeMemory, connect, fair_shares, measure_capacity
+from pipeline.queue import open_queue
+from pipeline.rules.memory import FileEpisodeMemory
+from pipeline.types import CaseRecord
+
+
+def test_fair_shares_split_by_capacity_and_never_exceed_it() -> None:
+    assert fair_shares({"a": 8, "b": 8, "c": 8}, 12) == {"a": 4, "b": 4, "c": 4}
+    assert fair_shares({"a": 10, "b": 2}, 6) == {"a": 5, "b": 1}
+    assert sum(fair_shares({"a": 5, "b": 5, "c": 5}, 7).values()) == 7
+    # short of capacity: each takes what it can, the rest stay unwatched
+    assert fair_shares({"a": 3, "b": 2}, 12) == {"a": 3, "b": 2}
+    # every worker computes the same split whatever order it reads the registry in
+    assert fair_shares({"c": 4, "a": 4, "b": 4}, 10) == fair_shares({"a": 4, "b": 4, "c": 4}, 10)
+
+
+@pytest.fixture
+def boards(redis_url):
+    clients = []
+
+    def board(worker: str, ttl_s: float = 0.5) -> LeaseBoard:
+        clients.append(connect(redis_url))
+        return LeaseBoard(clients[-1], worker, ttl_s)
+
+    yield board
+    for client in clients:
+        client.close()
+
+
+def test_a_camera_has_one_holder_until_its_lease_expires(boards) -> None:
+    a, b = boards("a"), boards("b")
+    assert a.take("cam-1") and not b.take("cam-1")
+    assert b.holders(["cam-1", "cam-2"]) == {"cam-1": "a", "cam-2": None}
+    assert a.renew(["cam-1"]) == []
+    time.sleep(0.7)  # a stops renewing (it died): the lease lapses and b may take the camera
+    assert b.take("cam-1")
+    assert a.renew(["cam-1"]) == ["cam-1"]  # a, back, learns it lost the camera and must stop it
+    a.release("cam-1")  # releasing what another holds does nothing
+    assert b.holders(["cam-1"]) == {"cam-1": "b"}
+
+
+def test_a_lease_lost_with_a_restarted_redis_goes_back_to_the_worker_still_running_it(boards, redis_server) -> None:
+    a = boards("a", ttl_s=30)
+    assert a.take("cam-1")
+    redis_server.flushall()  # what a Redis restart without persistence looks like to the fleet
+    assert a.renew(["cam-1"]) == []
+    assert a.holders(["cam-1"]) == {"cam-1": "a"}
+
+
+def test_workers_are_known_by_their_announcements_within_the_ttl(boards) -> None:
+    a, b = boards("a"), boards("b")
+    a.announce(5, ["cam-1"])
+    b.announce(3, [])
+    assert a.workers() == {"a": 5, "b": 3}
+    b.withdraw()
+    assert a.workers() == {"a": 5}
+    time.sleep(0.7)
+    assert a.workers() == {}
+
+
+# ---- three worker processes, a dozen live cameras, one worker killed ----
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "streams" / "samples" / "sample-street.mp4"
+CAMERAS = [f"cam-{n:02d}" for n in range(1, 13)]
+TTL_S = 6.0
+KILL_AT_S = 52.0  # the stall was filed at ~44 s (+4 s post-roll) and stands until 95 s: a new worker
+#                   that knew nothing of it would file it again
+END_AT_S = 118.0  # every episode of the sample is filed by ~103 s (the last car at ~99 s + post-roll)
+
+
+def camera_files(folder: Path, urls: dict[str, str]) -> Path:
+    sample = yaml.safe_load((REPO / "streams" / "sample-street.yaml").read_text(encoding="utf-8"))
+    folder.mkdir()
+    for camera_id, url in urls.items():
+        doc = {**sample, "id": camera_id, "name": f"fleet test {camera_id}", "url": url, "analysis_fps": 2}
+        (folder / f"{camera_id}.yaml").write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    return folder
+
+
+class Worker:
+    def __init__(self, name: str, cameras: Path, redis_url: str, root: Path) -> None:
+        self.name = name
+        self.metrics = f"127.0.0.1:{free_port()}"
+        self.log = (root / f"{name}.log").open("w", encoding="utf-8")
+        self.process = subprocess.Popen(
+            [str(REPO / ".venv" / "bin" / "patrol"), "--log-level", "INFO", "run", str(cameras),
+             "--fleet", redis_url, "--worker-id", name, "--capacity", "6", "--lease-ttl", str(TTL_S),
+             "--var", str(root / name), "--queue", redis_url, "--evidence", str(root / "evidence"),
+             "--metrics", self.metrics, "--health-every", "10"],
+            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def live_cameras(self) -> set[str]:
+        """Cameras this worker decodes pictures of now, from its /metrics."""
+        try:
+            text = urllib.request.urlopen(f"http://{self.metrics}/metrics", timeout=2).read().decode()
+        except OSError:
+            return set()
+        return set(re.findall(r'patrol_camera_state\{camera="([^"]+)",state="live"\} 1\.0', text))
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(60)
+        self.log.close()
+
+
+@pytest.mark.parametrize("kind", ["file", "redis"])
+def test_episode_memory_gives_back_the_last_snapshot_of_each_camera(kind, tmp_path, redis_url) -> None:
+    client = connect(redis_url)
+    memory = FileEpisodeMemory(tmp_path / "episodes") if kind == "file" else RedisEpisodeMemory(client)
+    assert memory.load("cam-1") == {}
+    memory.save({"cam-1": {"lot/illegal_parking": [{"confirmed": True}]}, "cam-2": {}})
+    memory.save({"cam-1": {"lot/illegal_parking": []}})
+    assert memory.load("cam-1") == {"lot/illegal_parking": []} and memory.load("cam-2") == {}
+    client.close()
+
+
+def test_a_damaged_episode_file_costs_the_episodes_not_the_camera(tmp_path) -> None:
+    (tmp_path / "cam-1.json").write_text("{not json", encoding="utf-8")
+    assert FileEpisodeMemory(tmp_path).load("cam-1") == {}
+
+
+class FixedRate:
+    """A detector that takes 10 ms a frame: 100 frames/s."""
+
+    def detect(self, images):
+        time.sleep(0.01 * len(images))
+        return [None] * len(images)
+
+
+def test_capacity_is_measured_from_the_detectors_throughput() -> None:
+    camera = load_camera(REPO / "streams" / "sample-street.yaml")
+    assert camera.analysis_fps == 5
+    # 100 frames/s, 60 % of it for the network, 5 analysed frames/s per camera: 12 cameras
+    assert measure_capacity(FixedRate(), [camera], seconds=0.5) in (11, 12)
+
+
+def filed_cases(redis_url: str) -> list[CaseRecord]:
+    queue = open_queue(redis_url, group="fleet-test")
+    try:
+        records = []
+        while deliveries := queue.consume("test", count=100):
+            records += [d.record for d in deliveries]
+        return records
+    finally:
+        queue.close()
+
+
+@pytest.mark.skipif(not SAMPLE.is_file(), reason="the shipped sample video is missing")
+def test_three_workers_share_twelve_cameras_and_a_killed_workers_cameras_go_on_elsewhere(
+        tmp_path, redis_url, rtsp_server) -> None:
+    server = rtsp_server(dict.fromkeys(CAMERAS, SAMPLE), live=True)
+    cameras = camera_files(tmp_path / "streams", {c: server.url(c) for c in CAMERAS})
+    workers = [Worker(f"w{n}", cameras, redis_url, tmp_path) for n in (1, 2)]
+    try:
+        wait_until(lambda: sorted(len(w.live_cameras()) for w in workers) == [6, 6], within_s=40,
+                   what="two workers sharing the 12 cameras 6/6")
+        workers.append(Worker("w3", cameras, redis_url, tmp_path))  # a worker joins: the cameras are re-shared
+        wait_until(lambda: sorted(len(w.live_cameras()) for w in workers) == [4, 4, 4], within_s=40,
+                   what="the 12 cameras re-shared 4/4/4 over 3 workers")
+
+        wait_until(lambda: time.time() - server.started_wall >= KILL_AT_S, within_s=KILL_AT_S + 5, what="the kill")
+        victim, survivors = workers[0], workers[1:]
+        orphans = victim.live_cameras()
+        victim.stop(signal.SIGKILL)
+        killed = time.monotonic()
+        wait_until(lambda: set().union(*(w.live_cameras() for w in survivors)) == set(CAMERAS),
+                   within_s=TTL_S + 20, what="the killed worker's cameras live on the others")
+        back_after_s = time.monotonic() - killed
+        print(f"the killed worker's {len(orphans)} cameras were live on the others {back_after_s:.1f}s after the kill")
+        # the lease lapses at most TTL after the kill; the survivors look every TTL/3 and connect
+        assert back_after_s <= TTL_S + TTL_S / 3 + 5, back_after_s
+        assert len(orphans) == 4 and all(len(w.live_cameras()) == 6 for w in survivors)
+
+        wait_until(lambda: time.time() - server.started_wall >= END_AT_S, within_s=END_AT_S, what="the end")
+    finally:
+        for worker in workers:
+            worker.stop()
+
+    cases = filed_cases(redis_url)
+    found = Counter((c.camera_id, c.violation) for c in cases)
+    expected = Counter({(c, kind): n for c in CAMERAS
+                        for kind, n in (("illegal_parking", 2), ("stall_encroachment", 1), ("bin_overflow", 1))})
+    assert found == expected, f"cases per camera and kind differ from the ground truth: {found - expected} too many, " \
+                              f"{expected - found} missing (the kill took {sorted(orphans)} over after {back_after_s:.1f}s)"
+    assert len({c.case_id for c in cases}) == len(cases) == 48
+
+
+def wait_until(condition, *, within_s: float, what: str) -> None:
+    deadline = time.monotonic() + within_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {within_s:.0f}s for {what}")
+        time.sleep(0.5)
