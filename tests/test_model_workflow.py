@@ -177,3 +177,36 @@ def test_the_parking_lot_frames_as_taken_are_one_per_frame_index_in_order(shared
     truth = parking_truth(open_sources(loaded)["lot"], frames, camera)
     assert {e.zone_id for e in truth} == {zone.id for zone in camera.zones}
     assert all(0 <= e.start_s < e.end_s <= len(frames) for e in truth)
+
+
+def test_the_road_video_labeller_agrees_with_boxes_drawn_by_hand(shared):
+    """annotations/tools/static_camera_labels.py against the hand-drawn cars of tests/data/detect."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(REPO / "annotations" / "tools"))
+    from static_camera_labels import decode, propose
+
+    from pipeline.train.evaluate import box_iou
+
+    frames = decode(shared / "videos" / "car-detection.mp4")
+    background = np.median(np.stack(frames), axis=0).astype(np.float32)
+    hand = json.loads((REPO / "tests" / "data" / "detect" / "car-detection.labels.json").read_text())["frames"]
+    for index, boxes in hand.items():
+        proposed = np.array(propose(frames[int(index)], background), float).reshape(-1, 4)
+        iou = box_iou(np.array(boxes, float), proposed)
+        assert len(proposed) == len(boxes), f"frame {index}: {proposed.tolist()} against {boxes}"
+        assert iou.max(axis=1).min() >= 0.8, f"frame {index}: {proposed.tolist()} against {boxes}"
+
+
+def test_a_coco_model_is_measured_on_the_road_video_through_its_cards_roles(shared, tmp_path):
+    """YOLOX-nano calls cars seen from above car, bus or truck: its card maps them all to vehicle."""
+    from pipeline.detect import Detector
+    from pipeline.train.evaluate import EVAL_CONF, evaluate_video_labels
+    from pipeline.train.report import LABELLED_VIDEOS
+
+    video, labels = LABELLED_VIDEOS["road-video"]
+    detector = Detector(shared / "models" / "yolox_nano.onnx", conf_threshold=EVAL_CONF)
+    result = evaluate_video_labels(detector, video, labels)
+    assert result["images"] == 31 and result["per_class"]["vehicle"]["instances"] == 28
+    assert result["mAP50"] > 0.3

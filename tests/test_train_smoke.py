@@ -7,9 +7,10 @@ from __future__ import annotations
 import json
 import sys
 
+import av
 import cv2
 import pytest
-from conftest import SAMPLE_VIDEO
+from conftest import REPO, SAMPLE_VIDEO
 
 from pipeline.cli.main import main as cli_main
 from pipeline.detect import Detector, load_card
@@ -93,3 +94,41 @@ def test_train_without_ultralytics_says_which_extra_to_install(tmp_path, monkeyp
     monkeypatch.setitem(sys.modules, "ultralytics", None)  # makes `import ultralytics` raise ImportError
     assert patrol("train", str(tmp_path / "street.yaml"), "--out", str(tmp_path / "m.onnx")) == 2
     assert "pip install -e '.[train]'" in capsys.readouterr().err
+
+
+def test_a_shipped_onnx_model_rebuilds_into_a_checkpoint_that_computes_the_same(tmp_path):
+    import numpy as np
+    import onnxruntime
+    import torch
+
+    from pipeline.train.from_onnx import checkpoint_from_onnx
+
+    shipped = REPO / "models" / "patrol-street.onnx"
+    checkpoint = torch.load(checkpoint_from_onnx(shipped, tmp_path / "init.pt"), weights_only=False)
+    with av.open(str(SAMPLE_VIDEO)) as container:
+        frame = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    tensor = (cv2.resize(frame, (320, 192)).transpose(2, 0, 1)[None] / 255.0).astype(np.float32)
+    session = onnxruntime.InferenceSession(str(shipped), providers=["CPUExecutionProvider"])
+    expected = session.run(None, {session.get_inputs()[0].name: tensor})[0]
+    with torch.no_grad():
+        rebuilt = checkpoint["model"].eval()(torch.from_numpy(tensor))[0].numpy()
+    assert checkpoint["model"].names == dict(enumerate(CLASSES))
+    assert np.abs(rebuilt - expected).max() < 1e-3 * np.abs(expected).max()
+
+
+def test_training_can_start_from_an_exported_onnx_model(trained):
+    root, model = trained
+    tuned = root / "tuned.onnx"
+    assert patrol("train", str(root / "street.yaml"), "--init", str(model), "--out", str(tuned), "--work",
+                  str(root / "work-tuned"), "--epochs", "1", "--imgsz", "64", "--batch", "4") == 0
+    card = load_card(tuned)
+    assert f"fine-tuned from {model.name} (sha256 {load_card(model).sha256[:12]}" in card.source
+    assert card.sha256 != load_card(model).sha256
+
+
+def test_an_onnx_model_of_another_architecture_is_refused_naming_the_weight(trained, capsys):
+    root, model = trained
+    assert patrol("train", str(root / "street.yaml"), "--init", str(model), "--base", "yolov8s.yaml", "--out",
+                  str(root / "never.onnx"), "--work", str(root / "work-never"), "--epochs", "1", "--imgsz", "64") == 2
+    err = capsys.readouterr().err
+    assert f"--init {model}" in err and "model.0.conv.weight" in err and "yolov8s.yaml" in err

@@ -31,8 +31,9 @@ def add_model_verbs(verbs: argparse._SubParsersAction) -> None:
     train.add_argument("--work", default="var/train", help="folder for the mixed dataset, runs and training.json")
     train.add_argument("--name", help="model name in its card (default: the ONNX file's stem)")
     train.add_argument("--base", default="yolov8n.yaml", help="ultralytics architecture, trained from random init")
-    train.add_argument("--init", help="best.pt/last.pt of an earlier run to start from instead of random init "
-                                      "(fine-tuning; the card says so)")
+    train.add_argument("--init", help="start from an earlier model instead of random init (fine-tuning; the card "
+                                      "says so): a run's best.pt/last.pt, or an ONNX that `patrol train` exported, "
+                                      "e.g. models/patrol-street.onnx (rebuilt into a --base checkpoint)")
     train.add_argument("--epochs", type=int, default=40)
     train.add_argument("--imgsz", type=int, default=320, help="training and input size (a multiple of 32)")
     train.add_argument("--batch", type=int, default=16)
@@ -113,9 +114,12 @@ def cmd_train(args) -> int:
     counts = build_mix(loaded, sources, work / "mix")
     print(f"train: {sum(counts.values())} images ({', '.join(f'{k} {v}' for k, v in counts.items())}), "
           f"held out: {', '.join(s.name for s in sources.values() if s.holdout_images())}", flush=True)
+    start, init = args.base, None
+    if args.init is not None:
+        start, init = _initial_checkpoint(Path(args.init), work, args.base)
     best, epochs = train(work / "mix" / "data.yaml", out_dir=work / "runs", epochs=args.epochs, imgsz=args.imgsz,
-                         hours=args.hours, batch=args.batch, model=args.init or args.base)
-    training = {"dataset": loaded.name, "spec": str(loaded.path), "base": args.base, "init": args.init, "epochs": epochs,
+                         hours=args.hours, batch=args.batch, model=start)
+    training = {"dataset": loaded.name, "spec": str(loaded.path), "base": args.base, "init": init, "epochs": epochs,
                 "imgsz": args.imgsz, "train_images": counts, "weights": str(best),
                 "sources": {s.name: {"licence": s.licence, "attribution": s.attribution} for s in sources.values()}}
     (work / "training.json").write_text(json.dumps(training, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -125,6 +129,19 @@ def cmd_train(args) -> int:
     if args.eval:
         _eval_into_card(out, args.eval_spec or args.spec, args)
     return 0
+
+
+def _initial_checkpoint(init: Path, work: Path, base: str) -> tuple[str, str]:
+    """The checkpoint to fine-tune from and how the card names it; an ONNX is rebuilt into one."""
+    if init.suffix != ".onnx":
+        return str(init), str(init)
+    from pipeline.detect.card import sha256_file
+    from pipeline.train.from_onnx import checkpoint_from_onnx
+
+    _need_onnx()
+    rebuilt = checkpoint_from_onnx(init, work / "init" / f"{init.stem}.pt", base=base)
+    print(f"train: starting from {init} (rebuilt as {rebuilt})", flush=True)
+    return str(rebuilt), f"{init.name} (sha256 {sha256_file(init)[:12]}…)"
 
 
 def cmd_export(args) -> int:
@@ -187,19 +204,23 @@ def cmd_eval(args) -> int:
 
 
 def _evaluate(model: Path, spec: str, args) -> tuple[dict, Path, Path]:
-    from pipeline.train.report import evaluate_model, write_report
+    from pipeline.train.report import LABELLED_VIDEOS, evaluate_model, write_report
     from pipeline.train.sources import open_sources
     from pipeline.train.spec import load_spec
 
     work = Path(args.eval_work)
     sources = open_sources(load_spec(spec), holdout_only_in=work / "holdout")
-    unknown = sorted(set(args.sets or ()) - set(sources))
+    unknown = sorted(set(args.sets or ()) - set(sources) - set(LABELLED_VIDEOS))
     if unknown:
-        raise UsageError(f"--sets: {', '.join(unknown)} not among the spec's sources ({', '.join(sources)})")
+        raise UsageError(f"--sets: {', '.join(unknown)} not among the spec's sources ({', '.join(sources)}) "
+                         f"nor the labelled videos ({', '.join(LABELLED_VIDEOS)})")
     measured = {name: s for name, s in sources.items() if not args.sets or name in args.sets}
+    videos = {name: (video, labels) for name, (video, labels) in LABELLED_VIDEOS.items()
+              if video.is_file() and (not args.sets or name in args.sets)}
     if "parking-lot-cam" in args.events and "parking-lot-cam" not in sources:
         raise UsageError(f"--events parking-lot-cam: the spec {spec} has no parking-lot-cam source")
-    report = evaluate_model(model, measured, work, events=tuple(args.events), parking_lot=sources.get("parking-lot-cam"))
+    report = evaluate_model(model, measured, work, events=tuple(args.events), parking_lot=sources.get("parking-lot-cam"),
+                            videos=videos)
     json_path, png_path = write_report(report, Path(args.eval_out))
     for name, result in report["holdout"].items():
         classes = ", ".join(f"{c} {v['mAP50']:.3f}" for c, v in result["per_class"].items())

@@ -9,10 +9,12 @@ the area under the monotone precision envelope sampled at 101 recall points.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 from tqdm import tqdm
@@ -104,34 +106,66 @@ def summarise(results: Iterable[ImageResult], classes: list[str]) -> dict:
     }
 
 
-def evaluate_source(detector: Detector, source: Source, *, progress: bool = True) -> dict:
-    """mAP of ``detector`` on ``source``'s held-out images, over the classes the source is labelled with.
+def evaluate_images(detector: Detector, labelled: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                    classes: list[str]) -> dict:
+    """mAP of ``detector`` over (BGR image, label xyxy boxes in pixels, label project class ids), over
+    ``classes`` (those the images are labelled with).
 
-    The detector's class names are mapped to project classes by name; a class the project does not
-    know is never counted.
+    The detector's classes count as the project classes their card maps them to (a COCO model's
+    ``car`` as ``vehicle``); a class mapped to none is never counted.
     """
-    project_id = np.array([CLASSES.index(c) if c in CLASSES else -1 for c in detector.card.classes])
-    measured = np.array([CLASSES.index(c) for c in source.classes])
+    roles = [detector.card.role_of(c).value for c in detector.card.classes]
+    project_id = np.array([CLASSES.index(r) if r in CLASSES else -1 for r in roles])
+    measured = np.array([CLASSES.index(c) for c in classes])
     results = []
-    for image_path in tqdm(source.holdout_images(), desc=f"eval {source.name}", unit="img", disable=not progress):
-        image = cv2.imread(str(image_path))
-        height, width = image.shape[:2]
+    for image, label_xyxy, label_class in labelled:
         detections = detector.detect([image])[0]
         keep = np.argsort(-detections.score, kind="stable")[:MAX_BOXES]
+        keep = keep[np.isin(project_id[detections.class_id[keep]], measured)]
         pred_class = project_id[detections.class_id[keep]]
-        keep = keep[np.isin(pred_class, measured)]
-        pred_class = project_id[detections.class_id[keep]]
-        labels = np.array([[float(v) for v in line.split()] for line in source.label_lines(image_path)]).reshape(-1, 5)
-        label_class = labels[:, 0].astype(int)
-        cx, cy, w, h = (labels[:, i] * scale for i, scale in zip(range(1, 5), (width, height, width, height)))
-        label_xyxy = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
         results.append(ImageResult(
             correct=match_image(detections.xyxy[keep], pred_class, label_xyxy, label_class),
             score=detections.score[keep], predicted_class=pred_class, label_class=label_class))
-    return summarise(results, source.classes)
+    return summarise(results, classes)
 
 
-def evaluate_holdouts(model: Path, sources: dict[str, Source], *, progress: bool = True) -> dict[str, dict]:
+def evaluate_source(detector: Detector, source: Source, *, progress: bool = True) -> dict:
+    """mAP of ``detector`` on ``source``'s held-out images."""
+    def labelled():
+        for image_path in tqdm(source.holdout_images(), desc=f"eval {source.name}", unit="img", disable=not progress):
+            image = cv2.imread(str(image_path))
+            height, width = image.shape[:2]
+            labels = np.array([[float(v) for v in line.split()]
+                               for line in source.label_lines(image_path)]).reshape(-1, 5)
+            cx, cy, w, h = (labels[:, i] * scale for i, scale in zip(range(1, 5), (width, height, width, height)))
+            yield image, np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1), labels[:, 0].astype(int)
+
+    return evaluate_images(detector, labelled(), source.classes)
+
+
+def evaluate_video_labels(detector: Detector, video: Path, labels_json: Path) -> dict:
+    """mAP of ``detector`` on the labelled frames of ``video``: ``labels_json`` names one project
+    class and gives each labelled frame's xyxy pixel boxes by frame index
+    (annotations/tools/static_camera_labels.py writes such files)."""
+    labels = json.loads(labels_json.read_text(encoding="utf-8"))
+    boxes = {int(index): np.array(b, dtype=np.float32).reshape(-1, 4) for index, b in labels["frames"].items()}
+    class_id = CLASSES.index(labels["class"])
+
+    def labelled():
+        with av.open(str(video)) as container:
+            for index, frame in enumerate(container.decode(video=0)):
+                if index in boxes:
+                    yield frame.to_ndarray(format="bgr24"), boxes[index], np.full(len(boxes[index]), class_id)
+
+    return evaluate_images(detector, labelled(), [labels["class"]])
+
+
+def evaluate_holdouts(model: Path, sources: dict[str, Source], *, videos: dict[str, tuple[Path, Path]] | None = None,
+                      progress: bool = True) -> dict[str, dict]:
+    """mAP on each source's held-out images, and on each of ``videos`` (name: video, labels JSON)."""
     detector = Detector(model, conf_threshold=EVAL_CONF, iou_threshold=EVAL_NMS_IOU)
-    return {name: evaluate_source(detector, source, progress=progress)
-            for name, source in sources.items() if source.holdout_images()}
+    measured = {name: evaluate_source(detector, source, progress=progress)
+                for name, source in sources.items() if source.holdout_images()}
+    for name, (video, labels_json) in (videos or {}).items():
+        measured[name] = evaluate_video_labels(detector, video, labels_json)
+    return measured
