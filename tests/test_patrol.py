@@ -258,3 +258,13 @@ def test_a_failure_in_tracking_or_rules_stops_the_patrol_with_its_error(tmp_path
         assert time.monotonic() - started < 10
     finally:
         filer.close(drain_timeout_s=5)
+
+
+def test_the_patrol_caps_malloc_arenas_unless_the_operator_chose(monkeypatch):
+    """Arenas per thread let a worker's memory climb each time cameras move (pipeline/cli/allocator.py)."""
+    from pipeline.cli.allocator import cap_malloc_arenas
+
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    assert cap_malloc_arenas() is True  # glibc here: mallopt took the cap
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert cap_malloc_arenas() is False  # glibc read the operator's value at start; left as it is

@@ -128,9 +128,11 @@ def _load_cameras(paths: list[str]):
 
 
 def _patrol(args, cameras, *, loop_files: bool, streams_dir: Path | None) -> int:
+    from pipeline.cli.allocator import cap_malloc_arenas
     from pipeline.cli.health import serve_metrics
     from pipeline.cli.runner import case_line
 
+    cap_malloc_arenas()  # before the first camera thread: weeks of cameras coming and going stay level
     detector, filer, root = _backends(args)
     filer.listeners.append(lambda record, is_new: print(case_line(record, is_new), flush=True))
 
