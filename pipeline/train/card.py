@@ -21,8 +21,10 @@ sidewalk or of overflowing bins exists to train or test on. bin and overflowing_
 synthetic bins only. For vehicles on real cameras, run a COCO detector (YOLOX-nano, card in
 models/cards/) beside it until this model is retrained on reviewed real cases. The parking-lot-cam
 figure flatters it: its held-out frames come from the same fixed camera and video as its training
-frames, and its 'vehicle' boxes are occupied-space footprints, not car boxes. The street-vendors and
-trash-bags figures are the honest measure of real-image transfer."""
+frames, and its 'vehicle' boxes are occupied-space footprints, not car boxes. The street-vendors,
+trash-bags and road-video figures are the honest measure of real-image transfer; road-video (cars
+driving through a lot, filmed from above, labelled by the project) is a view no labelled car of its training
+images shows, and the one real-car set it has not trained on."""
 
 PRECISION_NOTES = {
     "fp16": "Weights and arithmetic converted to FP16 (onnxruntime.transformers.float16, inputs and outputs "
