@@ -1,6 +1,6 @@
 """Accelerated soak: two fleet workers over several live cameras for hours, with faults on a schedule.
 
-    python -m benchmarks.soak --hours 2 --cameras 6            # writes benchmarks/results/soak.{csv,png,json}
+    python -m benchmarks.soak --hours 2 --cameras 6 --fault-every 5   # benchmarks/results/soak.{csv,json,png}, soak-fds-threads.png
 
 Not part of CI. It starts its own redis-server and loopback RTSP server (the test servers: the
 Debian packages `make test` installs), renders nothing (the cameras are the shipped sample street
@@ -36,6 +36,7 @@ from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from benchmarks.common import machine
@@ -196,7 +197,9 @@ def run(args: argparse.Namespace) -> dict:
         rtsp.stop()
         counted = {"cases": cases_filed(redis_server.url), **duplicates(redis_server.url, rtsp_starts)}
         redis_server.stop()
-    return summarise(rows, events, counted, args, root)
+    settings = {"hours": args.hours, "cameras": args.cameras, "lease_ttl_s": args.lease_ttl,
+                "fault_every_min": args.fault_every}
+    return summarise(rows, events, counted, settings, str(root))
 
 
 def _kill_and_restart(worker: Worker) -> None:
@@ -217,41 +220,61 @@ def _rtsp_restart(server: RtspServer) -> float:
     return server.started_wall
 
 
-def summarise(rows: list[dict], events: list[dict], counted: dict, args: argparse.Namespace, root: Path) -> dict:
-    steady = [r for r in rows if r["worker"] == "w2" and r["rss_mb"] is not None]
+WARM_UP_MIN = 5.0  # the model loads and the first cameras start: not part of the steady state
+
+
+def summarise(rows: list[dict], events: list[dict], counted: dict, settings: dict, work: str) -> dict:
+    """soak.json and the two charts. w2 is never restarted, so its figures after the warm-up say
+    whether a worker leaks: the halves' means, the least-squares slope, the range."""
+    steady = [r for r in rows if r["worker"] == "w2" and r["rss_mb"] is not None and r["minute"] >= WARM_UP_MIN]
     half = len(steady) // 2
 
     def mean(values: list[float]) -> float | None:
         return round(sum(values) / len(values), 1) if values else None
 
+    def span(key: str) -> list:
+        return [min((r[key] for r in steady), default=None), max((r[key] for r in steady), default=None)]
+
+    minutes, rss = np.array([r["minute"] for r in steady]), np.array([r["rss_mb"] for r in steady])
     summary = {
         "machine": machine(),
-        "settings": {"hours": args.hours, "cameras": args.cameras, "lease_ttl_s": args.lease_ttl,
-                     "fault_every_min": args.fault_every},
+        "settings": settings,
         "faults": events,
         **counted,
-        "most_cases_possible": int(args.cameras * EPISODES_PER_LOOP * args.hours * 3600 / LOOP_S),
+        "most_cases_possible": int(settings["cameras"] * EPISODES_PER_LOOP * settings["hours"] * 3600 / LOOP_S),
         "w2": {  # never restarted: a leak shows here
+            "after_minute": WARM_UP_MIN,
             "rss_mb_first_half": mean([r["rss_mb"] for r in steady[:half]]),
             "rss_mb_second_half": mean([r["rss_mb"] for r in steady[half:]]),
-            "fds_min_max": [min((r["fds"] for r in steady), default=None), max((r["fds"] for r in steady), default=None)],
-            "threads_min_max": [min((r["threads"] for r in steady), default=None),
-                                max((r["threads"] for r in steady), default=None)],
+            "rss_mb_slope_per_hour": round(float(np.polyfit(minutes / 60, rss, 1)[0]), 1) if len(steady) > 2 else None,
+            "rss_mb_min_max": span("rss_mb"),
+            "fds_min_max": span("fds"),
+            "threads_min_max": span("threads"),
         },
         "max_lag_s": max((r["max_lag_s"] for r in rows if r["max_lag_s"] is not None), default=None),
-        "work": str(root),
+        "work": work,
     }
     (RESULTS / "soak.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    series = {}
-    for name in ("w1", "w2"):
-        mine = [r for r in rows if r["worker"] == name and r["rss_mb"] is not None]
-        series[f"{name} RSS MB"] = ([r["minute"] for r in mine], [r["rss_mb"] for r in mine])
-        series[f"{name} fds"] = ([r["minute"] for r in mine], [r["fds"] for r in mine])
-        series[f"{name} threads"] = ([r["minute"] for r in mine], [r["threads"] for r in mine])
-    line_chart(RESULTS / "soak.png", f"soak: 2 fleet workers, {args.cameras} live cameras, a fault every "
-               f"{args.fault_every:g} min", series, "minutes", "MB / count")
+    title = f"soak: 2 fleet workers, {settings['cameras']} live cameras, a fault every {settings['fault_every_min']:g} min"
+    for png, keys, unit in (("soak.png", ("rss_mb",), "resident memory, MiB"),
+                            ("soak-fds-threads.png", ("fds", "threads"), "count")):
+        series = {}
+        for name in ("w1", "w2"):
+            mine = [r for r in rows if r["worker"] == name and r["rss_mb"] is not None]
+            for key in keys:
+                series[f"{name} {key}"] = ([r["minute"] for r in mine], [r[key] for r in mine])
+        line_chart(RESULTS / png, title, series, "minutes", unit)
     print(json.dumps(summary, indent=2))
     return summary
+
+
+def read_rows(csv_path: Path) -> list[dict]:
+    """The rows of a run's CSV, typed as the run wrote them."""
+    numbers = {"minute": float, "rss_mb": float, "max_lag_s": float, "pid": int, "starts": int, "fds": int,
+               "threads": int, "cameras": int, "cases": int}
+    with csv_path.open(encoding="utf-8") as source:
+        return [{key: (numbers[key](value) if value else None) if key in numbers else value
+                 for key, value in row.items()} for row in csv.DictReader(source)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -263,7 +286,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lease-ttl", type=float, default=10.0)
     parser.add_argument("--fault-every", type=float, default=10.0, help="minutes between faults")
     parser.add_argument("--work", default=None, help="folder for the run's evidence, spools and logs (default: /tmp)")
-    run(parser.parse_args(argv))
+    parser.add_argument("--from-csv", type=Path, help="summarise a finished run again from its CSV (its faults, "
+                        "cases and settings from the soak.json beside it) instead of running")
+    args = parser.parse_args(argv)
+    if args.from_csv is not None:
+        before = json.loads((args.from_csv.parent / "soak.json").read_text(encoding="utf-8"))
+        counted = {key: before[key] for key in ("cases", "violation_cases", "beyond_ground_truth")}
+        summarise(read_rows(args.from_csv), before["faults"], counted, before["settings"], before["work"])
+        return 0
+    run(args)
     return 0
 
 
