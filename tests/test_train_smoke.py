@@ -132,3 +132,11 @@ def test_an_onnx_model_of_another_architecture_is_refused_naming_the_weight(trai
                   str(root / "never.onnx"), "--work", str(root / "work-never"), "--epochs", "1", "--imgsz", "64") == 2
     err = capsys.readouterr().err
     assert f"--init {model}" in err and "model.0.conv.weight" in err and "yolov8s.yaml" in err
+
+
+def test_an_onnx_model_not_exported_by_ultralytics_is_refused(trained, shared, capsys):
+    root, _ = trained
+    yolox = shared / "models" / "yolox_nano.onnx"
+    assert patrol("train", str(root / "street.yaml"), "--init", str(yolox), "--out", str(root / "never.onnx"),
+                  "--work", str(root / "work-yolox"), "--epochs", "1", "--imgsz", "64") == 2
+    assert f"--init {yolox}: not an ultralytics export" in capsys.readouterr().err

@@ -139,7 +139,10 @@ def _initial_checkpoint(init: Path, work: Path, base: str) -> tuple[str, str]:
     from pipeline.train.from_onnx import checkpoint_from_onnx
 
     _need_onnx()
-    rebuilt = checkpoint_from_onnx(init, work / "init" / f"{init.stem}.pt", base=base)
+    try:
+        rebuilt = checkpoint_from_onnx(init, work / "init" / f"{init.stem}.pt", base=base)
+    except ValueError as exc:
+        raise UsageError(f"--init {exc}") from None
     print(f"train: starting from {init} (rebuilt as {rebuilt})", flush=True)
     return str(rebuilt), f"{init.name} (sha256 {sha256_file(init)[:12]}…)"
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from pipeline.cli.errors import UsageError
 
 
 def checkpoint_from_onnx(onnx_path: Path, out: Path, *, base: str = "yolov8n.yaml") -> Path:
-    """Writes ``out`` (an ultralytics .pt) holding ``base`` with the weights of ``onnx_path``."""
+    """Writes ``out`` (an ultralytics .pt) holding ``base`` with the weights of ``onnx_path``;
+    ValueError names what does not fit."""
     import onnx
     import torch
     from onnx import numpy_helper
@@ -27,7 +27,7 @@ def checkpoint_from_onnx(onnx_path: Path, out: Path, *, base: str = "yolov8n.yam
     model_proto = onnx.load(str(onnx_path))
     metadata = {p.key: p.value for p in model_proto.metadata_props}
     if "names" not in metadata:
-        raise UsageError(f"--init {onnx_path}: not an ultralytics export (no class names in its metadata)")
+        raise ValueError(f"{onnx_path}: not an ultralytics export (no class names in its metadata)")
     names = ast.literal_eval(metadata["names"])
     tensors = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in model_proto.graph.initializer}
 
@@ -43,7 +43,7 @@ def checkpoint_from_onnx(onnx_path: Path, out: Path, *, base: str = "yolov8n.yam
         owner = weight_name.removesuffix(".weight")
         module = modules.get(owner)
         if module is None or not hasattr(module, "weight"):
-            raise UsageError(f"--init {onnx_path}: its convolution {weight_name} is not a layer of {base}; give --base")
+            raise ValueError(f"{onnx_path}: its convolution {weight_name} is not a layer of {base}; give --base")
         parent = modules.get(owner.rpartition(".")[0])
         fused_batchnorm = getattr(parent, "bn", None) if owner.endswith(".conv") else None
         bias_target = fused_batchnorm if fused_batchnorm is not None else module
@@ -59,7 +59,7 @@ def checkpoint_from_onnx(onnx_path: Path, out: Path, *, base: str = "yolov8n.yam
     convolutions = {name for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
     missing = sorted(convolutions - loaded)
     if missing:
-        raise UsageError(f"--init {onnx_path}: has no weights for {missing[0]} of {base} "
+        raise ValueError(f"{onnx_path}: has no weights for {missing[0]} of {base} "
                          f"(and {len(missing) - 1} more); give --base")
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": model, "train_args": {}, "epoch": -1, "date": None}, out)
@@ -71,6 +71,6 @@ def _copy(param, value, name: str, onnx_path: Path, base: str) -> None:
 
     if param is None or tuple(param.shape) != tuple(value.shape):
         shape = list(param.shape) if param is not None else "no such parameter"
-        raise UsageError(f"--init {onnx_path}: {name} {list(value.shape)} does not fit {base} ({shape}); give --base")
+        raise ValueError(f"{onnx_path}: {name} {list(value.shape)} does not fit {base} ({shape}); give --base")
     with torch.no_grad():
         param.copy_(value)
