@@ -122,7 +122,7 @@ def test_training_can_start_from_an_exported_onnx_model(trained):
     assert patrol("train", str(root / "street.yaml"), "--init", str(model), "--out", str(tuned), "--work",
                   str(root / "work-tuned"), "--epochs", "1", "--imgsz", "64", "--batch", "4") == 0
     card = load_card(tuned)
-    assert f"fine-tuned from {model.name} (sha256 {load_card(model).sha256[:12]}" in card.source
+    assert f"fine-tuned from {model.name}, sha256 {load_card(model).sha256[:12]}" in card.source
     assert card.sha256 != load_card(model).sha256
 
 

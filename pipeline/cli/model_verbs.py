@@ -144,7 +144,7 @@ def _initial_checkpoint(init: Path, work: Path, base: str) -> tuple[str, str]:
     except ValueError as exc:
         raise UsageError(f"--init {exc}") from None
     print(f"train: starting from {init} (rebuilt as {rebuilt})", flush=True)
-    return str(rebuilt), f"{init.name} (sha256 {sha256_file(init)[:12]}…)"
+    return str(rebuilt), f"{init.name}, sha256 {sha256_file(init)[:12]}…"
 
 
 def cmd_export(args) -> int:
