@@ -35,7 +35,7 @@ METHOD = {
     "events": f"pipeline.cli.runner.replay of the video; a case matches an episode of its kind and zone confirmed "
               f"within [start + dwell - {TOLERANCE_S:g} s, end + {TOLERANCE_S:g} s] whose box it overlaps by IoU >= "
               f"{MIN_IOU}; precision = matches / cases filed, recall = matches / episodes at least dwell long",
-    "road-video": "vehicle boxes on 31 frames (every 6th with a car in view, every 30th without) of "
+    "road-video": "vehicle boxes on the labelled frames (every 6th with a car in view, every 30th without) of "
                   "../shared/videos/car-detection.mp4, cars driving through a lot seen from above: "
                   "annotations/eval/car-detection-road.labels.json; no model here trains on this video",
     "parking-lot-cam events": "the set's frames as taken (train and valid), one per second in frame order, through "
