@@ -11,7 +11,8 @@ the cases filed so far. The faults, in turn, every ``--fault-every`` minutes:
 
 - worker w1 is killed (SIGKILL) and started again 20 s later, as systemd would: its cameras go
   to w2 within the lease TTL and come back when w1 has rejoined;
-- Redis is stopped for 30 s (cases wait in the workers' spools, leases are kept);
+- Redis is stopped for 30 s (cases wait in the workers' spools; the leases lapse, and each worker
+  re-claims its own when Redis is back);
 - the RTSP server is restarted (every camera drops and reconnects).
 
 w2 is never restarted, so its memory, descriptors and threads over the whole run show whether the

@@ -15,6 +15,7 @@ import yaml
 from fixture_redis import free_port
 
 from pipeline.config import load_camera
+from pipeline.fleet.leases import Renewal
 from pipeline.fleet import LeaseBoard, RedisEpisodeMemory, connect, fair_shares, measure_capacity
 from pipeline.queue import open_queue
 from pipeline.rules.memory import FileEpisodeMemory
@@ -48,10 +49,10 @@ def test_a_camera_has_one_holder_until_its_lease_expires(boards) -> None:
     a, b = boards("a"), boards("b")
     assert a.take("cam-1") and not b.take("cam-1")
     assert b.holders(["cam-1", "cam-2"]) == {"cam-1": "a", "cam-2": None}
-    assert a.renew(["cam-1"]) == []
+    assert a.renew(["cam-1"]) == Renewal(lost=[], reclaimed=[])
     time.sleep(0.7)  # a stops renewing (it died): the lease lapses and b may take the camera
     assert b.take("cam-1")
-    assert a.renew(["cam-1"]) == ["cam-1"]  # a, back, learns it lost the camera and must stop it
+    assert a.renew(["cam-1"]).lost == ["cam-1"]  # a, back, learns it lost the camera and must stop it
     a.release("cam-1")  # releasing what another holds does nothing
     assert b.holders(["cam-1"]) == {"cam-1": "b"}
 
@@ -60,7 +61,7 @@ def test_a_lease_lost_with_a_restarted_redis_goes_back_to_the_worker_still_runni
     a = boards("a", ttl_s=30)
     assert a.take("cam-1")
     redis_server.flushall()  # what a Redis restart without persistence looks like to the fleet
-    assert a.renew(["cam-1"]) == []
+    assert a.renew(["cam-1"]) == Renewal(lost=[], reclaimed=["cam-1"])
     assert a.holders(["cam-1"]) == {"cam-1": "a"}
 
 

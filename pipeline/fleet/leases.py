@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 
 import redis
 from redis.backoff import NoBackoff
@@ -23,13 +24,14 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "patrol:fleet"
 
-# Keeps a lease that is ours, and takes back one that expired while Redis was away (a restarted
-# Redis loses expired keys): the worker still runs that camera, nobody else can have started it.
+# Keeps a lease that is ours (1), and takes back one that is gone (2): it expired while Redis was
+# away, or a restarted Redis lost it. The worker still runs that camera; as long as the other workers
+# hold off taking free cameras for a moment after such a loss (FleetWorker.step), nobody else started it.
 _RENEW = """
 local holder = redis.call('GET', KEYS[1])
 if holder == false then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
+  return 2
 elseif holder == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
@@ -52,6 +54,12 @@ def connect(url: str) -> redis.Redis:
                                     retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)))
     except ValueError as exc:
         raise ValueError(f"unusable fleet Redis URL: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Renewal:
+    lost: list[str]  # another worker holds them now: stop them here
+    reclaimed: list[str]  # their lease was gone (Redis lost it): no one may have noticed yet
 
 
 class LeaseBoard:
@@ -102,15 +110,17 @@ class LeaseBoard:
         return bool(self._call(lambda: self._redis.set(self.lease_key(camera_id), self.worker_id, nx=True,
                                                         px=self.ttl_ms)))
 
-    def renew(self, camera_ids: list[str]) -> list[str]:
-        """Renews this worker's leases; returns the cameras another worker holds now (lost)."""
+    def renew(self, camera_ids: list[str]) -> Renewal:
+        """Renews this worker's leases: which cameras another worker holds now, and which leases
+        were gone and are this worker's again."""
         def run() -> list[int]:
             pipe = self._redis.pipeline(transaction=False)
             for camera_id in camera_ids:
                 self._renew(keys=[self.lease_key(camera_id)], args=[self.worker_id, self.ttl_ms], client=pipe)
             return pipe.execute()
-        kept = self._call(run) if camera_ids else []
-        return [camera_id for camera_id, ok in zip(camera_ids, kept, strict=True) if not ok]
+        outcomes = dict(zip(camera_ids, self._call(run), strict=True)) if camera_ids else {}
+        return Renewal(lost=[c for c, outcome in outcomes.items() if outcome == 0],
+                       reclaimed=[c for c, outcome in outcomes.items() if outcome == 2])
 
     def release(self, camera_id: str) -> None:
         self._call(lambda: self._release(keys=[self.lease_key(camera_id)], args=[self.worker_id]))

@@ -4,7 +4,9 @@ Every ``ttl/3`` seconds, on its own thread, it renews its leases (only while the
 inference loop is moving: a hung worker lets its cameras go), announces itself with its capacity,
 computes every worker's fair share from the registry, gives back cameras above its share (after
 their episodes are saved, so the next worker continues them) and takes free ones up to it.
-Redis being away changes nothing the worker watches: it keeps its cameras and tries again.
+Redis being away changes nothing the worker watches: it keeps its cameras and tries again. When it
+is back with leases lost (the outage outlasted the TTL, or Redis restarted empty), every worker
+first re-claims what it still runs and only then shares: see ``SETTLE_PERIODS``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ log = logging.getLogger(__name__)
 
 HAND_OVER_TIMEOUT_S = 30.0
 LOAD_TARGET = 0.6  # of the measured network throughput; decoding and the rest need the remainder
+# After Redis lost leases, a free camera may still run on a worker that has not made its next pass
+# (at most one period away). Taking it then would start it twice, and the taker, adopting an episode
+# snapshot older than the outage, would file the same parked car again. So nobody shares for this
+# many periods after it saw such a loss; by then every live worker has re-claimed its leases.
+SETTLE_PERIODS = 2
 
 
 def measure_capacity(detector: FrameDetector, cameras: list[CameraConfig], *, seconds: float = 3.0) -> int:
@@ -59,6 +66,8 @@ class FleetWorker:
         self.print_line = print_line
         self.period_s = board.ttl_ms / 3000
         self.held: list[str] = []  # in the order taken; the newest are given back first
+        self._redis_was_away = False
+        self._settled_at = 0.0  # time.monotonic() from which this worker may share again
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fleet-leases", daemon=True)
         # the worker's own order of preference, so workers starting together reach for different cameras
@@ -80,23 +89,32 @@ class FleetWorker:
             try:
                 self.step()
             except BackendUnavailable as exc:
+                self._redis_was_away = True
                 log.warning("fleet: %s; keeping the %d camera(s) held", exc, len(self.held))
             except Exception:  # the lease loop must outlive a bug in one pass
                 log.exception("fleet: lease pass failed")
             self._stop.wait(self.period_s)
 
     def step(self) -> None:
-        """One pass: renew, announce, share, give back, take."""
+        """One pass: renew, announce, share, give back, take (unless settling after Redis lost leases)."""
         healthy = time.monotonic() - self.patrol.loop_tick < self.period_s * 1.5
         if not healthy:
             log.warning("fleet: the inference loop has not moved for %.1fs; leases are left to expire",
                         time.monotonic() - self.patrol.loop_tick)
             return
-        for camera_id in self.board.renew(list(self.held)):
+        renewal = self.board.renew(list(self.held))
+        for camera_id in renewal.lost:
             self.print_line(f"[fleet] {camera_id}: lost its lease to another worker; stopped here")
             self.held.remove(camera_id)
             self._wait(self.patrol.remove_camera(camera_id, save_episodes=False), camera_id)
         self.board.announce(self.capacity, self.held)
+        if self._redis_was_away or renewal.reclaimed:
+            self._redis_was_away = False
+            self._settled_at = time.monotonic() + SETTLE_PERIODS * self.period_s
+            log.info("fleet: Redis is back (%d lease(s) re-claimed); sharing again in %.1fs",
+                     len(renewal.reclaimed), SETTLE_PERIODS * self.period_s)
+        if time.monotonic() < self._settled_at:
+            return
         workers = self.board.workers()
         workers.setdefault(self.board.worker_id, self.capacity)
         target = fair_shares(workers, len(self.cameras))[self.board.worker_id]
