@@ -8,6 +8,7 @@ import subprocess
 import time
 import urllib.request
 from collections import Counter
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,9 @@ import yaml
 from fixture_redis import free_port
 
 from pipeline.config import load_camera
+from pipeline.fleet import FleetWorker, LeaseBoard, RedisEpisodeMemory, connect, fair_shares, measure_capacity
 from pipeline.fleet.leases import Renewal
-from pipeline.fleet import LeaseBoard, RedisEpisodeMemory, connect, fair_shares, measure_capacity
+from pipeline.fleet.worker import SETTLE_PERIODS
 from pipeline.queue import open_queue
 from pipeline.rules.memory import FileEpisodeMemory
 from pipeline.types import CaseRecord
@@ -65,6 +67,54 @@ def test_a_lease_lost_with_a_restarted_redis_goes_back_to_the_worker_still_runni
     assert a.holders(["cam-1"]) == {"cam-1": "a"}
 
 
+class StandInPatrol:
+    """The part of a Patrol a FleetWorker drives: a loop that moves, cameras started and stopped."""
+
+    def __init__(self) -> None:
+        self.loop_tick = time.monotonic()
+        self.running: set[str] = set()
+
+    def add_camera(self, camera) -> Future:
+        self.running.add(camera.id)
+        return _done()
+
+    def remove_camera(self, camera_id: str, *, save_episodes: bool = True) -> Future:
+        self.running.remove(camera_id)
+        return _done()
+
+
+def _done() -> Future:
+    future = Future()
+    future.set_result(None)
+    return future
+
+
+def test_after_redis_lost_every_lease_each_worker_goes_on_with_its_own_cameras(boards, redis_server) -> None:
+    sample = load_camera(REPO / "streams" / "sample-street.yaml")
+    cameras = [sample.model_copy(update={"id": f"cam-{n}"}) for n in range(4)]
+    workers = [FleetWorker(StandInPatrol(), cameras, boards(name, ttl_s=1.5), 6, print_line=lambda _: None)
+               for name in ("a", "b")]
+
+    def pass_of_each() -> list[set[str]]:
+        for worker in workers:
+            worker.patrol.loop_tick = time.monotonic()
+            worker.step()
+        return [set(worker.patrol.running) for worker in workers]
+
+    for _ in range(2):  # a takes all four, b none; then a gives two back and b takes them
+        shared = pass_of_each()
+    assert sorted(map(len, shared)) == [2, 2]
+
+    redis_server.flushall()  # Redis restarted empty (or came back after the TTL): no leases, no workers
+    # Whoever passes first finds the other's cameras free and itself alone; it must not take them.
+    assert pass_of_each() == shared
+    time.sleep(workers[0].period_s * SETTLE_PERIODS)
+    assert pass_of_each() == shared  # settled: both are known again and each keeps its fair share
+    for worker in workers:
+        running = sorted(worker.patrol.running)
+        assert worker.board.holders(running) == dict.fromkeys(running, worker.board.worker_id)
+
+
 def test_workers_are_known_by_their_announcements_within_the_ttl(boards) -> None:
     a, b = boards("a"), boards("b")
     a.announce(5, ["cam-1"])
@@ -109,11 +159,15 @@ class Worker:
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
     def live_cameras(self) -> set[str]:
-        """Cameras this worker decodes pictures of now, from its /metrics."""
+        """Cameras this worker decodes pictures of now, from its /metrics (none while they do not answer)."""
+        return self.reported_live_cameras() or set()
+
+    def reported_live_cameras(self) -> set[str] | None:
+        """As ``live_cameras``; None while the worker's /metrics do not answer."""
         try:
             text = urllib.request.urlopen(f"http://{self.metrics}/metrics", timeout=2).read().decode()
         except OSError:
-            return set()
+            return None
         return set(re.findall(r'patrol_camera_state\{camera="([^"]+)",state="live"\} 1\.0', text))
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
@@ -203,6 +257,49 @@ def test_three_workers_share_twelve_cameras_and_a_killed_workers_cameras_go_on_e
     assert found == expected, f"cases per camera and kind differ from the ground truth: {found - expected} too many, " \
                               f"{expected - found} missing (the kill took {sorted(orphans)} over after {back_after_s:.1f}s)"
     assert len({c.case_id for c in cases}) == len(cases) == 48
+
+
+REDIS_DOWN_AT_S = 76.0  # the bin (60 s + 15 s dwell) is filed; the third car comes at 80 s
+REDIS_UP_AT_S = 106.0  # that car was filed (80 s + 20 s dwell) while Redis was away, so no snapshot
+#                        in Redis knows it; it stands until 140 s
+OUTAGE_END_AT_S = 146.0
+
+
+@pytest.mark.skipif(not SAMPLE.is_file(), reason="the shipped sample video is missing")
+def test_a_redis_outage_longer_than_the_lease_ttl_moves_no_camera_and_files_no_case_twice(
+        tmp_path, redis_server, redis_url, rtsp_server) -> None:
+    cameras_ids = CAMERAS[:4]
+    server = rtsp_server(dict.fromkeys(cameras_ids, SAMPLE), live=True)
+    cameras = camera_files(tmp_path / "streams", {c: server.url(c) for c in cameras_ids})
+    workers = [Worker(f"w{n}", cameras, redis_url, tmp_path) for n in (1, 2)]
+    try:
+        wait_until(lambda: sorted(len(w.live_cameras()) for w in workers) == [2, 2], within_s=40,
+                   what="two workers sharing the 4 cameras 2/2")
+        wait_until(lambda: time.time() - server.started_wall >= REDIS_DOWN_AT_S, within_s=REDIS_DOWN_AT_S,
+                   what="the outage")
+        before = [w.live_cameras() for w in workers]
+        assert sorted(map(len, before)) == [2, 2]
+        redis_server.stop()
+        wait_until(lambda: time.time() - server.started_wall >= REDIS_UP_AT_S, within_s=40, what="Redis back")
+        redis_server.start()  # every lease has lapsed: the AOF holds them with their expiry
+        # Both workers ran all along: no camera may stop, not even for a moment, when Redis returns.
+        interrupted: set[str] = set()
+        while time.time() - server.started_wall < OUTAGE_END_AT_S:
+            for worker, held in zip(workers, before, strict=True):
+                if (live := worker.reported_live_cameras()) is not None:
+                    interrupted |= held - live
+            time.sleep(0.5)
+    finally:
+        for worker in workers:
+            worker.stop()
+
+    assert not interrupted, f"{sorted(interrupted)} stopped on their worker after Redis returned"
+    cases = filed_cases(redis_url)
+    found = Counter((c.camera_id, c.violation) for c in cases)
+    expected = Counter({(c, kind): n for c in cameras_ids
+                        for kind, n in (("illegal_parking", 2), ("stall_encroachment", 1), ("bin_overflow", 1))})
+    assert found == expected, f"{found - expected} too many, {expected - found} missing"
+    assert len({c.case_id for c in cases}) == len(cases)
 
 
 def wait_until(condition, *, within_s: float, what: str) -> None:
