@@ -154,7 +154,7 @@ def _patrol(args, cameras, *, loop_files: bool, streams_dir: Path | None) -> int
     except UsageError:
         filer.close(drain_timeout_s=0)
         raise
-    signal.signal(signal.SIGTERM, lambda *_: patrol.stop())
+    _stop_on_signals(patrol)
     where = f"evidence under {root}" if root else "evidence in the object store"
     print(f"patrol: {len(cameras)} camera(s), model {detector.name} on {detector.providers[0]}, {where}; "
           f"spool {filer.spool.root}" + (f"; metrics {metrics}" if metrics else "") + "; Ctrl-C stops", flush=True)
@@ -173,6 +173,18 @@ def _patrol(args, cameras, *, loop_files: bool, streams_dir: Path | None) -> int
         waiting = f"; {left} case(s) wait in the spool and go out on the next start" if left else ""
         print(f"patrol: stopped; {filer.drainer.delivered} new case(s) filed{waiting}", flush=True)
     return 0
+
+
+def _stop_on_signals(patrol) -> None:
+    """SIGTERM and Ctrl-C stop the patrol cleanly: cameras flushed, episodes saved, spool drained.
+    A second Ctrl-C interrupts that (the spool keeps what it holds for the next start)."""
+    def stop(number: int, _frame) -> None:
+        patrol.stop_soon()
+        if number == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
 
 
 def _patrol_or_fleet(args, cameras, detector, filer, loop_files: bool, say):

@@ -441,6 +441,7 @@ class Patrol:
         self._waiting: dict[PatrolCamera, Frame] = {}  # the next batch: each camera's newest frame, not analysed yet
         self._waiting_since = 0.0  # monotonic time the oldest of them was taken
         self._stop = threading.Event()
+        self._stop_asked = False  # by a signal: see stop_soon
         self._wake = threading.Event()
         self._changes: queue.SimpleQueue[tuple[str, object, Future]] = queue.SimpleQueue()
         # Replaced, never changed in place: /metrics and the fleet read it from other threads.
@@ -457,6 +458,12 @@ class Patrol:
     @property
     def max_batch(self) -> int:
         return max(1, self._max_batch or len(self.cameras))
+
+    def stop_soon(self) -> None:
+        """``stop`` for a signal handler: it only sets a flag, which the loop reads on its next turn
+        (within 0.2 s). A handler runs on the main thread between two bytecodes, perhaps inside
+        ``Event.wait`` holding the lock that ``stop`` would take again."""
+        self._stop_asked = True
 
     def stop(self) -> None:
         self._stop.set()
@@ -552,7 +559,7 @@ class Patrol:
         next_health = time.monotonic() + self.health_every_s
         next_save = time.monotonic() + self.SAVE_EPISODES_EVERY_S
         try:
-            while not self._stop.is_set():
+            while not self._stop.is_set() and not self._stop_asked:
                 self.loop_tick = time.monotonic()
                 if deadline is not None and time.monotonic() >= deadline:
                     break
