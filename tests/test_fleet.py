@@ -92,8 +92,9 @@ def _done() -> Future:
 def test_after_redis_lost_every_lease_each_worker_goes_on_with_its_own_cameras(boards, redis_server) -> None:
     sample = load_camera(REPO / "streams" / "sample-street.yaml")
     cameras = [sample.model_copy(update={"id": f"cam-{n}"}) for n in range(4)]
-    workers = [FleetWorker(StandInPatrol(), cameras, boards(name, ttl_s=1.5), 6, print_line=lambda _: None)
-               for name in ("a", "b")]
+    # c's small capacity gives it no camera of the four: it has no lease of its own to find gone
+    workers = [FleetWorker(StandInPatrol(), cameras, boards(name, ttl_s=1.5), capacity, print_line=lambda _: None)
+               for name, capacity in (("c", 1), ("a", 6), ("b", 6))]
 
     def pass_of_each() -> list[set[str]]:
         for worker in workers:
@@ -101,12 +102,12 @@ def test_after_redis_lost_every_lease_each_worker_goes_on_with_its_own_cameras(b
             worker.step()
         return [set(worker.patrol.running) for worker in workers]
 
-    for _ in range(2):  # a takes all four, b none; then a gives two back and b takes them
+    for _ in range(3):  # c takes one, a the rest; c gives its one back, and a two; b takes them
         shared = pass_of_each()
-    assert sorted(map(len, shared)) == [2, 2]
+    assert list(map(len, shared)) == [0, 2, 2]
 
     redis_server.flushall()  # Redis restarted empty (or came back after the TTL): no leases, no workers
-    # Whoever passes first finds the other's cameras free and itself alone; it must not take them.
+    # Whoever passes first finds the others' cameras free and itself alone; it must not take them.
     assert pass_of_each() == shared
     time.sleep(workers[0].period_s * SETTLE_PERIODS)
     assert pass_of_each() == shared  # settled: both are known again and each keeps its fair share
@@ -117,9 +118,10 @@ def test_after_redis_lost_every_lease_each_worker_goes_on_with_its_own_cameras(b
 
 def test_workers_are_known_by_their_announcements_within_the_ttl(boards) -> None:
     a, b = boards("a"), boards("b")
-    a.announce(5, ["cam-1"])
-    b.announce(3, [])
+    assert not a.announce(5, ["cam-1"])  # not known before
+    assert not b.announce(3, [])
     assert a.workers() == {"a": 5, "b": 3}
+    assert a.announce(5, ["cam-1"])  # known: Redis kept the last announcement
     b.withdraw()
     assert a.workers() == {"a": 5}
     time.sleep(0.7)

@@ -78,10 +78,12 @@ class LeaseBoard:
     def lease_key(self, camera_id: str) -> str:
         return f"{self._prefix}:lease:{camera_id}"
 
-    def announce(self, capacity: int, held: list[str]) -> None:
-        """Says this worker is alive, what it can take and what it holds, for one TTL."""
+    def announce(self, capacity: int, held: list[str]) -> bool:
+        """Says this worker is alive, what it can take and what it holds, for one TTL. False when
+        its previous announcement was gone (its first, or Redis lost it: see FleetWorker.step)."""
         entry = json.dumps({"capacity": capacity, "held": sorted(held), "at": time.time()})
-        self._call(lambda: self._redis.set(f"{self._prefix}:worker:{self.worker_id}", entry, px=self.ttl_ms))
+        key = f"{self._prefix}:worker:{self.worker_id}"
+        return self._call(lambda: self._redis.set(key, entry, px=self.ttl_ms, get=True)) is not None
 
     def withdraw(self) -> None:
         """Leaves the registry at once (a clean stop), so the others re-share without waiting a TTL."""

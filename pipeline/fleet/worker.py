@@ -67,6 +67,7 @@ class FleetWorker:
         self.period_s = board.ttl_ms / 3000
         self.held: list[str] = []  # in the order taken; the newest are given back first
         self._redis_was_away = False
+        self._announced = False
         self._settled_at = 0.0  # time.monotonic() from which this worker may share again
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fleet-leases", daemon=True)
@@ -107,12 +108,14 @@ class FleetWorker:
             self.print_line(f"[fleet] {camera_id}: lost its lease to another worker; stopped here")
             self.held.remove(camera_id)
             self._wait(self.patrol.remove_camera(camera_id, save_episodes=False), camera_id)
-        self.board.announce(self.capacity, self.held)
-        if self._redis_was_away or renewal.reclaimed:
+        known = self.board.announce(self.capacity, self.held)
+        # A worker that holds nothing has no lease to find gone: its own announcement tells it
+        if self._redis_was_away or renewal.reclaimed or (self._announced and not known):
             self._redis_was_away = False
             self._settled_at = time.monotonic() + SETTLE_PERIODS * self.period_s
             log.info("fleet: Redis is back (%d lease(s) re-claimed); sharing again in %.1fs",
                      len(renewal.reclaimed), SETTLE_PERIODS * self.period_s)
+        self._announced = True
         if time.monotonic() < self._settled_at:
             return
         workers = self.board.workers()
