@@ -160,7 +160,8 @@ def find_ultralytics_python(given: str | None) -> str | None:
     train venv in the repo (``.venv-train``, see README) or beside it (``../train-venv``)."""
     if given:
         if not _has_ultralytics(given):
-            raise ValueError(f"--ultralytics-python {given}: cannot import ultralytics with it")
+            raise ValueError(f"--ultralytics-python {given}: cannot import ultralytics and lap (its tracker) with "
+                             "it; install the train extra there (pip install -e '.[train]')")
         return given
     candidates = [os.environ.get("ULTRALYTICS_PYTHON"), REPO / ".venv-train" / "bin" / "python",
                   REPO.parent / "train-venv" / "bin" / "python"]
@@ -169,7 +170,8 @@ def find_ultralytics_python(given: str | None) -> str | None:
 
 def _has_ultralytics(python: str) -> bool:
     try:
-        found = subprocess.run([python, "-c", "import ultralytics"], check=False, capture_output=True, timeout=120)
+        found = subprocess.run([python, "-c", "import ultralytics, lap"], check=False, capture_output=True,
+                               timeout=120)
         return found.returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False

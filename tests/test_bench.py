@@ -202,3 +202,14 @@ def test_patrol_bench_refuses_a_missing_model_naming_the_option(tmp_path) -> Non
                           str(tmp_path / "none.onnx"), "--out", str(tmp_path)],
                          check=False, capture_output=True, text=True, cwd=REPO, timeout=60)
     assert run.returncode == 2 and "--model" in run.stderr and "none.onnx" in run.stderr
+
+
+def test_a_python_without_ultralytics_tracker_is_refused_with_what_to_install(tmp_path) -> None:
+    # ultralytics itself imports, its tracker's lap does not: the comparison would die mid-run
+    (tmp_path / "ultralytics.py").write_text("")
+    (tmp_path / "lap.py").write_text("raise ImportError('No module named lap')")
+    python = tmp_path / "python"
+    python.write_text(f"#!/bin/sh\nPYTHONPATH={tmp_path} exec {sys.executable} \"$@\"\n")
+    python.chmod(python.stat().st_mode | stat.S_IEXEC)
+    with pytest.raises(ValueError, match=r"--ultralytics-python .*lap.*\[train\]"):
+        find_ultralytics_python(str(python))
