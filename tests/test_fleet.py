@@ -221,12 +221,23 @@ def filed_cases(redis_url: str) -> list[CaseRecord]:
         queue.close()
 
 
+def two_workers_on_live_cameras(camera_ids: list[str], tmp_path: Path, redis_url: str, rtsp_server):
+    """The sample street served live as each camera, their files, and two fleet workers started on them."""
+    server = rtsp_server(dict.fromkeys(camera_ids, SAMPLE), live=True)
+    cameras = camera_files(tmp_path / "streams", {c: server.url(c) for c in camera_ids})
+    return server, cameras, [Worker(f"w{n}", cameras, redis_url, tmp_path) for n in (1, 2)]
+
+
+def ground_truth_cases(camera_ids: list[str]) -> Counter:
+    """Cases per (camera, kind) one pass of the sample gives: two parked cars, a stall, a bin."""
+    return Counter({(c, kind): n for c in camera_ids
+                    for kind, n in (("illegal_parking", 2), ("stall_encroachment", 1), ("bin_overflow", 1))})
+
+
 @pytest.mark.skipif(not SAMPLE.is_file(), reason="the shipped sample video is missing")
 def test_three_workers_share_twelve_cameras_and_a_killed_workers_cameras_go_on_elsewhere(
         tmp_path, redis_url, rtsp_server) -> None:
-    server = rtsp_server(dict.fromkeys(CAMERAS, SAMPLE), live=True)
-    cameras = camera_files(tmp_path / "streams", {c: server.url(c) for c in CAMERAS})
-    workers = [Worker(f"w{n}", cameras, redis_url, tmp_path) for n in (1, 2)]
+    server, cameras, workers = two_workers_on_live_cameras(CAMERAS, tmp_path, redis_url, rtsp_server)
     try:
         wait_until(lambda: sorted(len(w.live_cameras()) for w in workers) == [6, 6], within_s=40,
                    what="two workers sharing the 12 cameras 6/6")
@@ -253,9 +264,7 @@ def test_three_workers_share_twelve_cameras_and_a_killed_workers_cameras_go_on_e
             worker.stop()
 
     cases = filed_cases(redis_url)
-    found = Counter((c.camera_id, c.violation) for c in cases)
-    expected = Counter({(c, kind): n for c in CAMERAS
-                        for kind, n in (("illegal_parking", 2), ("stall_encroachment", 1), ("bin_overflow", 1))})
+    found, expected = Counter((c.camera_id, c.violation) for c in cases), ground_truth_cases(CAMERAS)
     assert found == expected, f"cases per camera and kind differ from the ground truth: {found - expected} too many, " \
                               f"{expected - found} missing (the kill took {sorted(orphans)} over after {back_after_s:.1f}s)"
     assert len({c.case_id for c in cases}) == len(cases) == 48
@@ -271,9 +280,7 @@ OUTAGE_END_AT_S = 146.0
 def test_a_redis_outage_longer_than_the_lease_ttl_moves_no_camera_and_files_no_case_twice(
         tmp_path, redis_server, redis_url, rtsp_server) -> None:
     cameras_ids = CAMERAS[:4]
-    server = rtsp_server(dict.fromkeys(cameras_ids, SAMPLE), live=True)
-    cameras = camera_files(tmp_path / "streams", {c: server.url(c) for c in cameras_ids})
-    workers = [Worker(f"w{n}", cameras, redis_url, tmp_path) for n in (1, 2)]
+    server, _, workers = two_workers_on_live_cameras(cameras_ids, tmp_path, redis_url, rtsp_server)
     try:
         wait_until(lambda: sorted(len(w.live_cameras()) for w in workers) == [2, 2], within_s=40,
                    what="two workers sharing the 4 cameras 2/2")
@@ -297,9 +304,7 @@ def test_a_redis_outage_longer_than_the_lease_ttl_moves_no_camera_and_files_no_c
 
     assert not interrupted, f"{sorted(interrupted)} stopped on their worker after Redis returned"
     cases = filed_cases(redis_url)
-    found = Counter((c.camera_id, c.violation) for c in cases)
-    expected = Counter({(c, kind): n for c in cameras_ids
-                        for kind, n in (("illegal_parking", 2), ("stall_encroachment", 1), ("bin_overflow", 1))})
+    found, expected = Counter((c.camera_id, c.violation) for c in cases), ground_truth_cases(cameras_ids)
     assert found == expected, f"{found - expected} too many, {expected - found} missing"
     assert len({c.case_id for c in cases}) == len(cases)
 
