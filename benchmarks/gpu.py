@@ -26,6 +26,7 @@ from benchmarks.common import Settings, Video, analysed_frames, street, write_re
 from benchmarks.plot import bar_chart
 from pipeline.detect import Detector
 from pipeline.detect.providers import CPU, CUDA, TENSORRT, pick_providers
+from pipeline.ingest import to_bgr
 
 ANALYSIS_FPS = 5.0
 
@@ -116,12 +117,12 @@ def decode_rate(video: Video, device: str | None, settings: Settings) -> dict:
     try:
         with av.open(str(video.path), **options) as container:
             stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
+            stream.codec_context.thread_count = 1  # as the patrol: one decoding thread per camera
             frames = 0
             started = time.perf_counter()
             for picture in container.decode(stream):
                 if frames % sampled_every == 0:
-                    picture.to_ndarray(format="bgr24")
+                    to_bgr(picture)
                 frames += 1
                 if frames >= limit:
                     break

@@ -7,10 +7,12 @@ import itertools
 import time
 
 import av
+import cv2
+import numpy as np
 import pytest
 from conftest import CAR_VIDEO, SAMPLE_VIDEO
 
-from pipeline.ingest import ClipError, PacketRing, SourceError, SourceStats, decode
+from pipeline.ingest import ClipError, PacketRing, SourceError, SourceStats, decode, to_bgr
 from pipeline.ingest.source import FrameSampler
 
 
@@ -26,6 +28,46 @@ def test_sampler_restarts_after_a_gap_instead_of_bursting():
     assert sampler.take(10.0)  # a 10 s stall
     assert not sampler.take(10.04)
     assert sampler.take(10.2)
+
+
+def colour_chart(width: int = 96, height: int = 64) -> np.ndarray:
+    """Saturated hues across, brightness down: where colour matrices and ranges differ most."""
+    hue = np.tile(np.linspace(0, 179, width, dtype=np.uint8), (height, 1))
+    value = np.repeat(np.linspace(40, 255, height, dtype=np.uint8)[:, None], width, axis=1)
+    hsv = np.dstack([hue, np.full_like(hue, 255), value])
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+
+
+def camera_picture(image: np.ndarray, *, colorspace: int, color_range: int) -> av.VideoFrame:
+    """``image`` as a camera's 4:2:0 picture, encoded with the matrix and range it is tagged with."""
+    picture = av.VideoFrame.from_ndarray(image, format="bgr24").reformat(
+        format="yuv420p", dst_colorspace=1 if colorspace == 1 else 5, dst_color_range=color_range or 1)
+    picture.colorspace, picture.color_range = colorspace, color_range
+    return picture
+
+
+def mean_error(image: np.ndarray, chart: np.ndarray) -> float:
+    # 4:2:0 halves the colour resolution: compare away from the chart's edges
+    return float(np.abs(image.astype(int) - chart)[8:-8, 8:-8].mean())
+
+
+@pytest.mark.parametrize("colorspace", [2, 5, 6], ids=["untagged", "bt470bg", "smpte170m"])
+def test_a_bt601_camera_picture_keeps_its_colours(colorspace):
+    chart = colour_chart()
+    image = to_bgr(camera_picture(chart, colorspace=colorspace, color_range=1))
+    assert image.shape == chart.shape and image.dtype == np.uint8
+    assert mean_error(image, chart) <= 2.5
+
+
+@pytest.mark.parametrize(("colorspace", "color_range"), [(1, 1), (5, 2)], ids=["bt709", "full-range"])
+def test_hd_and_full_range_camera_pictures_are_read_as_tagged(colorspace, color_range):
+    chart = colour_chart()
+    picture = camera_picture(chart, colorspace=colorspace, color_range=color_range)
+    image = to_bgr(picture)
+    assert mean_error(image, chart) <= 2.5
+    as_if_bt601 = camera_picture(chart, colorspace=colorspace, color_range=color_range)
+    as_if_bt601.colorspace, as_if_bt601.color_range = 2, 1
+    assert mean_error(to_bgr(as_if_bt601), chart) > 4  # the tag is what made it right
 
 
 def test_decode_carries_stream_time_and_analysis_rate():

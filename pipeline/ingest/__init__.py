@@ -2,7 +2,8 @@
 
 from pipeline.ingest.clip import ClipError, PacketRing
 from pipeline.ingest.live import LiveSource, StateChange
+from pipeline.ingest.picture import to_bgr
 from pipeline.ingest.source import SourceError, SourceStats, decode, is_live_url
 
 __all__ = ["ClipError", "LiveSource", "PacketRing", "SourceError", "SourceStats", "StateChange", "decode",
-           "is_live_url"]
+           "is_live_url", "to_bgr"]

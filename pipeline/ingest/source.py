@@ -13,6 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 import av
 
 from pipeline.ingest.clip import PacketRing, StreamParams
+from pipeline.ingest.picture import to_bgr
 from pipeline.types import Frame
 
 log = logging.getLogger(__name__)
@@ -161,7 +162,11 @@ def decode(url: str, *, camera_id: str, analysis_fps: float, ring: PacketRing | 
     pace_origin: float | None = None
     container = open_container(url, camera_id, open_timeout_s=open_timeout_s, read_timeout_s=read_timeout_s)
     stream = container.streams.video[0]
-    stream.thread_type = "AUTO"
+    # One decoding thread per camera: cameras already decode side by side, and FFmpeg's frame
+    # threads cost 20% more CPU per picture (parking-lot video 0.57 vs 0.48 ms, 1080p street 2.0
+    # vs 1.65 ms) and a picture of latency per thread, to speed up only what is fast enough
+    # already (one thread decodes the 1080p street at 600 frames/s).
+    stream.codec_context.thread_count = 1
     codec = stream.codec_context
     time_base = float(stream.time_base)
     frame_s = 1.0 / float(stream.average_rate or 25)
@@ -247,7 +252,7 @@ def decode(url: str, *, camera_id: str, analysis_fps: float, ring: PacketRing | 
                             continue
                         wall = time.time() if (live or realtime) else start_wall + pts_s
                         started = time.perf_counter()
-                        image = picture.to_ndarray(format="bgr24")
+                        image = to_bgr(picture)
                         stats.decode_s += time.perf_counter() - started
                         yield Frame(camera_id, seq, pts_s, wall, image)
                         seq += 1
