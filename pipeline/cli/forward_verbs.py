@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import sqlite3
+import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -87,7 +88,9 @@ def cmd_forward(args: argparse.Namespace) -> int:
         print(f"forward: cases of {_queue_place(queue_url)} as group {args.group!r}, consumer {args.consumer!r} "
               f"→ {endpoint.display}{token}; {until}", flush=True)
         # Ctrl-C too only asks to stop, so the POST in flight is finished and acknowledged, never cut.
-        previous = {number: signal.signal(number, lambda *_: forwarder.stop())
+        # The ask goes through a thread: the handler runs on the main thread between two bytecodes,
+        # maybe inside the stop Event's own lock, which setting the Event there would wait for forever.
+        previous = {number: signal.signal(number, lambda *_: threading.Thread(target=forwarder.stop).start())
                     for number in (signal.SIGTERM, signal.SIGINT)}
         try:
             tally = forwarder.run(once=args.once)
