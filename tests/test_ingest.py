@@ -38,10 +38,10 @@ def colour_chart(width: int = 96, height: int = 64) -> np.ndarray:
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
 
 
-def camera_picture(image: np.ndarray, *, colorspace: int, color_range: int) -> av.VideoFrame:
+def camera_picture(image: np.ndarray, *, colorspace: int, color_range: int, layout: str = "yuv420p") -> av.VideoFrame:
     """``image`` as a camera's 4:2:0 picture, encoded with the matrix and range it is tagged with."""
     picture = av.VideoFrame.from_ndarray(image, format="bgr24").reformat(
-        format="yuv420p", dst_colorspace=1 if colorspace == 1 else 5, dst_color_range=color_range or 1)
+        format=layout, dst_colorspace=1 if colorspace == 1 else 5, dst_color_range=color_range or 1)
     picture.colorspace, picture.color_range = colorspace, color_range
     return picture
 
@@ -51,10 +51,11 @@ def mean_error(image: np.ndarray, chart: np.ndarray) -> float:
     return float(np.abs(image.astype(int) - chart)[8:-8, 8:-8].mean())
 
 
+@pytest.mark.parametrize("layout", ["yuv420p", "nv12"])  # nv12: what hardware decoders hand back
 @pytest.mark.parametrize("colorspace", [2, 5, 6], ids=["untagged", "bt470bg", "smpte170m"])
-def test_a_bt601_camera_picture_keeps_its_colours(colorspace):
+def test_a_bt601_camera_picture_keeps_its_colours(colorspace, layout):
     chart = colour_chart()
-    image = to_bgr(camera_picture(chart, colorspace=colorspace, color_range=1))
+    image = to_bgr(camera_picture(chart, colorspace=colorspace, color_range=1, layout=layout))
     assert image.shape == chart.shape and image.dtype == np.uint8
     assert mean_error(image, chart) <= 2.5
 
