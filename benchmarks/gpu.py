@@ -38,8 +38,8 @@ def run(settings: Settings, video: Video | None = None) -> dict:
     largest = settings.budget.largest_batch
     result = {
         "video": video.describe(), "available_providers": ort.get_available_providers(),
-        "inference": [measure_provider(name, providers, frames, settings, largest)
-                      for name, providers in provider_setups()],
+        "inference": missing_gpu_providers() + [measure_provider(name, providers, frames, settings, largest)
+                                                for name, providers in provider_setups()],
         "decode": [decode_rate(video, None, settings), decode_rate(video, "cuda", settings)],
     }
     measured = [run for run in result["inference"] if run["available"]]
@@ -70,6 +70,17 @@ def provider_setups() -> list[tuple[str, list]]:
     if CUDA in picked:
         setups.append(("cuda-fp32", [CUDA, CPU]))
     return setups or [("cpu", [CPU])]
+
+
+def missing_gpu_providers() -> list[dict]:
+    """The GPU part as not available, saying why, when this ONNX Runtime build has no GPU provider
+    at all: on a GPU machine that is the package installed, not the machine."""
+    available = ort.get_available_providers()
+    if CUDA in available or TENSORRT in available:
+        return []
+    return [{"name": "cuda", "provider": CUDA, "available": False,
+             "reason": f"this ONNX Runtime build ({ort.__version__}; {', '.join(available)}) has no CUDA or "
+                       "TensorRT provider: a GPU machine needs the onnxruntime-gpu package in place of onnxruntime"}]
 
 
 def measure_provider(name: str, providers: list, frames: list, settings: Settings, largest: int) -> dict:

@@ -129,7 +129,7 @@ def _gating(result: dict) -> list[str]:
 
 
 def _gpu(result: dict) -> list[str]:
-    lines = ["GPU run" + ("" if result["gpu_measured"] else " (no GPU here: CPU figures only, the GPU parts report why)")]
+    lines = ["GPU run" + ("" if result["gpu_measured"] else " (no GPU measured: CPU figures only; each GPU part says why)")]
     for run in result["inference"]:
         if run["available"]:
             streams = (f"{run['streams_per_device']} streams at 5 fps" if run["streams_per_device"] is not None

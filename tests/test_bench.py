@@ -172,7 +172,8 @@ def test_the_gpu_script_runs_here_and_says_what_it_could_not_measure(results, se
     decoders = {run["name"]: run for run in document["decode"]}
     assert decoders["software"]["available"] and decoders["software"]["frames_per_s"] > 0
     if not document["gpu_measured"]:  # this machine: no CUDA provider
-        assert set(runs) == {"cpu"} and runs["cpu"]["available"]
+        assert set(runs) == {"cuda", "cpu"} and runs["cpu"]["available"]
+        assert not runs["cuda"]["available"] and "onnxruntime-gpu" in runs["cuda"]["reason"]
         assert set(runs["cpu"]["fps_by_batch"]) == {"1", "2"}
         assert runs["cpu"]["streams_per_device"] is None  # on a CPU the cameras benchmark is the figure
         assert not decoders["nvdec (cuda)"]["available"] and decoders["nvdec (cuda)"]["reason"]
