@@ -41,7 +41,7 @@ def colour_chart(width: int = 96, height: int = 64) -> np.ndarray:
 def camera_picture(image: np.ndarray, *, colorspace: int, color_range: int, layout: str = "yuv420p") -> av.VideoFrame:
     """``image`` as a camera's 4:2:0 picture, encoded with the matrix and range it is tagged with."""
     picture = av.VideoFrame.from_ndarray(image, format="bgr24").reformat(
-        format=layout, dst_colorspace=1 if colorspace == 1 else 5, dst_color_range=color_range or 1)
+        format=layout, dst_colorspace=1 if colorspace == 1 else 5, dst_color_range=color_range)
     picture.colorspace, picture.color_range = colorspace, color_range
     return picture
 
