@@ -21,7 +21,8 @@ from pathlib import Path
 
 from benchmarks.common import Settings, Video, median, street, write_result
 from benchmarks.plot import line_chart
-from pipeline.cli.runner import CaseFiler, Patrol
+from pipeline.config import Workspace
+from pipeline.engine import Patrol, embedded_cases
 from pipeline.detect import Detector
 
 MAX_LAG_S = 1.0
@@ -86,9 +87,8 @@ def patrol_step(video: Video, analysis_fps: float, cameras: int, detector: Detec
     configs = [video.camera.model_copy(update={"id": f"cam-{index}", "analysis_fps": analysis_fps})
                for index in range(cameras)]
     with settings.scratch() as scratch:
-        out = Path(scratch)
-        filer = CaseFiler.embedded(out, {"name": detector.card.name, "sha256": ""})
-        patrol = Patrol(configs, detector, filer, loop_files=True, health_every_s=3600, print_line=lambda _: None,
+        cases = embedded_cases(Workspace(Path(scratch)), {"name": detector.card.name, "sha256": ""})
+        patrol = Patrol(configs, detector, cases, loop_files=True, health_every_s=3600, print_line=lambda _: None,
                         **patrol_options)
         runner = threading.Thread(target=patrol.run, name="bench-patrol")
         runner.start()
@@ -105,7 +105,7 @@ def patrol_step(video: Video, analysis_fps: float, cameras: int, detector: Detec
         finally:
             patrol.stop()
             runner.join()
-            filer.close(drain_timeout_s=0)
+            cases.filer.close(drain_timeout_s=0)
     rates = [(a.analysed - b.analysed) / elapsed for a, b in zip(after, before, strict=True)]
     inference_ms = [1000 * (a.inference_s - b.inference_s) / max(1, a.analysed - b.analysed)
                     for a, b in zip(after, before, strict=True)]

@@ -19,8 +19,8 @@ import numpy as np
 import onnxruntime as ort
 
 import pipeline
-from pipeline.cli.runner import CaseFiler, ReplaySummary, replay
-from pipeline.config import CameraConfig, load_camera
+from pipeline.engine import ReplaySummary, embedded_cases, replay
+from pipeline.config import CameraConfig, Workspace, load_camera
 from pipeline.detect import Detector
 from pipeline.synth import Scenario, render_video, sample_scenario
 
@@ -223,12 +223,13 @@ def replay_video(video: Video, detector: Detector, settings: Settings, camera: C
     camera = camera or video.camera
     with settings.scratch() as scratch:
         out = Path(scratch)
-        filer = CaseFiler.embedded(out, {"name": detector.card.name, "sha256": detector.card.sha256})
+        workspace = Workspace(out)
+        cases = embedded_cases(workspace, {"name": detector.card.name, "sha256": detector.card.sha256})
         try:
-            summary = replay(str(video.path), camera, detector, filer, cases_path=out / "cases.jsonl",
-                             evidence_root=filer.writer.store.root, start_wall=REPLAY_START_WALL)
+            summary = replay(str(video.path), camera, detector, cases, cases_path=out / "cases.jsonl",
+                             evidence_root=workspace.evidence, start_wall=REPLAY_START_WALL)
         finally:
-            filer.close(drain_timeout_s=30)
+            cases.filer.close(drain_timeout_s=30)
         cases = [json.loads(line) for line in (out / "cases.jsonl").read_text().splitlines()]
     return ReplayResult(summary, cases)
 

@@ -20,13 +20,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections import defaultdict
 from pathlib import Path
 
 from benchmarks.common import Settings, Video, real_video, rss_mb, sample_street, street, write_result
 from benchmarks.compare import run_child
 from benchmarks.plot import bar_chart
-from pipeline.cli.runner import CLIP_AFTER_S, CameraPipeline, CaseFiler, Patrol
+from pipeline.config import Workspace
+from pipeline.engine import CameraPipeline, Patrol, StageTimer, embedded_cases
 from pipeline.detect import Detector, MotionGate
 from pipeline.ingest import decode
 
@@ -50,39 +50,32 @@ def run(settings: Settings, videos: list[Video] | None = None) -> dict:
 
 def time_stages(video: Video, detector: Detector, settings: Settings) -> dict:
     camera = video.camera
-    seconds: dict[str, float] = defaultdict(float)
+    timer = StageTimer()
     gate = MotionGate.for_camera(camera)
     cases = 0
     with settings.scratch() as scratch:
-        out = Path(scratch)
-        filer = CaseFiler.embedded(out, {"name": detector.card.name, "sha256": ""})
+        filing = embedded_cases(Workspace(Path(scratch)), {"name": detector.card.name, "sha256": ""})
+        # every frame runs every stage (step is given detections each time); the gate's cost is timed beside them
         state = CameraPipeline(camera, case_namespace="bench:stages")
-        pending = []
         try:
             for frame in decode(str(video.path), camera_id=camera.id, analysis_fps=camera.analysis_fps,
                                 ring=state.ring, stats=state.stats):
-                started = time.perf_counter()
+                timer.start()
                 gate.needs_detection(frame.image, frame.pts_s)
-                seconds["motion_gate"] += (mark := time.perf_counter()) - started
+                timer.mark("motion_gate")
                 prepared = next(detector.prepare([frame.image]))
-                seconds["preprocess"] += (now := time.perf_counter()) - mark
+                timer.mark("preprocess")
                 raw = detector.run(prepared)
-                seconds["inference"] += (mark := time.perf_counter()) - now
+                timer.mark("inference")
                 (detections,) = detector.decode(raw)
-                seconds["postprocess"] += (now := time.perf_counter()) - mark
-                tracks = state.tracker.update(detections, frame.pts_s)
-                seconds["track"] += (mark := time.perf_counter()) - now
-                pending += state.rules.update(frame, tracks)
-                seconds["rules"] += (now := time.perf_counter()) - mark
-                state.stats.analysed += 1
-                due = [v for v in pending if v.confirmed_s + CLIP_AFTER_S <= frame.pts_s]
-                pending = [v for v in pending if v not in due]
-                for violation in due:
-                    filer.file(state, violation)
+                timer.mark("postprocess")
+                for violation in state.step(frame, detections, timer):
+                    filing.file(state, violation)
                     cases += 1
-                seconds["evidence"] += time.perf_counter() - now
+                timer.mark("evidence")
         finally:
-            filer.close(drain_timeout_s=0)
+            filing.filer.close(drain_timeout_s=0)
+    seconds = timer.seconds
     analysed = state.stats.analysed
     seconds["decode"] = state.stats.decode_s
     per_frame = {stage: 1000 * seconds[stage] / analysed for stage in STAGES}
@@ -119,9 +112,8 @@ def patrol_memory(video: Path, camera_file: Path, cameras: int, seconds: float, 
     template = load_camera(camera_file)
     configs = [template.model_copy(update={"id": f"cam-{index}", "url": str(video)}) for index in range(cameras)]
     with tempfile.TemporaryDirectory() as scratch:
-        out = Path(scratch)
-        filer = CaseFiler.embedded(out, {"name": "m", "sha256": ""})
-        patrol = Patrol(configs, detector, filer, loop_files=True, health_every_s=3600, print_line=lambda _: None)
+        cases = embedded_cases(Workspace(Path(scratch)), {"name": "m", "sha256": ""})
+        patrol = Patrol(configs, detector, cases, loop_files=True, health_every_s=3600, print_line=lambda _: None)
         runner = threading.Thread(target=patrol.run)
         runner.start()
         time.sleep(seconds / 2)  # decoders, rings and trackers filled up
@@ -131,7 +123,7 @@ def patrol_memory(video: Path, camera_file: Path, cameras: int, seconds: float, 
             time.sleep(seconds / 20)
         patrol.stop()
         runner.join()
-        filer.close(drain_timeout_s=0)
+        cases.filer.close(drain_timeout_s=0)
     return {"cameras": cameras, "model_loaded_rss_mb": loaded, "rss_mb": max(running)}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from queue_contract import LOCATION
 from pipeline.evidence import (
     CameraInfo,
     EventCodeError,
-    EvidenceWriter,
+    EvidenceRenderer,
+    EventCodeTable,
     HersheyText,
     LocalEvidenceStore,
     TrueTypeText,
@@ -76,16 +78,25 @@ def store(tmp_path: Path) -> LocalEvidenceStore:
     return LocalEvidenceStore(tmp_path / "evidence")
 
 
-def _writer(store: LocalEvidenceStore, **options: object) -> EvidenceWriter:
-    return EvidenceWriter(store, load_event_codes(), "0.1.0", text=HersheyText(), **options)
+@dataclass
+class _Writer:
+    """Renders a case and puts its files into ``store``, as delivery does."""
+
+    renderer: EvidenceRenderer
+    store: LocalEvidenceStore
 
 
-def _write(
-    writer: EvidenceWriter, violation: Violation | None = None, clip: bytes | None = CLIP
-) -> CaseRecord:
-    return writer.write(
-        violation or _violation(), camera=CAMERA, zone_polygon_px=ZONE, clip_mp4=clip, model=MODEL
-    )
+def _writer(store: LocalEvidenceStore, codes: EventCodeTable | None = None, text: object = None,
+            **options: object) -> _Writer:
+    renderer = EvidenceRenderer(codes or load_event_codes(), "0.1.0", text=text or HersheyText(), **options)
+    return _Writer(renderer, store)
+
+
+def _write(writer: _Writer, violation: Violation | None = None, clip: bytes | None = CLIP) -> CaseRecord:
+    case = writer.renderer.render(violation or _violation(), camera=CAMERA, zone_polygon_px=ZONE, clip_mp4=clip,
+                                  model=MODEL)
+    case.store_into(writer.store)
+    return case.record
 
 
 def _picture(store: LocalEvidenceStore, record: CaseRecord, name: str) -> np.ndarray:
@@ -236,7 +247,7 @@ def test_truetype_font_draws_the_label(store: LocalEvidenceStore) -> None:
     font = _any_truetype_font()
     if font is None:
         pytest.skip("no TrueType font on this machine")
-    writer = EvidenceWriter(store, load_event_codes(), "0.1.0", text=TrueTypeText(font))
+    writer = _writer(store, text=TrueTypeText(font))
     record = _write(writer)
     clean = _picture(store, record, "frame.jpg")
     annotated = _picture(store, record, "annotated.jpg")
@@ -280,7 +291,7 @@ def test_writer_refuses_a_rule_type_missing_from_table(
 ) -> None:
     table = tmp_path / "district_codes.yaml"
     table.write_text("events: {}\n", encoding="utf-8")
-    writer = EvidenceWriter(store, load_event_codes(table), "0.1.0", text=HersheyText())
+    writer = _writer(store, load_event_codes(table))
     with pytest.raises(EventCodeError, match=r"district_codes\.yaml"):
         _write(writer)
     assert store.keys() == []
@@ -303,7 +314,7 @@ def test_district_table_overrides_the_default(tmp_path: Path, store: LocalEviden
         'events:\n  illegal_parking: {code: "0599", name: 违章停车, category: 街面秩序}\n',
         encoding="utf-8",
     )
-    writer = EvidenceWriter(store, load_event_codes(table), "0.1.0", text=HersheyText())
+    writer = _writer(store, load_event_codes(table))
     record = _write(writer)
     assert (record.event_code, record.event_name) == ("0599", "违章停车")
 

@@ -9,10 +9,10 @@ import numpy as np
 from prometheus_client import CollectorRegistry, generate_latest
 from queue_contract import LOCATION
 
-from pipeline.cli.faults import FaultWatch, FileFault, Recovered
-from pipeline.cli.health import CameraReport, Counters, PatrolCollector, PatrolReport, Rates, RateWindow
-from pipeline.evidence import CameraInfo, EvidenceWriter, LocalEvidenceStore, load_event_codes
-from pipeline.evidence.writer import CameraFault
+from pipeline.engine.faults import FaultWatch, FileFault, Recovered
+from pipeline.engine.health import CameraReport, Counters, PatrolCollector, PatrolReport, Rates, RateWindow
+from pipeline.evidence import CameraInfo, EvidenceRenderer, LocalEvidenceStore, load_event_codes
+from pipeline.evidence.render import CameraFault
 from pipeline.types import Frame
 
 T0 = 1_700_000_000.0
@@ -54,7 +54,7 @@ def test_camera_that_never_connects_files_a_fault_from_the_start() -> None:
 
 def test_fault_case_carries_the_last_picture_and_the_outage(tmp_path: Path) -> None:
     store = LocalEvidenceStore(tmp_path)
-    writer = EvidenceWriter(store, load_event_codes(), "0.1.0")
+    renderer = EvidenceRenderer(load_event_codes(), "0.1.0")
     camera = CameraInfo("cam-1", "双山大街北口", dict(LOCATION))
     picture = np.full((360, 640, 3), 90, np.uint8)
     fault = CameraFault(case_id="F-0123456789abcdef", since_wall=T0, filed_wall=T0 + 300, stream_s=812.4,
@@ -62,7 +62,9 @@ def test_fault_case_carries_the_last_picture_and_the_outage(tmp_path: Path) -> N
                         last_frame=Frame("cam-1", 4061, 812.2, T0 - 0.2, picture),
                         history=(("live", "offline", T0, "connection reset"),))
 
-    record = writer.write_camera_fault(fault, camera=camera, model={"name": "m", "sha256": "0" * 64})
+    case = renderer.render_camera_fault(fault, camera=camera, model={"name": "m", "sha256": "0" * 64})
+    case.store_into(store)
+    record = case.record
 
     assert (record.violation, record.event_code, record.event_name) == ("camera_fault", "0601", "故障报警")
     assert record.dwell_s == 300 and record.bbox == (0.0, 0.0, 640.0, 360.0)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from conftest import DEFAULT_MODEL, SAMPLE_CAMERA
 
-from pipeline.cli.runner import CameraPipeline
-from pipeline.config import ConfigError, load_camera
+from pipeline.config import ConfigError, Workspace, load_camera
+from pipeline.engine import CameraPipeline
 from pipeline.detect import MotionGate
 from pipeline.types import Detections, Frame
 
@@ -137,13 +137,13 @@ def test_a_gated_frame_reuses_the_last_detections_and_is_counted() -> None:
     image = with_car(street(0), 300)[::2, ::2].copy()  # 960x540 as the sample camera
     for pipeline in (gated, plain):
         assert pipeline.needs_detection(Frame(camera.id, 0, 0.0, 0.0, image))
-        pipeline.analyse(Frame(camera.id, 0, 0.0, 0.0, image), car)
+        pipeline.step(Frame(camera.id, 0, 0.0, 0.0, image), car)
     for seq in range(1, 6):
         frame = Frame(camera.id, seq, seq * 0.2, seq * 0.2, image)
         assert not gated.needs_detection(frame)
         assert plain.needs_detection(frame)  # without gating, every frame is detected
-        gated.analyse(frame, None)
-        plain.analyse(frame, car)
+        gated.step(frame, None)
+        plain.step(frame, car)
     assert gated.gated == 5 and plain.gated == 0
     assert gated.stats.analysed == plain.stats.analysed == 6
     # the tracker saw the same car on every gated frame: the same tracks as the detected run
@@ -173,20 +173,20 @@ def still_video(path, seconds: float = 3.0, fps: int = 15) -> str:
 def test_a_live_patrol_reports_gated_frames_in_its_health_line_and_metrics(tmp_path) -> None:
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from pipeline.cli.health import PatrolCollector
-    from pipeline.cli.runner import CaseFiler, Patrol
+    from pipeline.engine.health import PatrolCollector
+    from pipeline.engine import Patrol, embedded_cases
     from pipeline.detect import Detector
 
     camera = load_camera(camera_file(tmp_path, "motion_gating: true\n")).model_copy(
         update={"url": still_video(tmp_path / "still.mp4")})
-    filer = CaseFiler.embedded(tmp_path, {"name": "m", "sha256": "0" * 64})
+    cases = embedded_cases(Workspace(tmp_path), {"name": "m", "sha256": "0" * 64})
     lines: list[str] = []
     try:
-        patrol = Patrol([camera], Detector(DEFAULT_MODEL), filer, loop_files=False, health_every_s=0.5,
+        patrol = Patrol([camera], Detector(DEFAULT_MODEL), cases, loop_files=False, health_every_s=0.5,
                         print_line=lines.append)
         patrol.run(duration_s=20)
     finally:
-        filer.close(drain_timeout_s=5)
+        cases.filer.close(drain_timeout_s=5)
     (report,) = patrol.report().cameras
     assert report.counters.analysed >= 10
     assert 0 < report.counters.gated < report.counters.analysed  # the first frame, and each refresh, ran the network

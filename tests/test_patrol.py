@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from conftest import DEFAULT_MODEL, REPO, SAMPLE_CAMERA, SAMPLE_VIDEO
 
-from pipeline.cli.runner import CaseFiler, replay
-from pipeline.config import load_camera
+from pipeline.config import Workspace, load_camera
+from pipeline.engine import embedded_cases, replay
 from pipeline.detect import Detector
 from pipeline.queue import SqliteCaseQueue
 
@@ -50,12 +50,12 @@ def match(cases: list[dict], expected: list[tuple[str, str, float]]) -> tuple[li
 
 def run_replay(out: Path, detector) -> list[dict]:
     camera = load_camera(SAMPLE_CAMERA)
-    filer = CaseFiler.embedded(out, {"name": "patrol-street", "sha256": "0" * 64})
+    cases = embedded_cases(Workspace(out), {"name": "patrol-street", "sha256": "0" * 64})
     try:
-        replay(str(SAMPLE_VIDEO), camera, detector, filer, cases_path=out / "cases.jsonl",
-               evidence_root=filer.writer.store.root, start_wall=START)
+        replay(str(SAMPLE_VIDEO), camera, detector, cases, cases_path=out / "cases.jsonl",
+               evidence_root=Workspace(out).evidence, start_wall=START)
     finally:
-        assert filer.close(drain_timeout_s=30) == 0
+        assert cases.filer.close(drain_timeout_s=30) == 0
     return [json.loads(line) for line in (out / "cases.jsonl").read_text().splitlines()]
 
 
@@ -91,7 +91,7 @@ def test_every_case_has_its_evidence_with_matching_sha256(sample_cases):
         for name, path in files.items():
             if name != "metadata.json":
                 assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == metadata["evidence"][name]["sha256"]
-    with sqlite3.connect(out / "cases.sqlite3") as db:
+    with sqlite3.connect(Workspace(out).queue_db) as db:
         assert db.execute("select count(*) from cases").fetchone()[0] == len(cases)
 
 
@@ -118,10 +118,10 @@ class OccludedDetector:
 
 
 def test_a_parked_car_whose_track_breaks_still_gives_one_case(tmp_path, detector, monkeypatch):
-    from pipeline.cli import runner
+    from pipeline.track import Tracker
 
     vehicle_ids: dict[float, set[int]] = {}
-    real_update = runner.Tracker.update
+    real_update = Tracker.update
 
     def spy(self, detections, pts_s):
         tracks = real_update(self, detections, pts_s)
@@ -130,7 +130,7 @@ def test_a_parked_car_whose_track_breaks_still_gives_one_case(tmp_path, detector
                                         if r == "vehicle" and y > 0.8 * 540}
         return tracks
 
-    monkeypatch.setattr(runner.Tracker, "update", spy)
+    monkeypatch.setattr(Tracker, "update", spy)
     # 4 s: longer than the tracker keeps a lost track (3 s), shorter than the rule's max_gap_s (5 s);
     # mid-dwell of the first parked car (10-55 s) and after the third one's confirmation (80-140 s)
     cases = run_replay(tmp_path, OccludedDetector(detector, [(18.0, 22.0), (110.0, 114.0)], 5))
@@ -212,25 +212,26 @@ def test_replaying_into_the_same_queue_keeps_the_filed_evidence(tmp_path, sample
     stricter = Detector(DEFAULT_MODEL, conf_threshold=0.6)  # different scores: different pictures
     again = run_replay(tmp_path, stricter)
     assert {c["case_id"] for c in again} & {c["case_id"] for c in first}  # some met again, now scored otherwise
-    queue = SqliteCaseQueue(tmp_path / "cases.sqlite3")
+    workspace = Workspace(tmp_path)
+    queue = SqliteCaseQueue(workspace.queue_db)
     try:
         for case in again:
             record = queue.get(case["case_id"])
             for name, item in record.evidence.items():
-                data = (tmp_path / "evidence" / item.key).read_bytes()
+                data = (workspace.evidence / item.key).read_bytes()
                 assert hashlib.sha256(data).hexdigest() == item.sha256, name
     finally:
         queue.close()
 
 
 def test_a_camera_whose_file_is_missing_fails_once_and_the_patrol_ends(tmp_path, detector):
-    from pipeline.cli.runner import Patrol
+    from pipeline.engine import Patrol
 
     camera = load_camera(SAMPLE_CAMERA).model_copy(update={"url": str(tmp_path / "gone.mp4")})
-    filer = CaseFiler.embedded(tmp_path, {"name": "m", "sha256": "0" * 64})
+    cases = embedded_cases(Workspace(tmp_path), {"name": "m", "sha256": "0" * 64})
     try:
         lines: list[str] = []
-        patrol = Patrol([camera], detector, filer, loop_files=True, health_every_s=0.5, print_line=lines.append)
+        patrol = Patrol([camera], detector, cases, loop_files=True, health_every_s=0.5, print_line=lines.append)
         started = time.monotonic()
         patrol.run(duration_s=20)
         assert time.monotonic() - started < 5
@@ -239,30 +240,30 @@ def test_a_camera_whose_file_is_missing_fails_once_and_the_patrol_ends(tmp_path,
         assert live_camera.pipeline.stats.reconnects == 0
         assert "video file not found" in live_camera.last_error and "gone.mp4" in live_camera.last_error
     finally:
-        filer.close(drain_timeout_s=5)
+        cases.filer.close(drain_timeout_s=5)
 
 
 def test_a_failure_in_tracking_or_rules_stops_the_patrol_with_its_error(tmp_path, detector, monkeypatch):
-    from pipeline.cli.runner import CameraPipeline, Patrol
+    from pipeline.engine import CameraPipeline, Patrol
 
     def broken(self, frame, detections):
         raise RuntimeError(f"rules broke on frame {frame.seq}")
 
-    monkeypatch.setattr(CameraPipeline, "analyse", broken)
-    filer = CaseFiler.embedded(tmp_path, {"name": "m", "sha256": "0" * 64})
+    monkeypatch.setattr(CameraPipeline, "step", broken)
+    cases = embedded_cases(Workspace(tmp_path), {"name": "m", "sha256": "0" * 64})
     try:
-        patrol = Patrol([load_camera(SAMPLE_CAMERA)], detector, filer, loop_files=True, print_line=lambda _: None)
+        patrol = Patrol([load_camera(SAMPLE_CAMERA)], detector, cases, loop_files=True, print_line=lambda _: None)
         started = time.monotonic()
         with pytest.raises(RuntimeError, match="rules broke on frame"):
             patrol.run(duration_s=30)
         assert time.monotonic() - started < 10
     finally:
-        filer.close(drain_timeout_s=5)
+        cases.filer.close(drain_timeout_s=5)
 
 
 def test_the_patrol_caps_malloc_arenas_unless_the_operator_chose(monkeypatch):
-    """Arenas per thread let a worker's memory climb each time cameras move (pipeline/cli/allocator.py)."""
-    from pipeline.cli.allocator import cap_malloc_arenas
+    """Arenas per thread let a worker's memory climb each time cameras move (pipeline/engine/allocator.py)."""
+    from pipeline.engine.allocator import cap_malloc_arenas
 
     monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
     assert cap_malloc_arenas() is True  # glibc here: mallopt took the cap

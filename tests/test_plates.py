@@ -13,12 +13,19 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from pipeline.cli.runner import CameraPipeline, CaseFiler
 from pipeline.config import CameraConfig
-from pipeline.evidence import CameraInfo, EvidenceWriter, HersheyText, LocalEvidenceStore, load_event_codes
+from pipeline.delivery import CaseFiler, CaseSpool
+from pipeline.engine import CameraPipeline, CaseMaker
+from pipeline.evidence import (
+    CameraInfo,
+    EvidenceRenderer,
+    HersheyText,
+    LocalEvidenceStore,
+    RenderedCase,
+    load_event_codes,
+)
 from pipeline.evidence.plate import PlateReader, normalise
 from pipeline.queue import SqliteCaseQueue
-from pipeline.queue.spool import CaseSpool
 from pipeline.review.store import CaseFilter, ReviewStore
 from pipeline.rules import RuleEngine
 from pipeline.types import CaseRecord, Detections, Frame, Violation
@@ -140,40 +147,39 @@ def test_the_violation_carries_the_best_look_at_the_vehicle_during_its_dwell():
     assert violation.best_bbox == (300.0, 280.0, 720.0, 560.0)
 
 
-def _writer(tmp_path: Path, plates: PlateReader | None) -> EvidenceWriter:
-    return EvidenceWriter(LocalEvidenceStore(tmp_path / "evidence"), load_event_codes(), "test", text=HersheyText(),
-                          plates=plates)
+def _renderer(plates: PlateReader | None) -> EvidenceRenderer:
+    return EvidenceRenderer(load_event_codes(), "test", text=HersheyText(), plates=plates)
 
 
-def _write(writer: EvidenceWriter, violation: Violation) -> CaseRecord:
+def _render(renderer: EvidenceRenderer, violation: Violation) -> RenderedCase:
     camera = CameraInfo("cam-07", "人民路", {"lat": 36.7, "lon": 117.5, "address": "人民路 1 号", "grid_code": None,
                                             "timezone": "Asia/Shanghai"})
-    return writer.write(violation, camera=camera, zone_polygon_px=np.array([[0, 0], [960, 0], [960, 720], [0, 720]]),
-                        clip_mp4=None, model=MODEL)
+    return renderer.render(violation, camera=camera, zone_polygon_px=np.array([[0, 0], [960, 0], [960, 720], [0, 720]]),
+                           clip_mp4=None, model=MODEL)
 
 
-def test_the_writer_puts_the_plate_into_the_case_and_its_evidence(tmp_path, reader):
-    writer = _writer(tmp_path, reader)
-    record = _write(writer, _parked_violation())
+def test_the_renderer_puts_the_plate_into_the_case_and_its_evidence(reader):
+    case = _render(_renderer(reader), _parked_violation())
+    record = case.record
     assert record.plate["text"] == "鲁A12345"
     assert record.plate["frame"] == "best" and record.plate["pts_s"] == 2.0
     assert 0.6 <= record.plate["confidence"] <= 1.0
-    stored = writer.store.get(record.evidence["plate.jpg"].key)
+    stored = case.files[record.evidence["plate.jpg"].key]
     assert hashlib.sha256(stored).hexdigest() == record.evidence["plate.jpg"].sha256
-    metadata = json.loads(writer.store.get(record.evidence["metadata.json"].key))
+    metadata = json.loads(case.files[record.evidence["metadata.json"].key])
     assert metadata["plate"] == record.plate
     assert metadata["evidence"]["plate.jpg"]["sha256"] == record.evidence["plate.jpg"].sha256
     assert CaseRecord.from_dict(json.loads(json.dumps(record.to_dict()))) == record
 
 
-def test_a_case_record_without_a_plate_reads_as_before(tmp_path):
-    record = _write(_writer(tmp_path, None), _parked_violation())
+def test_a_case_record_without_a_plate_reads_as_before():
+    record = _render(_renderer(None), _parked_violation()).record
     assert record.plate is None and "plate" not in record.to_dict() and "plate.jpg" not in record.evidence
     assert CaseRecord.from_dict(record.to_dict()) == record
 
 
 def test_the_review_search_finds_a_case_by_its_plate(tmp_path, reader):
-    record = _write(_writer(tmp_path, reader), _parked_violation())
+    record = _render(_renderer(reader), _parked_violation()).record
     store = ReviewStore(tmp_path / "review.sqlite3")
     try:
         assert store.receive(record)
@@ -196,10 +202,10 @@ class BrokenOcr(PlateReader):
 
 def test_the_patrol_still_files_a_case_when_ocr_fails(tmp_path):
     violation = _parked_violation()
-    filer = CaseFiler(_writer(tmp_path, BrokenOcr()), SqliteCaseQueue(tmp_path / "cases.sqlite3"), MODEL,
-                      spool=CaseSpool(tmp_path / "spool"))
+    filer = CaseFiler(CaseSpool(tmp_path / "spool"), LocalEvidenceStore(tmp_path / "evidence"),
+                      SqliteCaseQueue(tmp_path / "cases.sqlite3"))
     filer.start()
-    filer.file(CameraPipeline(_parking_camera(), "test"), violation)
+    CaseMaker(_renderer(BrokenOcr()), filer, MODEL).file(CameraPipeline(_parking_camera(), "test"), violation)
     assert filer.close(drain_timeout_s=30) == 0
     queue = SqliteCaseQueue(tmp_path / "cases.sqlite3")
     try:

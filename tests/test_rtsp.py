@@ -262,7 +262,7 @@ def test_a_refused_connection_is_retried_with_growing_backoff(thread_errors):
 
 
 def test_backoff_grows_to_its_ceiling_with_full_jitter_and_resets():
-    from pipeline.ingest.live import Backoff
+    from pipeline.retry import Backoff
 
     backoff = Backoff(0.5, 30.0, random.Random(7))
     delays = [backoff.next_delay() for _ in range(12)]

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from conftest import DEFAULT_MODEL, SAMPLE_CAMERA, SAMPLE_VIDEO
 
-from pipeline.cli.health import serve_metrics
-from pipeline.cli.runner import CaseFiler, Patrol
-from pipeline.config import load_camera
+from pipeline.config import Workspace, load_camera
+from pipeline.engine import Patrol, embedded_cases
+from pipeline.engine.health import serve_metrics
 from pipeline.config.camera import IngestConfig
 from pipeline.detect import Detector
 from pipeline.queue import SqliteCaseQueue
@@ -40,11 +40,11 @@ def test_server_killed_and_restarted_mid_stream(tmp_path: Path, rtsp_server) -> 
         "url": server.url("street"),
         "ingest": IngestConfig(open_timeout_s=2, read_timeout_s=3, stall_after_s=1.5, reconnect_min_s=0.2,
                                reconnect_max_s=1, offline_fault_after_s=3)})
-    filer = CaseFiler.embedded(tmp_path, {"name": "m", "sha256": "0" * 64})
+    cases = embedded_cases(Workspace(tmp_path), {"name": "m", "sha256": "0" * 64})
     delivered: list[tuple[float, object]] = []
-    filer.listeners.append(lambda record, is_new: delivered.append((time.time(), record)))
+    cases.filer.listeners.append(lambda record, is_new: delivered.append((time.time(), record)))
     lines: list[str] = []
-    patrol = Patrol([camera], Detector(DEFAULT_MODEL), filer, loop_files=False, health_every_s=1,
+    patrol = Patrol([camera], Detector(DEFAULT_MODEL), cases, loop_files=False, health_every_s=1,
                     print_line=lines.append)
     metrics = serve_metrics("127.0.0.1:0", patrol.report)
     runner = threading.Thread(target=patrol.run, kwargs={"duration_s": 150})
@@ -75,7 +75,7 @@ def test_server_killed_and_restarted_mid_stream(tmp_path: Path, rtsp_server) -> 
     finally:
         patrol.stop()
         runner.join(timeout=60)
-        left = filer.close(drain_timeout_s=10)
+        left = cases.filer.close(drain_timeout_s=10)
 
     assert not runner.is_alive() and left == 0
     states = [change.new for change in cam.source.history]
@@ -83,7 +83,7 @@ def test_server_killed_and_restarted_mid_stream(tmp_path: Path, rtsp_server) -> 
     assert "offline" in states[first_live:] and "live" in states[states.index("offline", first_live):]
     faults = [r for _, r in delivered if r.violation == "camera_fault"]
     assert len(faults) == 1 and faults[0].event_code == "0601"
-    with SqliteCaseQueue(tmp_path / "cases.sqlite3") as reader:
+    with SqliteCaseQueue(Workspace(tmp_path).queue_db) as reader:
         notes = reader.notes(faults[0].case_id)
     assert [note.kind for note in notes] == ["camera_recovered"]
     parking = [(at, r) for at, r in delivered if r.violation == "illegal_parking"]

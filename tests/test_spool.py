@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 import threading
@@ -14,22 +15,25 @@ from queue_contract import make_record
 
 from pipeline.evidence import LocalEvidenceStore
 from pipeline.queue import SqliteCaseQueue
-from pipeline.queue.spool import CaseSpool, SpoolDrainer
-from pipeline.types import CaseNote, CaseRecord
+from pipeline.delivery import CaseSpool, SpoolDrainer
+from pipeline.evidence import RenderedCase
+from pipeline.types import CaseNote, CaseRecord, EvidenceItem
+
+
+def rendered_case(record: CaseRecord, frame_jpg: bytes, metadata: bytes) -> RenderedCase:
+    """A rendered case with two evidence files, as the evidence renderer hands it over."""
+    prefix = f"2024-05-01/cam-07/{record.case_id}"
+    files = {f"{prefix}/frame.jpg": (frame_jpg, "image/jpeg"), f"{prefix}/metadata.json": (metadata, "application/json")}
+    evidence = {key.rsplit("/", 1)[1]: EvidenceItem(key, hashlib.sha256(data).hexdigest(), content_type)
+                for key, (data, content_type) in files.items()}
+    return RenderedCase(replace(record, evidence=evidence), {key: data for key, (data, _) in files.items()})
 
 
 def spool_case(spool: CaseSpool, index: int) -> CaseRecord:
-    """Stages and commits a case with two evidence files, as the case filer does."""
-    template = make_record(index)
-    staged = spool.stage(template.case_id)
-    prefix = f"2024-05-01/cam-07/{template.case_id}"
-    evidence = {
-        "frame.jpg": staged.files.put(f"{prefix}/frame.jpg", f"jpeg {index}".encode(), "image/jpeg"),
-        "metadata.json": staged.files.put(f"{prefix}/metadata.json", b'{"n": %d}' % index, "application/json"),
-    }
-    record = replace(template, evidence=evidence)
-    spool.commit(staged, record)
-    return record
+    """Commits a case with two evidence files, as the case filer does."""
+    case = rendered_case(make_record(index), f"jpeg {index}".encode(), b'{"n": %d}' % index)
+    spool.commit(case)
+    return case.record
 
 
 @pytest.fixture
@@ -61,13 +65,14 @@ def test_committed_cases_survive_a_crash_and_half_written_ones_vanish(tmp_path: 
     store, queue = backends
     spool = CaseSpool(tmp_path / "spool")
     committed = spool_case(spool, 1)
-    half = spool.stage("P-half-written")  # the process dies here, before commit
-    half.files.put("2024-05-01/cam-07/P-half-written/frame.jpg", b"partial", "image/jpeg")
+    half = tmp_path / "spool" / ".staging" / "P-half-written.0123"  # what a worker killed mid-commit leaves
+    (half / "files").mkdir(parents=True)
+    (half / "files" / "frame.jpg").write_bytes(b"partial")
 
     spool.close()  # the process dies: the kernel drops its lock
     reopened = CaseSpool(tmp_path / "spool")  # the restarted worker
     assert [e.case_id for e in reopened.entries()] == [committed.case_id]
-    assert not half.path.exists()
+    assert not half.exists()
     SpoolDrainer(reopened, store, queue).drain_once()
     assert queue.get(committed.case_id) == committed
     assert queue.count() == 1
@@ -82,9 +87,9 @@ def test_case_already_on_the_queue_is_neither_uploaded_nor_published_again(tmp_p
     stored = store.get(key)
 
     again = CaseSpool(tmp_path / "spool-of-a-rerun")
-    staged = again.stage(first.case_id)
-    staged.files.put(key, b"different bytes of a rerun", "image/jpeg")
-    again.commit(staged, first)
+    rerun = rendered_case(make_record(1), b"different bytes of a rerun", b'{"n": 1}')
+    assert rerun.record.evidence["frame.jpg"].key == key
+    again.commit(rerun)
     heard: list[tuple[CaseRecord, bool]] = []
     SpoolDrainer(again, store, queue, listeners=[lambda r, new: heard.append((r, new))]).drain_once()
 
@@ -167,7 +172,7 @@ def test_a_case_id_that_cannot_name_a_folder_is_refused(tmp_path: Path) -> None:
     spool = CaseSpool(tmp_path / "spool")
     for bad in ("", "../escape", ".hidden"):
         with pytest.raises(ValueError, match="cannot name a spool entry"):
-            spool.stage(bad)
+            spool.commit(RenderedCase(replace(make_record(1), case_id=bad, evidence={}), {}))
 
 
 def test_a_note_follows_its_case_and_is_added_once(tmp_path: Path, backends) -> None:
@@ -187,7 +192,7 @@ def test_a_note_follows_its_case_and_is_added_once(tmp_path: Path, backends) -> 
 
 def test_a_second_process_cannot_share_a_spool(tmp_path: Path) -> None:
     held = CaseSpool(tmp_path / "spool")
-    script = f"from pipeline.queue.spool import CaseSpool; CaseSpool({str(tmp_path / 'spool')!r})"
+    script = f"from pipeline.delivery import CaseSpool; CaseSpool({str(tmp_path / 'spool')!r})"
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode != 0
     assert "SpoolBusy" in result.stderr and "in use by another patrol process" in result.stderr

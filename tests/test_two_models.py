@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from argparse import Namespace
 from pathlib import Path
 
 import av
@@ -16,9 +15,10 @@ from conftest import CAR_VIDEO, DEFAULT_MODEL, REPO, SAMPLE_CAMERA, SAMPLE_VIDEO
 from review_support import PASSWORD, START_TIME, running_app
 from test_patrol import expected_cases, match
 
-from pipeline.cli.main import _detector, main
+from pipeline.cli.main import main
 from pipeline.config import load_camera
 from pipeline.detect import Detector, DetectorSet, Member, load_card
+from pipeline.engine import DetectorOptions, build_detector
 from pipeline.types import Role
 
 YOLOX = SHARED / "models" / "yolox_nano.onnx"
@@ -102,7 +102,7 @@ def test_vehicles_come_only_from_yolox_and_each_model_takes_the_batch_once(car_f
 
 
 def test_one_model_alone_is_the_plain_detector_and_records_as_before():
-    detector = _detector(Namespace(model=None, conf=0.25, threads=None))
+    detector = build_detector(DetectorOptions())
     assert type(detector) is Detector and detector.model_path == DEFAULT_MODEL
     card = load_card(DEFAULT_MODEL)
     assert detector.model_record() == {"name": card.name, "sha256": card.sha256, "providers": detector.providers}

@@ -10,106 +10,26 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pipeline
 from pipeline.cli.errors import UsageError
 
-if TYPE_CHECKING:
-    from pipeline.types import Role
-
-REPO = Path(pipeline.__file__).resolve().parents[1]
-DEFAULT_MODEL = REPO / "models" / "patrol-street.onnx"
-SAMPLE_CAMERA = REPO / "streams" / "sample-street.yaml"
+SAMPLE_CAMERA = Path(pipeline.__file__).resolve().parents[1] / "streams" / "sample-street.yaml"
 
 
-def _model_option(value: str) -> tuple[Path, frozenset[Role] | None]:
-    """``PATH`` or ``PATH:ROLE,...`` of ``--model``: a model file and the roles taken from it
-    (None: every role its card maps). The roles follow the last colon."""
-    from pipeline.types import Role
+def _compose(args, workspace):
+    """Detector and backends from the common options (the engine's composition root does the work;
+    here an unusable option becomes a usage error that names it)."""
+    from pipeline.engine import BackendOptions, DetectorOptions, OptionError, build_backends, build_detector
 
-    path, colon, names = value.rpartition(":")
-    if not colon:
-        return Path(value), None
-    known = [role.value for role in Role if role is not Role.OTHER]
-    unknown = [name for name in names.split(",") if name not in known]
-    if unknown:
-        raise UsageError(f"--model {value}: unknown role {', '.join(map(repr, unknown))} "
-                         f"(roles: {', '.join(known)})")
-    return Path(path), frozenset(Role(name) for name in names.split(","))
-
-
-def _detector(args):
-    """The detector of the ``--model`` options: the model alone as it is, or a ``DetectorSet`` when
-    there are several or roles are named."""
-    from pipeline.detect import Detector, DetectorSet, DetectorSetError, Member, ModelCardError
-
-    values = args.model or [str(DEFAULT_MODEL)]
-    models = [_model_option(value) for value in values]
-    detectors = []
-    for value, (path, _) in zip(values, models, strict=True):
-        if not path.is_file():
-            raise UsageError(f"--model {value}: no such file")
-        try:
-            detectors.append(Detector(path, conf_threshold=args.conf, intra_op_threads=args.threads))
-        except ModelCardError:
-            raise
-        except Exception as exc:  # ONNX Runtime's load errors share no base class but Exception
-            raise UsageError(f"--model {value}: cannot load it: {exc}") from exc
-    if len(models) == 1 and models[0][1] is None:
-        return detectors[0]
     try:
-        return DetectorSet([Member(detector, roles or detector.card.mapped_roles)
-                            for detector, (_, roles) in zip(detectors, models, strict=True)])
-    except DetectorSetError as exc:
-        raise UsageError(f"--model: {exc}") from exc
-
-
-def _backends(args) -> tuple:
-    """Detector, case filer and the evidence root (when local) from the common options.
-
-    Backends come from the options, else from the environment (``REDIS_URL``, ``S3_ENDPOINT`` and
-    its keys), else the embedded default under ``--var``.
-    """
-    import yaml
-
-    from pipeline.cli.runner import CaseFiler
-    from pipeline.evidence import (
-        EventCodeError,
-        EvidenceWriter,
-        LocalEvidenceStore,
-        load_event_codes,
-        open_evidence_store,
-    )
-    from pipeline.evidence.plate import PlateReader
-    from pipeline.queue import open_queue
-    from pipeline.queue.spool import CaseSpool, SpoolBusy
-
-    detector = _detector(args)
-    try:
-        codes = load_event_codes(args.event_codes)
-    except (EventCodeError, OSError, yaml.YAMLError) as exc:
-        raise UsageError(f"--event-codes {args.event_codes}: {exc}") from exc
-    var = Path(args.var)
-    evidence = args.evidence or (None if os.environ.get("S3_ENDPOINT") else str(var / "evidence"))
-    try:
-        store = open_evidence_store(evidence)
-    except (ValueError, OSError) as exc:
-        raise UsageError(f"--evidence / S3_*: {exc}") from exc
-    queue_url = args.queue or os.environ.get("REDIS_URL") or f"sqlite:///{var / 'queue' / 'cases.sqlite3'}"
-    try:
-        queue = open_queue(queue_url)
-    except (ValueError, OSError) as exc:
-        raise UsageError(f"--queue / REDIS_URL: {exc}") from exc
-    try:
-        spool = CaseSpool(args.spool or var / "spool")
-    except (SpoolBusy, OSError) as exc:
-        queue.close()
-        raise UsageError(f"--spool: {exc}") from exc
-    writer = EvidenceWriter(store, codes, pipeline.__version__, plates=PlateReader())
-    root = store.root if isinstance(store, LocalEvidenceStore) else None
-    args.resolved_queue, args.resolved_evidence = queue_url, evidence  # what the review page must read
-    return detector, CaseFiler(writer, queue, detector.model_record(), spool=spool), root
+        detector = build_detector(DetectorOptions(tuple(args.model or ()), args.conf, args.threads))
+        backends = build_backends(BackendOptions(workspace, queue_url=args.queue, evidence_url=args.evidence,
+                                                 spool=Path(args.spool) if args.spool else None,
+                                                 event_codes=args.event_codes), detector.model_record())
+    except OptionError as exc:
+        raise UsageError(str(exc)) from exc
+    return detector, backends
 
 
 def _load_cameras(paths: list[str]):
@@ -128,19 +48,23 @@ def _load_cameras(paths: list[str]):
 
 
 def _patrol(args, cameras, *, loop_files: bool, streams_dir: Path | None) -> int:
-    from pipeline.cli.allocator import cap_malloc_arenas
-    from pipeline.cli.health import serve_metrics
-    from pipeline.cli.runner import case_line
+    from pipeline.config import Workspace
+    from pipeline.engine import case_line
+    from pipeline.engine.allocator import cap_malloc_arenas
+    from pipeline.engine.health import serve_metrics
 
     cap_malloc_arenas()  # before the first camera thread: weeks of cameras coming and going stay level
-    detector, filer, root = _backends(args)
+    workspace = Workspace(Path(args.var))
+    detector, backends = _compose(args, workspace)
+    filer = backends.filer
     filer.listeners.append(lambda record, is_new: print(case_line(record, is_new), flush=True))
 
     def say(line: str) -> None:
         print(line, flush=True)
 
     try:
-        patrol, runner, fleet_line = _patrol_or_fleet(args, cameras, detector, filer, loop_files, say)
+        patrol, runner, fleet_line = _patrol_or_fleet(args, cameras, detector, backends.cases, workspace, loop_files,
+                                                      say)
     except UsageError:
         filer.close(drain_timeout_s=0)
         raise
@@ -150,11 +74,12 @@ def _patrol(args, cameras, *, loop_files: bool, streams_dir: Path | None) -> int
         filer.close(drain_timeout_s=0)
         raise UsageError(f"--metrics {args.metrics}: {exc}") from exc
     try:
-        review = _serve_review(args, streams_dir, metrics) if args.review != "off" else None
+        review = _serve_review(args, workspace, backends, streams_dir, metrics) if args.review != "off" else None
     except UsageError:
         filer.close(drain_timeout_s=0)
         raise
     _stop_on_signals(patrol)
+    root = backends.evidence_root
     where = f"evidence under {root}" if root else "evidence in the object store"
     print(f"patrol: {len(cameras)} camera(s), model {detector.name} on {detector.providers[0]}, {where}; "
           f"spool {filer.spool.root}" + (f"; metrics {metrics}" if metrics else "") + "; Ctrl-C stops", flush=True)
@@ -187,16 +112,16 @@ def _stop_on_signals(patrol) -> None:
     signal.signal(signal.SIGINT, stop)
 
 
-def _patrol_or_fleet(args, cameras, detector, filer, loop_files: bool, say):
+def _patrol_or_fleet(args, cameras, detector, cases, workspace, loop_files: bool, say):
     """The patrol over every camera, or with ``--fleet`` a worker taking its share of them by lease;
     returns (patrol, what to run, a line saying which)."""
-    from pipeline.cli.runner import Patrol
+    from pipeline.engine import Patrol
     from pipeline.rules.memory import FileEpisodeMemory
 
     fleet_url = getattr(args, "fleet", None)
     options = {"loop_files": loop_files, "health_every_s": args.health_every, "print_line": say}
     if not fleet_url:
-        patrol = Patrol(cameras, detector, filer, memory=FileEpisodeMemory(Path(args.var) / "episodes"), **options)
+        patrol = Patrol(cameras, detector, cases, memory=FileEpisodeMemory(workspace.episodes), **options)
         return patrol, patrol, None
 
     import socket
@@ -212,7 +137,7 @@ def _patrol_or_fleet(args, cameras, detector, filer, loop_files: bool, say):
     except ValueError as exc:
         raise UsageError(f"--fleet / PATROL_FLEET: {exc}") from exc
     worker_id = args.worker_id or f"{socket.gethostname()}:{os.getpid()}"
-    patrol = Patrol([], detector, filer, memory=RedisEpisodeMemory(client), until_stopped=True, **options)
+    patrol = Patrol([], detector, cases, memory=RedisEpisodeMemory(client), until_stopped=True, **options)
     capacity = args.capacity or measure_capacity(detector, cameras)
     worker = FleetWorker(patrol, cameras, LeaseBoard(client, worker_id, args.lease_ttl), capacity, print_line=say)
     how = "given" if args.capacity else "measured"
@@ -220,7 +145,7 @@ def _patrol_or_fleet(args, cameras, detector, filer, loop_files: bool, say):
                             f"({how}) by leases of {args.lease_ttl:g}s")
 
 
-def _serve_review(args, streams_dir: Path | None, metrics_url: str | None):
+def _serve_review(args, workspace, backends, streams_dir: Path | None, metrics_url: str | None):
     """The officers' review page beside the patrol, over the same queue and evidence."""
     from pipeline.review import start_review_server
 
@@ -228,9 +153,9 @@ def _serve_review(args, streams_dir: Path | None, metrics_url: str | None):
     if not host or not port.isdigit():
         raise UsageError(f"--review {args.review}: expected HOST:PORT (port 0 picks a free one) or off")
     try:
-        return start_review_server(Path(args.var), host=host, port=int(port), streams_dir=streams_dir,
+        return start_review_server(workspace.root, host=host, port=int(port), streams_dir=streams_dir,
                                    metrics_urls=[metrics_url] if metrics_url else (),
-                                   queue_url=args.resolved_queue, evidence_url=args.resolved_evidence)
+                                   queue_url=backends.queue_url, evidence_url=backends.evidence_url)
     except OSError as exc:
         raise UsageError(f"--review {args.review}: {exc}") from exc
 
@@ -246,15 +171,15 @@ def cmd_demo(args) -> int:
 
 
 def cmd_replay(args) -> int:
-    from pipeline.cli.runner import case_line, replay
-    from pipeline.config import load_camera
+    from pipeline.config import Workspace, load_camera
+    from pipeline.engine import case_line, replay
 
     camera = load_camera(args.camera)
     if not Path(args.video).is_file():
         raise UsageError(f"video file not found: {args.video}")
     out = Path(args.out)
-    args.var = str(out)
-    detector, filer, root = _backends(args)
+    detector, backends = _compose(args, Workspace(out))
+    filer = backends.filer
     if args.verbose:
         filer.listeners.append(lambda record, is_new: print(case_line(record, is_new), flush=True))
     start = time.time()
@@ -266,7 +191,8 @@ def cmd_replay(args) -> int:
         # a time without an offset is the camera's local clock, as an officer would read it
         start = (given if given.tzinfo else given.replace(tzinfo=camera.tz)).timestamp()
     try:
-        summary = replay(args.video, camera, detector, filer, cases_path=out / "cases.jsonl", evidence_root=root,
+        summary = replay(args.video, camera, detector, backends.cases, cases_path=out / "cases.jsonl",
+                         evidence_root=backends.evidence_root,
                          start_wall=start, progress=sys.stderr.isatty(), drain_timeout_s=args.drain_timeout)
     finally:
         filer.close(drain_timeout_s=0)

@@ -4,8 +4,10 @@ from .camera import CameraConfig, Location, ZoneConfig
 from .hours import TimeWindow
 from .loader import ConfigError, load_camera, load_cameras
 from .rules import BinOverflowRule, IllegalParkingRule, RuleConfig, StallEncroachmentRule
+from .workspace import DEFAULT_WORKSPACE, Workspace
 
 __all__ = [
+    "DEFAULT_WORKSPACE",
     "BinOverflowRule",
     "CameraConfig",
     "ConfigError",
@@ -14,6 +16,7 @@ __all__ = [
     "RuleConfig",
     "StallEncroachmentRule",
     "TimeWindow",
+    "Workspace",
     "ZoneConfig",
     "load_camera",
     "load_cameras",

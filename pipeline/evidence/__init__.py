@@ -13,7 +13,7 @@ from pipeline.evidence.local_store import LocalEvidenceStore
 from pipeline.evidence.s3_store import S3EvidenceStore
 from pipeline.evidence.store import EvidenceStore, InvalidEvidenceKey
 from pipeline.evidence.text import HersheyText, TrueTypeText, find_cjk_font
-from pipeline.evidence.writer import EvidenceWriter
+from pipeline.evidence.render import EvidenceRenderer, RenderedCase
 
 __all__ = [
     "DEFAULT_EVENT_CODES_PATH",
@@ -22,10 +22,11 @@ __all__ = [
     "EventCodeError",
     "EventCodeTable",
     "EvidenceStore",
-    "EvidenceWriter",
+    "EvidenceRenderer",
     "HersheyText",
     "InvalidEvidenceKey",
     "LocalEvidenceStore",
+    "RenderedCase",
     "S3EvidenceStore",
     "TrueTypeText",
     "find_cjk_font",

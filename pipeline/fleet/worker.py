@@ -16,11 +16,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Protocol
 
 import numpy as np
 
-from pipeline.cli.runner import Patrol
 from pipeline.config import CameraConfig
 from pipeline.detect import FrameDetector
 from pipeline.types import BackendUnavailable
@@ -54,8 +55,20 @@ def measure_capacity(detector: FrameDetector, cameras: list[CameraConfig], *, se
     return max(1, int(per_s * LOAD_TARGET / mean_fps))
 
 
+class CameraHost(Protocol):
+    """What a fleet worker needs of the patrol it runs (``pipeline.engine.Patrol`` is one)."""
+
+    loop_tick: float  # time.monotonic() of the inference loop's last pass: leases renew only while it moves
+
+    def add_camera(self, camera: CameraConfig) -> Future: ...
+
+    def remove_camera(self, camera_id: str, *, save_episodes: bool = True) -> Future: ...
+
+    def run(self, duration_s: float | None = None) -> None: ...
+
+
 class FleetWorker:
-    def __init__(self, patrol: Patrol, cameras: list[CameraConfig], board: LeaseBoard, capacity: int, *,
+    def __init__(self, patrol: CameraHost, cameras: list[CameraConfig], board: LeaseBoard, capacity: int, *,
                  print_line: Callable[[str], None] = print) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1 camera, not {capacity}")

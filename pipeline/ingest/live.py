@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pipeline.config import CameraConfig
 from pipeline.ingest.clip import PacketRing
 from pipeline.ingest.source import SourceError, SourceStats, decode, is_live_url, redact
+from pipeline.retry import Backoff
 from pipeline.types import Frame
 
 log = logging.getLogger(__name__)
@@ -43,28 +44,6 @@ class StateChange:
     new: str
     wall_ts: float
     reason: str = ""
-
-
-class Backoff:
-    """Waits before reconnecting: exponential from ``min_s`` up to ``max_s``, with full jitter
-    (uniform between ``min_s`` and the current ceiling), so cameras that dropped together do not
-    reconnect together."""
-
-    def __init__(self, min_s: float, max_s: float, rng: random.Random | None = None) -> None:
-        self.min_s, self.max_s = min_s, max_s
-        self.failures = 0
-        self._rng = rng or random.Random()
-
-    def ceiling(self) -> float:
-        return min(self.max_s, self.min_s * 2.0 ** min(self.failures, 62))
-
-    def next_delay(self) -> float:
-        delay = self._rng.uniform(self.min_s, self.ceiling())
-        self.failures += 1
-        return delay
-
-    def reset(self) -> None:
-        self.failures = 0
 
 
 class LiveSource:

@@ -1,6 +1,6 @@
 """The camera list: names and places from the camera files, live state and health from the workers.
 
-Each worker publishes Prometheus text on its own ``/metrics`` (names in pipeline/cli/health.py).
+Each worker publishes Prometheus text on its own ``/metrics`` (names in pipeline/engine/health.py).
 A worker that does not answer leaves its cameras ``unknown``; it never fails the list.
 """
 

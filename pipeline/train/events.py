@@ -90,19 +90,20 @@ def score_cases(cases: list[dict], episodes: list[TruthEpisode], camera: CameraC
 
 
 def replay_cases(video: Path, camera: CameraConfig, model: Path, work: Path) -> list[dict]:
-    """The cases the real patrol (``pipeline.cli.runner.replay``) files on ``video``, as cases.jsonl lines."""
-    from pipeline.cli.runner import CaseFiler, replay
+    """The cases the real patrol (``pipeline.engine.replay``) files on ``video``, as cases.jsonl lines."""
+    from pipeline.config import Workspace
     from pipeline.detect import Detector
+    from pipeline.engine import embedded_cases, replay
 
     shutil.rmtree(work, ignore_errors=True)  # a queue left from an earlier run would hold these case ids
     detector = Detector(model)
-    filer = CaseFiler.embedded(work, {"name": detector.card.name, "sha256": detector.card.sha256})
+    workspace = Workspace(work)
+    cases = embedded_cases(workspace, {"name": detector.card.name, "sha256": detector.card.sha256})
     try:
-        replay(str(video), camera, detector, filer, cases_path=work / "cases.jsonl",
-               evidence_root=filer.writer.store.root,
+        replay(str(video), camera, detector, cases, cases_path=work / "cases.jsonl", evidence_root=workspace.evidence,
                start_wall=REPLAY_START_WALL, progress=True)
     finally:
-        filer.close(drain_timeout_s=30)
+        cases.filer.close(drain_timeout_s=30)
     return [json.loads(line) for line in (work / "cases.jsonl").read_text().splitlines()]
 
 

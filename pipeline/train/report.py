@@ -32,7 +32,7 @@ LABELLED_VIDEOS = {
 METHOD = {
     "holdout": f"patrol's Detector on ONNX Runtime (the deployed path), score >= {EVAL_CONF}, NMS IoU {EVAL_NMS_IOU}, "
                "COCO-style 101-point AP per class, only over the classes each set is labelled with",
-    "events": f"pipeline.cli.runner.replay of the video; a case matches an episode of its kind and zone confirmed "
+    "events": f"pipeline.engine.replay of the video; a case matches an episode of its kind and zone confirmed "
               f"within [start + dwell - {TOLERANCE_S:g} s, end + {TOLERANCE_S:g} s] whose box it overlaps by IoU >= "
               f"{MIN_IOU}; precision = matches / cases filed, recall = matches / episodes at least dwell long",
     "road-video": "vehicle boxes on the labelled frames (every 6th with a car in view, every 30th without) of "

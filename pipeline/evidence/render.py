@@ -1,9 +1,15 @@
-"""Turns a confirmed violation into stored evidence files and the case record pointing at them."""
+"""Turns a confirmed violation into evidence: the files' bytes and the case record that names them.
+
+Rendering touches no store. What to do with the bytes (stage them in the spool, upload them) is
+the delivery package's job, so a case is rendered once and its sha256s are fixed from the start.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,9 +21,9 @@ from pipeline.evidence.annotate import annotate, crop, crop_window
 from pipeline.evidence.camera import CameraInfo
 from pipeline.evidence.event_codes import EventCodeTable
 from pipeline.evidence.plate import PlateReader
-from pipeline.evidence.store import EvidenceStore
+from pipeline.evidence.store import EvidenceStore, validate_key
 from pipeline.evidence.text import TextRenderer, default_text_renderer
-from pipeline.types import CaseRecord, Frame, Violation, as_bbox
+from pipeline.types import CaseRecord, EvidenceItem, Frame, Violation, as_bbox
 
 METADATA_VERSION = 1  # bump when a field of metadata.json changes meaning or goes away
 CAMERA_FAULT = "camera_fault"  # the event-table key of 故障报警
@@ -41,17 +47,53 @@ class CameraFault:
     history: tuple[tuple[str, str, float, str], ...] = ()  # recent (old, new, wall_ts, reason)
 
 
-class EvidenceWriter:
-    """Writes ``{local date}/{camera_id}/{case_id}/{frame,annotated,crop,first_seen}.jpg``,
+@dataclass(frozen=True)
+class RenderedCase:
+    """A case ready to commit: its record (every evidence item with its sha256) and those files' bytes."""
+
+    record: CaseRecord
+    files: Mapping[str, bytes]  # by evidence key
+
+    @property
+    def case_id(self) -> str:
+        return self.record.case_id
+
+    def store_into(self, store: EvidenceStore) -> None:
+        """Puts every file into ``store`` under its key; metadata.json last, as it marks a case complete."""
+        for item in self.record.evidence.values():
+            store.put(item.key, self.files[item.key], item.content_type)
+
+
+class _Files:
+    """The files of one case as they are rendered, each with its sha256."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.items: dict[str, EvidenceItem] = {}
+        self.data: dict[str, bytes] = {}
+
+    def add(self, name: str, data: bytes, content_type: str) -> None:
+        key = validate_key(f"{self.prefix}/{name}")
+        self.items[name] = EvidenceItem(key=key, sha256=hashlib.sha256(data).hexdigest(), content_type=content_type)
+        self.data[key] = data
+
+    def case(self, record: CaseRecord, metadata: dict[str, Any]) -> RenderedCase:
+        # metadata.json comes last: it carries every other file's sha256.
+        self.add("metadata.json", json.dumps(metadata, ensure_ascii=False, indent=2, sort_keys=True).encode("utf-8"),
+                 "application/json")
+        return RenderedCase(replace(record, evidence=dict(self.items)), dict(self.data))
+
+
+class EvidenceRenderer:
+    """Renders ``{local date}/{camera_id}/{case_id}/{frame,annotated,crop,first_seen}.jpg``,
     ``clip.mp4`` when there is one, ``plate.jpg`` when a parking case's plate was read and, last,
     ``metadata.json`` with every other file's sha256.
 
-    Writing the same violation again rewrites the same keys, so a retry never forks a case.
+    Rendering the same violation again gives the same keys, so a retry never forks a case.
     """
 
     def __init__(
         self,
-        store: EvidenceStore,
         event_codes: EventCodeTable,
         pipeline_version: str,
         *,
@@ -63,7 +105,6 @@ class EvidenceWriter:
         """``plates``: reads the plate of each illegal-parking case's vehicle (none: no plates)."""
         if not 1 <= jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must be 1..100, got {jpeg_quality}")
-        self._store = store
         self._event_codes = event_codes
         self._pipeline_version = pipeline_version
         self._jpeg_quality = jpeg_quality
@@ -71,11 +112,7 @@ class EvidenceWriter:
         self._text = text if text is not None else default_text_renderer()
         self._plates = plates
 
-    @property
-    def store(self) -> EvidenceStore:
-        return self._store
-
-    def write(
+    def render(
         self,
         violation: Violation,
         *,
@@ -83,11 +120,8 @@ class EvidenceWriter:
         zone_polygon_px: np.ndarray,
         clip_mp4: bytes | None,
         model: dict[str, Any],
-        store: EvidenceStore | None = None,
-    ) -> CaseRecord:
-        """``store`` overrides the writer's own store for this case (the spool stages cases)."""
+    ) -> RenderedCase:
         _check_inputs(violation, camera, model)
-        store = store or self._store
         event = self._event_codes.lookup(violation.kind)
         confirmed_at = datetime.fromtimestamp(violation.trigger_frame.wall_ts, camera.timezone)
         # not first_frame's clock: a case taken over from another worker shows its first look here
@@ -122,12 +156,11 @@ class EvidenceWriter:
             plate, plate_picture = self._read_plate(violation)
             if plate_picture is not None:
                 pictures["plate.jpg"] = plate_picture
-        evidence = {
-            file: store.put(f"{prefix}/{file}", self._jpeg(picture), "image/jpeg")
-            for file, picture in pictures.items()
-        }
+        files = _Files(prefix)
+        for name, picture in pictures.items():
+            files.add(name, self._jpeg(picture), "image/jpeg")
         if clip_mp4 is not None:
-            evidence["clip.mp4"] = store.put(f"{prefix}/clip.mp4", clip_mp4, "video/mp4")
+            files.add("clip.mp4", clip_mp4, "video/mp4")
 
         record = CaseRecord(
             case_id=violation.case_id,
@@ -148,7 +181,7 @@ class EvidenceWriter:
             confirmed_wall=confirmed_at.isoformat(timespec="milliseconds"),
             model=dict(model),
             pipeline_version=self._pipeline_version,
-            evidence=evidence,
+            evidence=dict(files.items),
             plate=plate,
         )
         metadata = {
@@ -159,27 +192,25 @@ class EvidenceWriter:
             "first_bbox": list(as_bbox(violation.first_bbox)),
             "zone_polygon_px": np.asarray(zone_polygon_px, np.float64).tolist(),
         }
-        return _with_metadata(store, prefix, record, metadata)
+        return files.case(record, metadata)
 
-    def write_camera_fault(
+    def render_camera_fault(
         self,
         fault: CameraFault,
         *,
         camera: CameraInfo,
         model: dict[str, Any],
-        store: EvidenceStore | None = None,
-    ) -> CaseRecord:
+    ) -> RenderedCase:
         """A 故障报警 case for a camera that has delivered no usable video since ``fault.since_wall``.
 
         Its proof is the camera's last analysed picture (when there was one) and the camera's
         recent state changes; the zone is empty and the box is the whole picture.
         """
-        store = store or self._store
         event = self._event_codes.lookup(CAMERA_FAULT)
         since = datetime.fromtimestamp(fault.since_wall, camera.timezone)
         filed = datetime.fromtimestamp(fault.filed_wall, camera.timezone)
         prefix = f"{filed.date().isoformat()}/{camera.camera_id}/{fault.case_id}"
-        evidence = {}
+        files = _Files(prefix)
         bbox = (0.0, 0.0, 0.0, 0.0)
         if fault.last_frame is not None:
             picture = fault.last_frame.image
@@ -189,7 +220,7 @@ class EvidenceWriter:
             labelled = annotate(picture, bbox=bbox, zone_polygon_px=np.zeros((0, 2)),
                                 label=event.name if self._text.renders_chinese else CAMERA_FAULT,
                                 caption=_caption(last_seen, camera), text=self._text)
-            evidence["last_frame.jpg"] = store.put(f"{prefix}/last_frame.jpg", self._jpeg(labelled), "image/jpeg")
+            files.add("last_frame.jpg", self._jpeg(labelled), "image/jpeg")
         offline_s = fault.filed_wall - fault.since_wall
         record = CaseRecord(
             case_id=fault.case_id,
@@ -210,7 +241,7 @@ class EvidenceWriter:
             confirmed_wall=filed.isoformat(timespec="milliseconds"),
             model=dict(model),
             pipeline_version=self._pipeline_version,
-            evidence=evidence,
+            evidence=dict(files.items),
         )
         metadata = {
             **record.to_dict(),
@@ -219,7 +250,7 @@ class EvidenceWriter:
             "fault": {"state": fault.state, "reason": fault.reason, "offline_s": round(offline_s, 3),
                       "history": [list(change) for change in fault.history]},
         }
-        return _with_metadata(store, prefix, record, metadata)
+        return files.case(record, metadata)
 
     def _read_plate(self, violation: Violation) -> tuple[dict | None, np.ndarray | None]:
         """The plate on the best look at the vehicle during its dwell (else at confirmation), and
@@ -246,16 +277,6 @@ class EvidenceWriter:
         if not ok:
             raise RuntimeError("OpenCV could not encode an evidence JPEG")
         return encoded.tobytes()
-
-
-def _with_metadata(store: EvidenceStore, prefix: str, record: CaseRecord, metadata: dict[str, Any]) -> CaseRecord:
-    # Written last: a case directory with metadata.json is complete.
-    item = store.put(
-        f"{prefix}/metadata.json",
-        json.dumps(metadata, ensure_ascii=False, indent=2, sort_keys=True).encode("utf-8"),
-        "application/json",
-    )
-    return replace(record, evidence={**record.evidence, "metadata.json": item})
 
 
 def _check_inputs(violation: Violation, camera: CameraInfo, model: dict[str, Any]) -> None:

@@ -1,9 +1,16 @@
-"""Camera faults: a live camera without video past its threshold becomes one 故障报警 case."""
+"""Camera faults: a live camera without video past its threshold becomes one 故障报警 case, and
+a note on that case when its video comes back."""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from pipeline.evidence.render import CameraFault
+from pipeline.ingest import StateChange
+from pipeline.types import CaseNote, Frame
 
 DOWN_STATES = frozenset({"connecting", "offline", "stalled"})
 
@@ -57,3 +64,20 @@ def fault_case_id(camera_id: str, since_wall: float) -> str:
     """``F-`` and 16 hex digits: one id per camera and outage start (to the millisecond)."""
     key = f"camera_fault|{camera_id}|{round(since_wall * 1000)}"
     return f"F-{hashlib.sha1(key.encode()).hexdigest()[:16]}"
+
+
+def fault_case(event: FileFault, now_wall: float, *, state: str, reason: str, stream_s: float,
+               last_frame: Frame | None, history: list[StateChange]) -> CameraFault:
+    """The fault case to file for ``event``: the camera's last picture and recent state changes."""
+    return CameraFault(case_id=event.case_id, since_wall=event.since_wall, filed_wall=now_wall, stream_s=stream_s,
+                       state=state, reason=reason, last_frame=last_frame,
+                       history=tuple((c.old, c.new, c.wall_ts, c.reason) for c in history[-20:]))
+
+
+def recovery_note(event: Recovered, camera_id: str, timezone: ZoneInfo) -> CaseNote:
+    """The note that tells the fault case's reviewer the camera is back, and after how long."""
+    at = datetime.fromtimestamp(event.back_wall, timezone)
+    down_min = (event.back_wall - event.since_wall) / 60
+    return CaseNote(note_id=f"{event.case_id}:recovered", case_id=event.case_id,
+                    at_wall=at.isoformat(timespec="milliseconds"), author="system", kind="camera_recovered",
+                    text=f"camera {camera_id} delivers video again after {down_min:.1f} min without")

@@ -1,0 +1,146 @@
+"""Write-ahead spool: every case reaches local disk before any backend, so an outage loses nothing.
+
+A rendered case is written into a staging folder under the spool (its evidence files and
+``record.json``, each fsync'd), then committed by one atomic rename. The drainer
+(``pipeline/delivery/drainer.py``) delivers committed entries in commit order; a worker killed at
+any point finds its committed entries on restart and delivers them.
+
+The layout on disk (``<commit-order>--<case_id>/record.json`` and ``files/<evidence key>``) is
+the same as before delivery became its own package, so a spool left by an older worker drains
+after an upgrade.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.durable import fsync_directory, write_synced
+from pipeline.evidence import LocalEvidenceStore, RenderedCase
+from pipeline.types import CaseNote, CaseRecord
+
+_RECORD = "record.json"
+_NOTE = "note.json"
+_FILES = "files"
+
+
+@dataclass(frozen=True)
+class SpoolEntry:
+    """A committed case waiting for delivery; ``files`` holds its evidence under the final keys."""
+
+    path: Path
+
+    @property
+    def case_id(self) -> str:
+        return self.path.name.split("--", 1)[1]
+
+    @property
+    def files(self) -> LocalEvidenceStore:
+        return LocalEvidenceStore(self.path / _FILES)
+
+    @property
+    def is_note(self) -> bool:
+        return (self.path / _NOTE).is_file()
+
+    def record(self) -> CaseRecord:
+        return CaseRecord.from_dict(json.loads((self.path / _RECORD).read_text(encoding="utf-8")))
+
+    def note(self) -> CaseNote:
+        return CaseNote.from_dict(json.loads((self.path / _NOTE).read_text(encoding="utf-8")))
+
+
+class SpoolBusy(RuntimeError):
+    """Another live process holds this spool folder; each worker needs its own."""
+
+
+class CaseSpool:
+    """Ordered, crash-safe folder of cases not yet delivered (``root/<commit-order>--<case_id>``).
+
+    One process at a time: it holds an advisory lock on the folder until it exits (the kernel
+    drops the lock of a killed process, so a restart takes the spool over at once).
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self._staging = self.root / ".staging"
+        self.rejected = self.root / "rejected"
+        self._staging.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(self.root / ".lock", "a+b")  # noqa: SIM115 - held for the spool's lifetime
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise SpoolBusy(f"spool {self.root} is in use by another patrol process; give each worker its own") from None
+        # Staging folders of a process that died before committing hold half a case: its
+        # violation was never announced, so the next run re-derives it or it never existed.
+        for leftover in self._staging.iterdir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        self._lock = threading.Lock()
+        self._last_order = 0
+
+    def close(self) -> None:
+        self._lock_file.close()
+
+    def commit(self, case: RenderedCase) -> SpoolEntry:
+        """Durably adds a rendered case; after this returns, the case survives a power cut."""
+        return self._commit(case.case_id, _RECORD, case.record.to_dict(), case.store_into)
+
+    def add_note(self, note: CaseNote) -> SpoolEntry:
+        """Durably queues a note; it is delivered after every case committed before it."""
+        return self._commit(note.case_id, _NOTE, note.to_dict(), lambda _files: None)
+
+    def _commit(self, case_id: str, name: str, content: dict,
+                put_files: Callable[[LocalEvidenceStore], None]) -> SpoolEntry:
+        if not case_id or "/" in case_id or case_id.startswith("."):
+            raise ValueError(f"{case_id!r} cannot name a spool entry")
+        staged = self._staging / f"{case_id}.{uuid.uuid4().hex}"
+        staged.mkdir()
+        try:
+            put_files(LocalEvidenceStore(staged / _FILES))
+            write_synced(staged / name, json.dumps(content, ensure_ascii=False).encode("utf-8"))
+            fsync_directory(staged)
+            final = self.root / f"{self._next_order():020d}--{case_id}"
+            os.replace(staged, final)
+        except BaseException:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise
+        fsync_directory(self.root)
+        return SpoolEntry(final)
+
+    def entries(self) -> list[SpoolEntry]:
+        """Committed entries in commit order."""
+        return [SpoolEntry(p) for p in sorted(self.root.iterdir()) if "--" in p.name and p.is_dir()]
+
+    def holds(self, case_id: str) -> bool:
+        """Whether a case (not a note) with this id waits here."""
+        return any(entry.case_id == case_id and not entry.is_note for entry in self.entries())
+
+    def remove(self, entry: SpoolEntry) -> None:
+        # Renamed out of the way first, so a crash halfway through deleting never leaves a
+        # committed-looking entry with files missing.
+        doomed = self._staging / f"done.{entry.path.name}"
+        os.replace(entry.path, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+
+    def reject(self, entry: SpoolEntry, reason: str) -> Path:
+        """Sets aside an entry no backend will ever accept, keeping it on disk for an operator."""
+        self.rejected.mkdir(exist_ok=True)
+        target = self.rejected / entry.path.name
+        os.replace(entry.path, target)
+        (target / "reason.txt").write_text(reason + "\n", encoding="utf-8")
+        return target
+
+    def _next_order(self) -> int:
+        # Wall-clock nanoseconds keep commit order across restarts; the max() keeps it strictly
+        # increasing within a process even if the clock steps back.
+        with self._lock:
+            self._last_order = max(time.time_ns(), self._last_order + 1)
+            return self._last_order

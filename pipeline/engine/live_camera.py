@@ -1,0 +1,89 @@
+"""A camera of a live patrol: its analysis state, its decode thread, its health and its fault clock."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+
+from pipeline.engine.camera import CameraPipeline
+from pipeline.engine.faults import FaultWatch, FileFault, Recovered, fault_case, recovery_note
+from pipeline.engine.health import CameraReport, Counters, RateWindow
+from pipeline.evidence.render import CameraFault
+from pipeline.ingest import LiveSource, StateChange
+from pipeline.types import CaseNote
+
+
+class CameraEvents:
+    """Times of a camera's reconnects and stalls over the last hour, from its state changes."""
+
+    def __init__(self) -> None:
+        self.reconnects: deque[float] = deque(maxlen=100_000)
+        self.stalls: deque[float] = deque(maxlen=100_000)
+
+    def record(self, change: StateChange) -> None:
+        if change.new == "offline":
+            self.reconnects.append(change.wall_ts)
+        elif change.new == "stalled":
+            self.stalls.append(change.wall_ts)
+
+    @staticmethod
+    def last_hour(times: deque[float], now: float) -> int:
+        return sum(1 for t in list(times) if t > now - 3600)
+
+
+@dataclass(eq=False)
+class PatrolCamera:
+    """A camera of a live patrol: its analysis state, its decode thread (see LiveSource), its health."""
+
+    pipeline: CameraPipeline
+    source: LiveSource
+    events: CameraEvents
+    faults: FaultWatch | None  # None for file sources: a file is no camera that can fail
+    stop: threading.Event  # this camera's own: a fleet worker hands single cameras over
+    rates: RateWindow = field(default_factory=RateWindow)
+    lag_s: float | None = None
+
+    @property
+    def camera_id(self) -> str:
+        return self.pipeline.camera.id
+
+    @property
+    def state(self) -> str:
+        return self.source.state
+
+    @property
+    def last_error(self) -> str | None:
+        return self.source.last_error
+
+    @property
+    def running(self) -> bool:
+        return self.source.running
+
+    def counters(self) -> Counters:
+        stats = self.pipeline.stats
+        return Counters(stats.received, stats.analysed, stats.skipped, stats.decode_s, self.pipeline.inference_s,
+                        self.pipeline.gated)
+
+    def report(self, now: float) -> CameraReport:
+        stats = self.pipeline.stats
+        return CameraReport(
+            camera_id=self.camera_id, state=self.state, state_since=self.source.state_since,
+            counters=self.counters(), rates=self.rates.rates(), lag_s=self.lag_s,
+            last_frame_wall=stats.last_frame_wall, reconnects=stats.reconnects, stalls=stats.stalls,
+            corrupt=stats.corrupt, reconnects_last_hour=CameraEvents.last_hour(self.events.reconnects, now),
+            stalls_last_hour=CameraEvents.last_hour(self.events.stalls, now), last_error=self.last_error)
+
+    def check_faults(self, now_wall: float) -> CameraFault | CaseNote | None:
+        """The fault case to file when the camera has been without video past its threshold, the
+        note for that case when video is back, else None."""
+        if self.faults is None:
+            return None
+        event = self.faults.observe(self.state, now_wall)
+        if isinstance(event, FileFault):
+            return fault_case(event, now_wall, state=self.state, reason=self.last_error or self.state,
+                              stream_s=self.source.stats.stream_s or 0.0, last_frame=self.pipeline.last_frame,
+                              history=list(self.source.history))
+        if isinstance(event, Recovered):
+            return recovery_note(event, self.camera_id, self.pipeline.camera.tz)
+        return None
