@@ -25,11 +25,11 @@ from queue_contract import make_record
 
 from pipeline.cli.main import main
 from pipeline.queue import CaseQueue, open_queue
-from pipeline.queue.forward import FORWARD_GROUP, Backoff, Endpoint, Forwarder, Tally, parse_retry_after
+from pipeline.queue.forward import FORWARD_GROUP, Endpoint, Forwarder, RetryPolicy, Tally, parse_retry_after
 from pipeline.types import CaseRecord
 
 REPO = Path(__file__).resolve().parents[1]
-QUICK = Backoff(first_s=0.02, max_s=0.1, give_up_after_s=0.3)
+QUICK = RetryPolicy(first_s=0.02, max_s=0.1, give_up_after_s=0.3)
 TOKEN = "platform-token-7"
 
 
@@ -155,10 +155,10 @@ def publish(opened: Callable[..., CaseQueue], count: int) -> list[CaseRecord]:
 
 
 def forwarder_for(opened: Callable[..., CaseQueue], url: str, *, visibility_timeout_s: float = 60.0,
-                  backoff: Backoff = QUICK, timeout_s: float = 2.0, lines: list[str] | None = None) -> Forwarder:
+                  retry: RetryPolicy = QUICK, timeout_s: float = 2.0, lines: list[str] | None = None) -> Forwarder:
     queue = opened(group=FORWARD_GROUP, visibility_timeout_s=visibility_timeout_s)
     endpoint = Endpoint(url, token=TOKEN, timeout_s=timeout_s)
-    return Forwarder(queue, endpoint, consumer="forward-test", backoff=backoff,
+    return Forwarder(queue, endpoint, consumer="forward-test", retry=retry,
                      print_line=(lines.append if lines is not None else lambda line: None))
 
 
@@ -230,7 +230,7 @@ def test_retry_after_is_honoured(opened, platform) -> None:
     (record,) = publish(opened, 1)
     platform.answer = lambda case_id, nth: Answer(429, headers=(("Retry-After", "1"),)) if nth == 1 else Answer(201)
 
-    tally = forwarder_for(opened, platform.url, backoff=Backoff(0.02, 0.1, give_up_after_s=5)).run(once=True)
+    tally = forwarder_for(opened, platform.url, retry=RetryPolicy(0.02, 0.1, give_up_after_s=5)).run(once=True)
 
     first, second = platform.posts_of(record.case_id)
     assert tally == Tally(forwarded=1)
@@ -276,7 +276,7 @@ def test_connection_errors_and_timeouts_leave_cases_pending(opened, platform, ca
     # Idempotency-Key and with the very same bytes, which is what lets it keep one.
     platform.answer = lambda case_id, nth: Answer(201, delay_s=0.6 if nth == 1 else 0.0)
     forwarder = forwarder_for(opened, platform.url, visibility_timeout_s=0.0, timeout_s=0.3,
-                              backoff=Backoff(0.02, 0.1, give_up_after_s=5))
+                              retry=RetryPolicy(0.02, 0.1, give_up_after_s=5))
     assert forwarder.run(once=True) == Tally(forwarded=1)
     wait_for(lambda: len(platform.posts_of(late.case_id)) >= 2, 5, "the slow first answer recorded")
     posts = platform.posts_of(late.case_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 import subprocess
 import sys
 import threading
@@ -197,3 +198,21 @@ def test_a_second_process_cannot_share_a_spool(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "SpoolBusy" in result.stderr and "in use by another patrol process" in result.stderr
     held.close()
+
+
+def test_a_spool_written_before_the_delivery_package_drains_after_the_upgrade(tmp_path: Path, backends) -> None:
+    """tests/data/spool-06fda5a: one case (four pictures, metadata) and a note, as the worker of
+    commit 06fda5a spooled them while its backends were away."""
+    store, queue = backends
+    shutil.copytree(Path(__file__).parent / "data" / "spool-06fda5a", tmp_path / "spool")
+    spool = CaseSpool(tmp_path / "spool")
+    heard: list[tuple[str, bool]] = []
+
+    assert SpoolDrainer(spool, store, queue, listeners=[lambda r, new: heard.append((r.case_id, new))]).drain_once() == 2
+
+    assert heard == [("P-0123456789abcdef", True)] and spool.entries() == []
+    record = queue.get("P-0123456789abcdef")
+    assert set(record.evidence) == {"frame.jpg", "annotated.jpg", "crop.jpg", "first_seen.jpg", "metadata.json"}
+    for item in record.evidence.values():
+        assert hashlib.sha256(store.get(item.key)).hexdigest() == item.sha256
+    assert [note.text for note in queue.notes(record.case_id)] == ["note text"]

@@ -12,8 +12,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from pipeline.cli.errors import UsageError
+from pipeline.config import Workspace
 from pipeline.queue.base import REVIEW_GROUP
-from pipeline.queue.forward import FORWARD_GROUP, QUEUE_DOWN, TOKEN_ENV, Backoff, Endpoint, Forwarder
+from pipeline.queue.forward import FORWARD_GROUP, QUEUE_DOWN, TOKEN_ENV, Endpoint, Forwarder, RetryPolicy
 
 
 def add_forward_verbs(verbs: argparse._SubParsersAction) -> None:
@@ -59,7 +60,7 @@ def cmd_forward(args: argparse.Namespace) -> int:
         if not value > 0:
             raise UsageError(f"{option} {value}: must be more than 0 seconds")
     try:
-        backoff = Backoff(first_s=args.backoff, max_s=args.backoff_max, give_up_after_s=args.give_up_after)
+        retry = RetryPolicy(first_s=args.backoff, max_s=args.backoff_max, give_up_after_s=args.give_up_after)
     except ValueError as exc:
         raise UsageError(f"--backoff / --backoff-max / --give-up-after: {exc}") from exc
     if args.redeliver_after <= args.give_up_after + args.timeout:
@@ -71,7 +72,7 @@ def cmd_forward(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(f"--to {_hide_credentials(args.to)}: {exc}") from exc
 
-    queue_url = args.queue or os.environ.get("REDIS_URL") or f"sqlite:///{Path(args.var) / 'queue' / 'cases.sqlite3'}"
+    queue_url = args.queue or os.environ.get("REDIS_URL") or Workspace(Path(args.var)).queue_url
     try:
         queue = open_queue(queue_url, group=args.group, visibility_timeout_s=args.redeliver_after)
     except (ValueError, OSError, sqlite3.Error) as exc:
@@ -81,7 +82,7 @@ def cmd_forward(args: argparse.Namespace) -> int:
             queue.pending_count()  # Redis connects lazily: an unreachable queue is reported now, not later
         except QUEUE_DOWN as exc:
             raise UsageError(f"--queue / REDIS_URL: {exc}") from exc
-        forwarder = Forwarder(queue, endpoint, consumer=args.consumer, backoff=backoff,
+        forwarder = Forwarder(queue, endpoint, consumer=args.consumer, retry=retry,
                               print_line=lambda line: print(line, flush=True))
         token = f", bearer token from ${TOKEN_ENV}" if endpoint.has_token else ""
         until = "until nothing is new" if args.once else "SIGTERM or Ctrl-C stops"

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from pipeline.config.workspace import DEFAULT_WORKSPACE
 from pipeline.queue.base import DEFAULT_VISIBILITY_TIMEOUT_S, REVIEW_GROUP, CaseQueue
 from pipeline.queue.redis_queue import RedisCaseQueue
 from pipeline.queue.sqlite_queue import SqliteCaseQueue
 
-DEFAULT_SQLITE_PATH = Path("var/queue/cases.sqlite3")
+DEFAULT_SQLITE_PATH = DEFAULT_WORKSPACE.queue_db
 _URL_FORMS = (
     "sqlite:///relative/path, sqlite:////absolute/path,"
     " redis://[[user]:password@]host[:port][/db] or rediss://... (TLS)"

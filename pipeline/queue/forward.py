@@ -27,7 +27,6 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-import random
 import sqlite3
 import threading
 import time
@@ -42,6 +41,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pipeline
 from pipeline.queue.base import CaseQueue, Delivery
+from pipeline.retry import Backoff
 from pipeline.types import BackendUnavailable, CaseRecord
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ TRANSPORT_ERRORS = (OSError, http.client.HTTPException)
 
 
 @dataclass(frozen=True, slots=True)
-class Backoff:
+class RetryPolicy:
     """How long to keep trying one delivery while the endpoint is unavailable, and how often."""
 
     first_s: float = 1.0
@@ -71,11 +71,8 @@ class Backoff:
         if self.give_up_after_s < 0:
             raise ValueError(f"give_up_after_s must be >= 0, not {self.give_up_after_s}")
 
-    def delay_s(self, retry: int) -> float:
-        """The wait before retry number ``retry`` (0 for the first), jittered into [half, whole] so
-        several forwarders that failed together do not come back together."""
-        whole = min(self.max_s, self.first_s * 2 ** min(retry, 32))
-        return whole * random.uniform(0.5, 1.0)
+    def backoff(self) -> Backoff:
+        return Backoff(self.first_s, self.max_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,13 +210,13 @@ class Forwarder:
         endpoint: Endpoint,
         *,
         consumer: str,
-        backoff: Backoff = Backoff(),
+        retry: RetryPolicy = RetryPolicy(),
         print_line: Callable[[str], None] = lambda line: None,
     ) -> None:
         self._queue = queue
         self._endpoint = endpoint
         self._consumer = consumer
-        self._backoff = backoff
+        self._retry = retry
         self._print_line = print_line
         self._stop = threading.Event()
         self.tally = Tally()
@@ -231,21 +228,20 @@ class Forwarder:
         """Forward until :meth:`stop`; with ``once``, until the queue hands out nothing this run has
         not tried already (an unreachable queue then raises instead of being waited for)."""
         tried: set[str] = set()  # with once: a case back from its visibility timeout is not new
-        queue_failures = 0
+        queue_backoff = self._retry.backoff()
         while not self._stop.is_set():
             try:
                 deliveries = self._queue.consume(self._consumer, count=1, block_s=0 if once else poll_s)
             except QUEUE_DOWN as exc:
                 if once:
                     raise
-                if queue_failures == 0:
+                if queue_backoff.failures == 0:
                     log.warning("case queue unavailable, retrying with backoff: %s", exc)
-                self._stop.wait(self._backoff.delay_s(queue_failures))
-                queue_failures += 1
+                self._stop.wait(queue_backoff.next_delay())
                 continue
-            if queue_failures:
+            if queue_backoff.failures:
                 log.warning("case queue reachable again; forwarding")
-                queue_failures = 0
+                queue_backoff.reset()
             if not deliveries:
                 if once:
                     break
@@ -261,9 +257,11 @@ class Forwarder:
     def forward(self, delivery: Delivery) -> Outcome:
         """POST one delivery, retrying while the endpoint is unavailable; acknowledge it on 2xx."""
         case_id = delivery.record.case_id
-        deadline = time.monotonic() + self._backoff.give_up_after_s
-        retry = 0
+        deadline = time.monotonic() + self._retry.give_up_after_s
+        backoff = self._retry.backoff()
+        posts = 0
         while True:
+            posts += 1
             try:
                 reply = self._endpoint.post(delivery.record)
             except TRANSPORT_ERRORS as exc:
@@ -271,7 +269,7 @@ class Forwarder:
             else:
                 if reply.ok:
                     self._acknowledge(delivery)
-                    self._print_line(forwarded_line(delivery, reply, retry + 1))
+                    self._print_line(forwarded_line(delivery, reply, posts))
                     return Outcome.FORWARDED
                 if not reply.retryable:
                     log.error(
@@ -281,12 +279,12 @@ class Forwarder:
                     )
                     return Outcome.REFUSED
                 why, wait_s = f"HTTP {reply.status} {reply.preview_text!r}", reply.retry_after_s
-            wait_s = self._backoff.delay_s(retry) if wait_s is None else wait_s
+            wait_s = backoff.next_delay() if wait_s is None else wait_s
             if time.monotonic() + wait_s > deadline:
                 log.warning(
                     "case %s not delivered to %s after %d POST(s) over %.0fs (last: %s; delivery %d); left pending, "
                     "the queue offers it again after its visibility timeout",
-                    case_id, self._endpoint.display, retry + 1, self._backoff.give_up_after_s, why, delivery.attempts,
+                    case_id, self._endpoint.display, posts, self._retry.give_up_after_s, why, delivery.attempts,
                 )
                 return Outcome.DEFERRED
             log.info("case %s: %s; POST again in %.2fs", case_id, why, wait_s)
@@ -294,7 +292,6 @@ class Forwarder:
                 log.warning("case %s left pending: stopping while %s was unavailable (%s)",
                             case_id, self._endpoint.display, why)
                 return Outcome.DEFERRED
-            retry += 1
 
     def _acknowledge(self, delivery: Delivery) -> None:
         try:
