@@ -11,9 +11,7 @@ from zoneinfo import ZoneInfo
 from pipeline.evidence.render import CameraFault
 from pipeline.ingest import StateChange
 from pipeline.types import CaseNote, Frame
-
-DOWN_STATES = frozenset({"connecting", "offline", "stalled"})
-
+from pipeline.vocabulary import CameraState
 
 @dataclass(frozen=True)
 class FileFault:
@@ -43,14 +41,15 @@ class FaultWatch:
         self.down_since: float | None = started_wall
         self.filed_case: str | None = None
 
-    def observe(self, state: str, now_wall: float) -> FileFault | Recovered | None:
-        if state == "live":
+    def observe(self, state: CameraState | str, now_wall: float) -> FileFault | Recovered | None:
+        state = CameraState(state)
+        if state == CameraState.LIVE:
             down_since, self.down_since = self.down_since, None
             if self.filed_case is not None and down_since is not None:
                 case_id, self.filed_case = self.filed_case, None
                 return Recovered(case_id, down_since, now_wall)
             return None
-        if state not in DOWN_STATES:  # ended, failed, stopped: not an outage of a live camera
+        if not state.down:  # ended, failed, stopped: not an outage of a live camera
             return None
         if self.down_since is None:
             self.down_since = now_wall

@@ -16,8 +16,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector, start_http_se
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-STATES = ("connecting", "live", "stalled", "offline", "ended", "failed", "stopped")
-
+from pipeline.vocabulary import CameraState, Metric
 
 @dataclass(frozen=True)
 class Counters:
@@ -107,7 +106,7 @@ def health_line(report: CameraReport) -> str:
             f"reconnects={report.reconnects} stalls={report.stalls} corrupt={report.corrupt}")
     if report.counters.gated:  # only cameras with motion gating on
         line += f" gated={rates.gated_fps:.1f}/s"
-    if report.state != "live" and report.last_error:  # while reconnecting too: why it is not live
+    if report.state != CameraState.LIVE and report.last_error:  # while reconnecting too: why it is not live
         line += f" error: {report.last_error}"
     return line
 
@@ -128,47 +127,47 @@ class PatrolCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         report = self._report()
         cams = report.cameras
-        yield _gauge("patrol_camera_state", "1 for the camera's current state, 0 for the others",
-                     ((c.camera_id, s, float(c.state == s)) for c in cams for s in STATES), ("camera", "state"))
-        yield _gauge("patrol_camera_state_since_seconds", "Unix time the camera entered its current state",
+        yield _gauge(Metric.CAMERA_STATE, "1 for the camera's current state, 0 for the others",
+                     ((c.camera_id, s.value, float(c.state == s)) for c in cams for s in CameraState), ("camera", "state"))
+        yield _gauge(Metric.CAMERA_STATE_SINCE, "Unix time the camera entered its current state",
                      ((c.camera_id, c.state_since) for c in cams))
         for name, key, help_text in (
-            ("patrol_camera_received_fps", "received_fps", "Frames decoded per second over the last window"),
-            ("patrol_camera_analysed_fps", "analysed_fps", "Frames analysed per second over the last window"),
-            ("patrol_camera_skipped_fps", "skipped_fps", "Analysis frames replaced by a newer one per second"),
-            ("patrol_camera_gated_fps", "gated_fps", "Analysed frames per second that motion gating spared the network"),
-            ("patrol_camera_decode_ms", "decode_ms", "Milliseconds of decoding per received frame"),
-            ("patrol_camera_inference_ms", "inference_ms", "Milliseconds of inference per analysed frame"),
+            (Metric.RECEIVED_FPS, "received_fps", "Frames decoded per second over the last window"),
+            (Metric.ANALYSED_FPS, "analysed_fps", "Frames analysed per second over the last window"),
+            (Metric.SKIPPED_FPS, "skipped_fps", "Analysis frames replaced by a newer one per second"),
+            (Metric.GATED_FPS, "gated_fps", "Analysed frames per second that motion gating spared the network"),
+            (Metric.DECODE_MS, "decode_ms", "Milliseconds of decoding per received frame"),
+            (Metric.INFERENCE_MS, "inference_ms", "Milliseconds of inference per analysed frame"),
         ):
             yield _gauge(name, help_text, ((c.camera_id, getattr(c.rates, key)) for c in cams))
-        yield _gauge("patrol_camera_lag_seconds", "Decode-to-analysed latency of the latest analysed frame",
+        yield _gauge(Metric.LAG, "Decode-to-analysed latency of the latest analysed frame",
                      ((c.camera_id, c.lag_s) for c in cams if c.lag_s is not None))
-        yield _gauge("patrol_camera_last_frame_timestamp_seconds", "Unix time of the last decoded frame",
+        yield _gauge(Metric.LAST_FRAME, "Unix time of the last decoded frame",
                      ((c.camera_id, c.last_frame_wall) for c in cams if c.last_frame_wall is not None))
-        yield _gauge("patrol_camera_reconnects_last_hour", "Reconnects in the last hour",
+        yield _gauge(Metric.RECONNECTS_LAST_HOUR, "Reconnects in the last hour",
                      ((c.camera_id, c.reconnects_last_hour) for c in cams))
-        yield _gauge("patrol_camera_stalls_last_hour", "Stalls (connected, no frames) in the last hour",
+        yield _gauge(Metric.STALLS_LAST_HOUR, "Stalls (connected, no frames) in the last hour",
                      ((c.camera_id, c.stalls_last_hour) for c in cams))
         for name, help_text, value in (
-            ("patrol_camera_frames_received", "Frames decoded", lambda c: c.counters.received),
-            ("patrol_camera_frames_analysed", "Frames analysed", lambda c: c.counters.analysed),
-            ("patrol_camera_frames_skipped", "Analysis frames replaced by a newer one", lambda c: c.counters.skipped),
-            ("patrol_camera_frames_gated", "Analysed frames on which motion gating spared the network",
+            (Metric.FRAMES_RECEIVED, "Frames decoded", lambda c: c.counters.received),
+            (Metric.FRAMES_ANALYSED, "Frames analysed", lambda c: c.counters.analysed),
+            (Metric.FRAMES_SKIPPED, "Analysis frames replaced by a newer one", lambda c: c.counters.skipped),
+            (Metric.FRAMES_GATED, "Analysed frames on which motion gating spared the network",
              lambda c: c.counters.gated),
-            ("patrol_camera_reconnects", "Reconnects", lambda c: c.reconnects),
-            ("patrol_camera_stalls", "Stalls", lambda c: c.stalls),
-            ("patrol_camera_corrupt_packets", "Packets the decoder rejected", lambda c: c.corrupt),
+            (Metric.RECONNECTS, "Reconnects", lambda c: c.reconnects),
+            (Metric.STALLS, "Stalls", lambda c: c.stalls),
+            (Metric.CORRUPT_PACKETS, "Packets the decoder rejected", lambda c: c.corrupt),
         ):
             family = CounterMetricFamily(name, help_text, labels=("camera",))
             for camera in cams:
                 family.add_metric((camera.camera_id,), value(camera))
             yield family
-        cases = CounterMetricFamily("patrol_cases_filed", "New cases that reached the case queue")
+        cases = CounterMetricFamily(Metric.CASES_FILED, "New cases that reached the case queue")
         cases.add_metric((), report.cases_filed)
         yield cases
-        yield _gauge("patrol_spool_entries", "Cases on local disk waiting for the backends",
+        yield _gauge(Metric.SPOOL_ENTRIES, "Cases on local disk waiting for the backends",
                      [(report.spool_entries,)], ())
-        yield _gauge("patrol_backends_up", "1 while the case queue and evidence store accept deliveries",
+        yield _gauge(Metric.BACKENDS_UP, "1 while the case queue and evidence store accept deliveries",
                      [(float(report.backend_error is None),)], ())
 
 

@@ -12,6 +12,7 @@ from pipeline.engine.health import CameraReport, Counters, RateWindow
 from pipeline.evidence.render import CameraFault
 from pipeline.ingest import LiveSource, StateChange
 from pipeline.types import CaseNote
+from pipeline.vocabulary import CameraState
 
 
 class CameraEvents:
@@ -22,9 +23,9 @@ class CameraEvents:
         self.stalls: deque[float] = deque(maxlen=100_000)
 
     def record(self, change: StateChange) -> None:
-        if change.new == "offline":
+        if change.new == CameraState.OFFLINE:
             self.reconnects.append(change.wall_ts)
-        elif change.new == "stalled":
+        elif change.new == CameraState.STALLED:
             self.stalls.append(change.wall_ts)
 
     @staticmethod

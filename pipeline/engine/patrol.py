@@ -31,6 +31,7 @@ from pipeline.ingest import LiveSource
 from pipeline.ingest.source import is_live_url
 from pipeline.rules.memory import EpisodeMemory
 from pipeline.types import CaseNote, Detections, Frame
+from pipeline.vocabulary import CameraState
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +205,7 @@ class Patrol:
                 self._take_newest()
                 if self._batch_due():
                     self._analyse_waiting()
-                ended = [camera for camera in self.cameras if camera.state not in ("live", "stalled")]
+                ended = [camera for camera in self.cameras if camera.state not in (CameraState.LIVE, CameraState.STALLED)]
                 if ended:  # no newer frame is coming to release their post-roll
                     self._after_analysis(self._flush, ended)
                 self._raise_analysis_errors()
@@ -276,7 +277,7 @@ class Patrol:
     def _batch_due(self) -> bool:
         if not self._waiting:
             return False
-        live = sum(1 for camera in self.cameras if camera.state == "live")
+        live = sum(1 for camera in self.cameras if camera.state == CameraState.LIVE)
         full = len(self._waiting) >= min(self.max_batch, max(1, live))
         return full or time.monotonic() - self._waiting_since >= self.batch_deadline_s
 

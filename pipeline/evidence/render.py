@@ -24,10 +24,9 @@ from pipeline.evidence.plate import PlateReader
 from pipeline.evidence.store import EvidenceStore, validate_key
 from pipeline.evidence.text import TextRenderer, default_text_renderer
 from pipeline.types import CaseRecord, EvidenceItem, Frame, Violation, as_bbox
+from pipeline.vocabulary import ViolationKind
 
 METADATA_VERSION = 1  # bump when a field of metadata.json changes meaning or goes away
-CAMERA_FAULT = "camera_fault"  # the event-table key of 故障报警
-PLATE_KINDS = frozenset({"illegal_parking"})  # cases whose object is a vehicle with a plate
 PLATE_CROP_MARGIN = 0.05  # a plate sits at the vehicle box's lower edge: keep a little around it
 
 log = logging.getLogger(__name__)
@@ -152,7 +151,7 @@ class EvidenceRenderer:
             ),
         }
         plate = None
-        if self._plates is not None and violation.kind in PLATE_KINDS:
+        if self._plates is not None and ViolationKind(violation.kind).reads_plate:
             plate, plate_picture = self._read_plate(violation)
             if plate_picture is not None:
                 pictures["plate.jpg"] = plate_picture
@@ -206,7 +205,7 @@ class EvidenceRenderer:
         Its proof is the camera's last analysed picture (when there was one) and the camera's
         recent state changes; the zone is empty and the box is the whole picture.
         """
-        event = self._event_codes.lookup(CAMERA_FAULT)
+        event = self._event_codes.lookup(ViolationKind.CAMERA_FAULT)
         since = datetime.fromtimestamp(fault.since_wall, camera.timezone)
         filed = datetime.fromtimestamp(fault.filed_wall, camera.timezone)
         prefix = f"{filed.date().isoformat()}/{camera.camera_id}/{fault.case_id}"
@@ -218,13 +217,13 @@ class EvidenceRenderer:
             bbox = (0.0, 0.0, float(width), float(height))
             last_seen = datetime.fromtimestamp(fault.last_frame.wall_ts, camera.timezone)
             labelled = annotate(picture, bbox=bbox, zone_polygon_px=np.zeros((0, 2)),
-                                label=event.name if self._text.renders_chinese else CAMERA_FAULT,
+                                label=event.name if self._text.renders_chinese else ViolationKind.CAMERA_FAULT.value,
                                 caption=_caption(last_seen, camera), text=self._text)
             files.add("last_frame.jpg", self._jpeg(labelled), "image/jpeg")
         offline_s = fault.filed_wall - fault.since_wall
         record = CaseRecord(
             case_id=fault.case_id,
-            violation=CAMERA_FAULT,
+            violation=ViolationKind.CAMERA_FAULT.value,
             event_code=event.code,
             event_name=event.name,
             camera_id=camera.camera_id,

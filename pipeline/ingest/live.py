@@ -27,12 +27,9 @@ from pipeline.ingest.clip import PacketRing
 from pipeline.ingest.source import SourceError, SourceStats, decode, is_live_url, redact
 from pipeline.retry import Backoff
 from pipeline.types import Frame
+from pipeline.vocabulary import CameraState
 
 log = logging.getLogger(__name__)
-
-CONNECTING, LIVE, STALLED, OFFLINE = "connecting", "live", "stalled", "offline"
-ENDED, FAILED, STOPPED = "ended", "failed", "stopped"
-RUNNING_STATES = frozenset({CONNECTING, LIVE, STALLED, OFFLINE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +37,8 @@ class StateChange:
     """One transition of a source's state; ``reason`` never holds a password."""
 
     camera_id: str
-    old: str
-    new: str
+    old: CameraState
+    new: CameraState
     wall_ts: float
     reason: str = ""
 
@@ -77,7 +74,7 @@ class LiveSource:
         self._wake = wake
         self._stop = stop
         self._on_state = on_state
-        self._state = CONNECTING
+        self._state = CameraState.CONNECTING
         self._state_since = time.time()
         self._state_lock = threading.RLock()
         self._latest: Frame | None = None
@@ -89,7 +86,7 @@ class LiveSource:
     # ---- what the patrol reads ----
 
     @property
-    def state(self) -> str:
+    def state(self) -> CameraState:
         return self._state
 
     @property
@@ -100,7 +97,7 @@ class LiveSource:
     @property
     def running(self) -> bool:
         """Still connecting, decoding or trying to; False once ended, failed or stopped."""
-        return self._state in RUNNING_STATES
+        return self._state.running
 
     def start(self) -> None:
         self._thread.start()
@@ -125,7 +122,7 @@ class LiveSource:
         origin_s = 0.0  # stream time keeps growing across reconnects: one clock for dwell, ids and clips
         try:
             while not self._stop.is_set():
-                self._set(CONNECTING, "reconnecting" if self.history else "starting")
+                self._set(CameraState.CONNECTING, "reconnecting" if self.history else "starting")
                 live_since: float | None = None
                 error: str | None = None
                 try:
@@ -134,11 +131,12 @@ class LiveSource:
                                         stop=self._stop, origin_s=origin_s,
                                         open_timeout_s=settings.open_timeout_s,
                                         read_timeout_s=settings.read_timeout_s):
-                        if self._state != LIVE:
+                        if self._state != CameraState.LIVE:
                             if live_since is None:
                                 live_since = time.monotonic()
                             self._progress_at = time.monotonic()
-                            self._set(LIVE, "pictures again" if self._state == STALLED else "receiving pictures")
+                            again = self._state == CameraState.STALLED
+                            self._set(CameraState.LIVE, "pictures again" if again else "receiving pictures")
                         with self._frame_lock:
                             if self._latest is not None:
                                 stats.skipped += 1
@@ -157,27 +155,27 @@ class LiveSource:
                     if error is not None:
                         self.last_error = error
                         log.error("%s", error)
-                        self._set(FAILED, error)
+                        self._set(CameraState.FAILED, error)
                     else:
-                        self._set(ENDED, "end of file")
+                        self._set(CameraState.ENDED, "end of file")
                     return
                 if live_since is not None and time.monotonic() - live_since >= self.stable_after_s:
                     self.backoff.reset()
                 self.last_error = error or f"camera {camera.id}: stream ended ({redact(camera.url)})"
                 delay = self.backoff.next_delay()
                 log.warning("%s; reconnecting in %.1fs", self.last_error, delay)
-                self._set(OFFLINE, f"{self.last_error}; retry in {delay:.2f}s")
+                self._set(CameraState.OFFLINE, f"{self.last_error}; retry in {delay:.2f}s")
                 stats.reconnects += 1
                 if self._stop.wait(delay):
                     break
         except BaseException as exc:  # last resort: record it, never die silently
             self.last_error = self._scrub(f"camera {camera.id}: decode thread died: {type(exc).__name__}: {exc}")
             log.exception("%s", self.last_error)
-            self._set(FAILED, self.last_error)
+            self._set(CameraState.FAILED, self.last_error)
             return
         finally:
-            if self._state not in (ENDED, FAILED):
-                self._set(STOPPED, "patrol stopping")
+            if self._state not in (CameraState.ENDED, CameraState.FAILED):
+                self._set(CameraState.STOPPED, "patrol stopping")
 
     def _scrub(self, text: str) -> str:
         """Text of an unexpected error, with the camera URL's password replaced."""
@@ -196,13 +194,13 @@ class LiveSource:
                 self._progress_at = now
                 continue
             with self._state_lock:
-                if self._state == LIVE and now - self._progress_at >= stall_after_s:
+                if self._state == CameraState.LIVE and now - self._progress_at >= stall_after_s:
                     self.stats.stalls += 1
-                    self._set(STALLED, f"no picture for {now - self._progress_at:.1f}s")
+                    self._set(CameraState.STALLED, f"no picture for {now - self._progress_at:.1f}s")
 
     # ---- transitions ----
 
-    def _set(self, new: str, reason: str = "") -> None:
+    def _set(self, new: CameraState, reason: str = "") -> None:
         with self._state_lock:
             old = self._state
             if old == new:

@@ -18,19 +18,20 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.config import CameraConfig, load_cameras
+from pipeline.vocabulary import CameraState, Metric
 
 log = logging.getLogger(__name__)
 UNKNOWN = "unknown"
 # A live camera whose newest frame is older than this is not healthy, whatever its state says.
 STALE_FRAME_S = 15.0
 _GAUGES = {
-    "patrol_camera_state_since_seconds": "state_since",
-    "patrol_camera_received_fps": "received_fps",
-    "patrol_camera_analysed_fps": "analysed_fps",
-    "patrol_camera_lag_seconds": "lag_s",
-    "patrol_camera_last_frame_timestamp_seconds": "last_frame_at",
-    "patrol_camera_reconnects_last_hour": "reconnects_last_hour",
-    "patrol_camera_stalls_last_hour": "stalls_last_hour",
+    Metric.CAMERA_STATE_SINCE: "state_since",
+    Metric.RECEIVED_FPS: "received_fps",
+    Metric.ANALYSED_FPS: "analysed_fps",
+    Metric.LAG: "lag_s",
+    Metric.LAST_FRAME: "last_frame_at",
+    Metric.RECONNECTS_LAST_HOUR: "reconnects_last_hour",
+    Metric.STALLS_LAST_HOUR: "stalls_last_hour",
 }
 
 
@@ -57,10 +58,10 @@ class CameraStatus:
         """ok | degraded | down | unknown, for a reader who wants one word."""
         if self.state == UNKNOWN:
             return UNKNOWN
-        if self.state == "live":
+        if self.state == CameraState.LIVE:
             age = self.last_frame_age_s
             return "ok" if age is not None and age <= STALE_FRAME_S else "degraded"
-        if self.state in ("connecting", "stalled"):
+        if self.state in (CameraState.CONNECTING, CameraState.STALLED):
             return "degraded"
         return "down"
 
@@ -116,7 +117,7 @@ def parse_camera_metrics(text: str) -> dict[str, tuple[str, dict[str, float]]]:
             camera = sample.labels.get("camera")
             if camera is None:
                 continue
-            if sample.name == "patrol_camera_state":
+            if sample.name == Metric.CAMERA_STATE:
                 if sample.value == 1:
                     states[camera] = sample.labels.get("state", UNKNOWN)
                 else:

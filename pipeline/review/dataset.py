@@ -27,14 +27,14 @@ import yaml
 
 from pipeline.evidence import EvidenceStore
 from pipeline.evidence.annotate import crop_window
-from pipeline.review.store import CaseFilter, ReviewCase, ReviewStore
+from pipeline.review.cases import CaseFilter, CaseRepository, ReviewCase
+from pipeline.review.store import ReviewStore
 from pipeline.review.vocabulary import RejectReason, Status
 from pipeline.types import Role
+from pipeline.vocabulary import ViolationKind
 
 # The detector's class map (pipeline/synth/actors.py CLASSES; the same order as these roles).
 CLASSES = tuple(role.value for role in Role if role is not Role.OTHER)
-# The object a confirmed case of each kind is about, for records whose metadata names no role.
-ROLE_OF_VIOLATION = {"illegal_parking": "vehicle", "stall_encroachment": "stall", "bin_overflow": "overflowing_bin"}
 CONTEXT_MARGIN = 0.5
 HARD_NEGATIVE_REASONS = frozenset({RejectReason.DETECTOR_ERROR})
 FRAME = "frame.jpg"
@@ -61,7 +61,7 @@ def export_reviewed(store: ReviewStore, evidence: EvidenceStore, out: Path, *, s
     since_iso = since.astimezone(UTC).isoformat(timespec="milliseconds")
     manifest = []
     for status in (Status.CONFIRMED, Status.REJECTED):
-        for case in _all(store, CaseFilter(status=status)):
+        for case in _all(store.cases, CaseFilter(status=status)):
             if case.decided_at is None or case.decided_at < since_iso:
                 continue
             if status is Status.REJECTED and case.reject_reason not in HARD_NEGATIVE_REASONS:
@@ -75,16 +75,16 @@ def export_reviewed(store: ReviewStore, evidence: EvidenceStore, out: Path, *, s
     (out / "data.yaml").write_text(yaml.safe_dump(
         {"path": ".", "train": "images", "val": "images", "names": dict(enumerate(CLASSES))},
         allow_unicode=True, sort_keys=False), encoding="utf-8")
-    store.record_event(actor, "dataset_export", None, {
+    store.audit.record_event(actor, "dataset_export", None, {
         "since": since_iso, "out": str(out), "positives": result.positives, "negatives": result.negatives,
         "skipped": result.skipped})
     return result
 
 
-def _all(store: ReviewStore, filters: CaseFilter) -> list[ReviewCase]:
+def _all(repository: CaseRepository, filters: CaseFilter) -> list[ReviewCase]:
     cases, page = [], 1
     while True:
-        found = store.list_cases(filters, page=page, per_page=200)
+        found = repository.list_cases(filters, page=page, per_page=200)
         cases.extend(found.cases)
         if len(cases) >= found.total or not found.cases:
             return cases
@@ -117,7 +117,9 @@ def _export_one(case: ReviewCase, evidence: EvidenceStore, out: Path, *, positiv
     label = ""
     class_name = None
     if positive:
-        class_name = _role_of(case, evidence) or ROLE_OF_VIOLATION.get(record.violation)
+        # for records whose metadata names no role: the object a case of its kind is about
+        kind = ViolationKind.known(record.violation)
+        class_name = _role_of(case, evidence) or (kind.role if kind else None)
         if class_name not in CLASSES:
             return f"no detector class for {record.violation}"
         label = _yolo_line(CLASSES.index(class_name), record.bbox, (left, top, right, bottom)) + "\n"

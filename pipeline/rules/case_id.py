@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-KIND_LETTERS = {"illegal_parking": "P", "stall_encroachment": "S", "bin_overflow": "G"}
+from pipeline.vocabulary import ViolationKind
 
 
 def case_id(
@@ -22,4 +22,4 @@ def case_id(
     """
     first_seen_ms = round(first_seen_s * 1000)
     key = "\x1f".join([case_namespace, camera_id, zone_id, kind, str(first_seen_ms), str(ordinal)])
-    return f"{KIND_LETTERS[kind]}-{hashlib.sha1(key.encode()).hexdigest()[:16]}"
+    return f"{ViolationKind(kind).letter}-{hashlib.sha1(key.encode()).hexdigest()[:16]}"

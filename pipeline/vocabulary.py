@@ -1,0 +1,93 @@
+"""The words every stage shares: kinds of case, camera states, metric names.
+
+A new violation kind is one row of ``ViolationKind`` here, its rule's config model
+(``pipeline/config/rules.py``) and its row in the event-code table
+(``pipeline/evidence/event_codes.yaml``).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pipeline.types import Role
+
+
+class ViolationKind(StrEnum):
+    """What a case is about: the rule type that filed it (or a camera fault).
+
+    Each kind carries the letter its case ids start with, the role of the object it concerns
+    (what a confirmed case teaches the detector) and whether its evidence reads a plate.
+    """
+
+    letter: str
+    role: Role | None
+    reads_plate: bool
+
+    def __new__(cls, value: str, letter: str, role: Role | None, reads_plate: bool) -> ViolationKind:
+        kind = str.__new__(cls, value)
+        kind._value_ = value
+        kind.letter, kind.role, kind.reads_plate = letter, role, reads_plate
+        return kind
+
+    ILLEGAL_PARKING = ("illegal_parking", "P", Role.VEHICLE, True)
+    STALL_ENCROACHMENT = ("stall_encroachment", "S", Role.STALL, False)
+    BIN_OVERFLOW = ("bin_overflow", "G", Role.OVERFLOWING_BIN, False)
+    CAMERA_FAULT = ("camera_fault", "F", None, False)  # 故障报警: filed by the patrol, not by a rule
+
+    @classmethod
+    def known(cls, value: str) -> ViolationKind | None:
+        """The kind named ``value``; None for a name this version does not know (a newer worker's)."""
+        try:
+            return cls(value)
+        except ValueError:
+            return None
+
+
+class CameraState(StrEnum):
+    """Where a camera's decode thread stands (see ``pipeline/ingest/live.py`` for the transitions)."""
+
+    CONNECTING = "connecting"
+    LIVE = "live"
+    STALLED = "stalled"
+    OFFLINE = "offline"
+    ENDED = "ended"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+    @property
+    def running(self) -> bool:
+        """Still trying to deliver pictures (a file that ended or failed, or a stopped camera, is not)."""
+        return self in (CameraState.CONNECTING, CameraState.LIVE, CameraState.STALLED, CameraState.OFFLINE)
+
+    @property
+    def down(self) -> bool:
+        """A live camera without video: what its outage clock counts."""
+        return self in (CameraState.CONNECTING, CameraState.OFFLINE, CameraState.STALLED)
+
+
+class Metric(StrEnum):
+    """The workers' Prometheus metric names: exported by ``pipeline/engine/health.py``, read back
+    by the review service's camera list."""
+
+    CAMERA_STATE = "patrol_camera_state"
+    CAMERA_STATE_SINCE = "patrol_camera_state_since_seconds"
+    RECEIVED_FPS = "patrol_camera_received_fps"
+    ANALYSED_FPS = "patrol_camera_analysed_fps"
+    SKIPPED_FPS = "patrol_camera_skipped_fps"
+    GATED_FPS = "patrol_camera_gated_fps"
+    DECODE_MS = "patrol_camera_decode_ms"
+    INFERENCE_MS = "patrol_camera_inference_ms"
+    LAG = "patrol_camera_lag_seconds"
+    LAST_FRAME = "patrol_camera_last_frame_timestamp_seconds"
+    RECONNECTS_LAST_HOUR = "patrol_camera_reconnects_last_hour"
+    STALLS_LAST_HOUR = "patrol_camera_stalls_last_hour"
+    FRAMES_RECEIVED = "patrol_camera_frames_received"
+    FRAMES_ANALYSED = "patrol_camera_frames_analysed"
+    FRAMES_SKIPPED = "patrol_camera_frames_skipped"
+    FRAMES_GATED = "patrol_camera_frames_gated"
+    RECONNECTS = "patrol_camera_reconnects"
+    STALLS = "patrol_camera_stalls"
+    CORRUPT_PACKETS = "patrol_camera_corrupt_packets"
+    CASES_FILED = "patrol_cases_filed"
+    SPOOL_ENTRIES = "patrol_spool_entries"
+    BACKENDS_UP = "patrol_backends_up"
