@@ -156,8 +156,8 @@ class EvidenceRenderer:
             if plate_picture is not None:
                 pictures["plate.jpg"] = plate_picture
         files = _Files(prefix)
-        for name, picture in pictures.items():
-            files.add(name, self._jpeg(picture), "image/jpeg")
+        for file_name, picture in pictures.items():
+            files.add(file_name, self._jpeg(picture), "image/jpeg")
         if clip_mp4 is not None:
             files.add("clip.mp4", clip_mp4, "video/mp4")
 
