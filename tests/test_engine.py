@@ -1,0 +1,127 @@
+"""The engine's own rooms, apart from any stream: composition, the per-frame step, episode keeping,
+a live camera's fault policy."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from conftest import SAMPLE_CAMERA
+
+from pipeline.config import Workspace, load_camera
+from pipeline.engine import BackendOptions, CameraPipeline, OptionError, StageTimer, build_backends
+from pipeline.engine.episodes import EpisodeKeeper
+from pipeline.engine.faults import FaultWatch
+from pipeline.engine.live_camera import CameraEvents, PatrolCamera
+from pipeline.evidence.render import CameraFault
+from pipeline.ingest import SourceStats, StateChange
+from pipeline.types import BackendUnavailable, CaseNote, Detections, Frame
+from pipeline.vocabulary import CameraState
+
+MODEL = {"name": "m", "sha256": "0" * 64}
+T0 = 1_700_000_000.0
+
+
+def test_the_embedded_default_lives_in_the_workspace(tmp_path: Path) -> None:
+    workspace = Workspace(tmp_path / "var")
+    backends = build_backends(BackendOptions(workspace, environ={}), MODEL)
+    try:
+        assert backends.queue_url == f"sqlite:///{workspace.queue_db}"
+        assert backends.evidence_root == workspace.evidence.resolve()
+        assert backends.filer.spool.root == workspace.spool
+    finally:
+        backends.filer.close(drain_timeout_s=0)
+
+
+def test_the_environment_chooses_the_production_backends(tmp_path: Path) -> None:
+    environ = {"REDIS_URL": "redis://127.0.0.1:1/0"}  # opened lazily: nothing listens there
+    backends = build_backends(BackendOptions(Workspace(tmp_path), environ=environ), MODEL)
+    try:
+        assert backends.queue_url == "redis://127.0.0.1:1/0"
+    finally:
+        backends.filer.close(drain_timeout_s=0)
+
+
+@pytest.mark.parametrize(("options", "named"), [
+    ({"queue_url": "ftp://somewhere"}, "--queue / REDIS_URL"),
+    ({"event_codes": "/no/such/table.yaml"}, "--event-codes /no/such/table.yaml"),
+])
+def test_an_unusable_option_is_named(tmp_path: Path, options: dict, named: str) -> None:
+    with pytest.raises(OptionError, match=named):
+        build_backends(BackendOptions(Workspace(tmp_path), environ={}, **options), MODEL)
+
+
+def test_a_second_process_on_the_same_spool_is_refused_naming_the_option(tmp_path: Path) -> None:
+    first = build_backends(BackendOptions(Workspace(tmp_path), environ={}), MODEL)
+    try:
+        import subprocess
+        import sys
+
+        script = ("from pathlib import Path; from pipeline.config import Workspace; "
+                  "from pipeline.engine import BackendOptions, build_backends; "
+                  f"build_backends(BackendOptions(Workspace(Path({str(tmp_path)!r})), environ={{}}), {MODEL!r})")
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+        assert result.returncode != 0 and "OptionError: --spool:" in result.stderr
+    finally:
+        first.filer.close(drain_timeout_s=0)
+
+
+def _car(box=(100.0, 300.0, 220.0, 380.0)) -> Detections:
+    return Detections(np.array([box], np.float32), np.array([0.9], np.float32), np.array([0], np.int32),
+                      np.array(["vehicle"]))
+
+
+def test_step_times_tracking_and_rules_and_reuses_the_last_detections_when_gated() -> None:
+    camera = CameraPipeline(load_camera(SAMPLE_CAMERA), "test")
+    image = np.zeros((540, 960, 3), np.uint8)
+    timer = StageTimer()
+    camera.step(Frame("shuangshan-sample", 0, 0.0, T0, image), _car(), timer)
+    camera.step(Frame("shuangshan-sample", 1, 0.2, T0 + 0.2, image), None, timer)
+    assert set(timer.seconds) == {"track", "rules"} and all(s > 0 for s in timer.seconds.values())
+    assert camera.gated == 1 and camera.stats.analysed == 2
+
+
+class FlakyMemory:
+    def __init__(self) -> None:
+        self.saved: list[dict] = []
+
+    def load(self, camera_id: str) -> dict:
+        raise BackendUnavailable("redis is away")
+
+    def save(self, snapshots: dict) -> None:
+        raise OSError(28, "No space left on device")
+
+
+def test_unreachable_episode_memory_costs_the_episodes_not_the_camera(caplog) -> None:
+    keeper = EpisodeKeeper(FlakyMemory(), every_s=60)
+    camera = CameraPipeline(load_camera(SAMPLE_CAMERA), "test")
+    with caplog.at_level(logging.WARNING):
+        keeper.restore(camera)
+        keeper.store(keeper.snapshot([camera]))
+    assert "out of reach" in caplog.text and "No space left on device" in caplog.text
+    assert not keeper.due()  # not before every_s
+
+
+def _live_camera(state: CameraState, watch: FaultWatch) -> PatrolCamera:
+    history = [StateChange("cam-1", CameraState.LIVE, CameraState.OFFLINE, T0, "connection reset")]
+    stats = SourceStats()
+    source = SimpleNamespace(state=state, last_error="connection refused", stats=stats, history=history)
+    pipeline = CameraPipeline(load_camera(SAMPLE_CAMERA), "test")
+    return PatrolCamera(pipeline, source, CameraEvents(), watch, threading.Event())
+
+
+def test_a_camera_down_past_its_threshold_files_a_fault_case_and_a_note_when_back() -> None:
+    watch = FaultWatch("cam-1", threshold_s=60, started_wall=T0)
+    camera = _live_camera(CameraState.OFFLINE, watch)
+    assert camera.check_faults(T0 + 30) is None
+    fault = camera.check_faults(T0 + 61)
+    assert isinstance(fault, CameraFault) and fault.state == "offline" and fault.reason == "connection refused"
+    assert fault.history == (("live", "offline", T0, "connection reset"),)
+    camera.source.state = CameraState.LIVE
+    note = camera.check_faults(T0 + 600)
+    assert isinstance(note, CaseNote) and note.case_id == fault.case_id and "10.0 min" in note.text
+    assert camera.check_faults(T0 + 601) is None
