@@ -1,8 +1,8 @@
 """What the review service's tests share: a street replayed once per session, a fresh copy of it
 per test, accounts for each role, and an app whose intake has taken every queued case.
 
-The cases are real: `patrol replay` of the sample street (the project's model, evidence writer and
-SQLite queue), plus one camera-fault case written by the real evidence writer with a
+The cases are real: `patrol replay` of the sample street (the project's model, evidence renderer and
+SQLite queue), plus one camera-fault case rendered by the real evidence renderer with a
 ``camera_recovered`` note, as the patrol files them.
 """
 
@@ -21,14 +21,14 @@ import cv2
 import pytest
 from fastapi.testclient import TestClient
 
-from pipeline.evidence import CameraInfo, EvidenceWriter, LocalEvidenceStore, load_event_codes
-from pipeline.evidence.writer import CameraFault
+from pipeline.evidence import CameraInfo, EvidenceRenderer, LocalEvidenceStore, load_event_codes
+from pipeline.evidence.render import CameraFault
 from pipeline.queue import SqliteCaseQueue
 from pipeline.review.app import create_app
 from pipeline.review.auth import hash_password
 from pipeline.review.settings import ReviewSettings
 from pipeline.review.store import ReviewStore
-from pipeline.review.vocabulary import Role
+from pipeline.review.vocabulary import AccountRole
 from pipeline.types import CaseNote, Frame
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,7 +38,8 @@ STREAMS = REPO / "streams"
 START_TIME = "2026-03-02T08:00:00"  # the replay's first frame, camera local time (UTC+8)
 FAULT_CASE = "F-0123456789abcdef"
 PASSWORD = "correct-horse-battery"  # every test account's password
-ACCOUNTS = {"officer1": Role.OFFICER, "officer2": Role.OFFICER, "chief": Role.SUPERVISOR, "root": Role.ADMIN}
+ACCOUNTS = {"officer1": AccountRole.OFFICER, "officer2": AccountRole.OFFICER, "chief": AccountRole.SUPERVISOR,
+            "root": AccountRole.ADMIN}
 
 _replayed: dict[str, Path] = {}
 _password_hash: list[str] = []
@@ -69,8 +70,10 @@ def _add_camera_fault(out: Path) -> None:
     since = datetime.fromisoformat(START_TIME).replace(tzinfo=ZoneInfo("Asia/Shanghai")).timestamp() + 400
     fault = CameraFault(case_id=FAULT_CASE, since_wall=since, filed_wall=since + 300, stream_s=150.0, state="offline",
                         reason="connection refused", last_frame=Frame("shuangshan-sample", 749, 149.8, since, picture))
-    record = EvidenceWriter(store, load_event_codes(), "test").write_camera_fault(
+    case = EvidenceRenderer(load_event_codes(), "test").render_camera_fault(
         fault, camera=camera, model={"name": "patrol-street", "sha256": "0" * 64})
+    case.store_into(store)
+    record = case.record
     queue = SqliteCaseQueue(out / "queue" / "cases.sqlite3")
     try:
         assert queue.publish(record)
@@ -105,10 +108,10 @@ def add_accounts(db_path: Path) -> None:
         _password_hash.append(hash_password(PASSWORD))
     store = ReviewStore(db_path)
     try:
-        existing = {user.name for user in store.users()}
+        existing = {user.name for user in store.accounts.users()}
         for name, role in ACCOUNTS.items():
             if name not in existing:
-                store.add_user(name, role, _password_hash[0], actor="test-setup")
+                store.accounts.add_user(name, role, _password_hash[0], actor="test-setup")
     finally:
         store.close()
 
@@ -123,8 +126,8 @@ def queued_case_count(var: Path) -> int:
 
 def wait_for_cases(store: ReviewStore, count: int, timeout_s: float = 20.0) -> None:
     deadline = time.monotonic() + timeout_s
-    while len(store.all_case_ids()) < count:
-        assert time.monotonic() < deadline, f"intake stored {len(store.all_case_ids())} of {count} cases"
+    while len(store.cases.all_case_ids()) < count:
+        assert time.monotonic() < deadline, f"intake stored {len(store.cases.all_case_ids())} of {count} cases"
         time.sleep(0.05)
 
 

@@ -26,7 +26,8 @@ from pipeline.evidence import (
 )
 from pipeline.evidence.plate import PlateReader, normalise
 from pipeline.queue import SqliteCaseQueue
-from pipeline.review.store import CaseFilter, ReviewStore
+from pipeline.review.cases import CaseFilter
+from pipeline.review.store import ReviewStore
 from pipeline.rules import RuleEngine
 from pipeline.types import CaseRecord, Detections, Frame, Violation
 
@@ -182,10 +183,10 @@ def test_the_review_search_finds_a_case_by_its_plate(tmp_path, reader):
     record = _render(_renderer(reader), _parked_violation()).record
     store = ReviewStore(tmp_path / "review.sqlite3")
     try:
-        assert store.receive(record)
-        found = store.list_cases(CaseFilter(text="鲁A12345"), page=1, per_page=10)
+        assert store.cases.receive(record)
+        found = store.cases.list_cases(CaseFilter(text="鲁A12345"), page=1, per_page=10)
         assert [case.case_id for case in found.cases] == [record.case_id]
-        assert store.list_cases(CaseFilter(text="京B99999"), page=1, per_page=10).total == 0
+        assert store.cases.list_cases(CaseFilter(text="京B99999"), page=1, per_page=10).total == 0
     finally:
         store.close()
 

@@ -14,14 +14,17 @@ import zipfile
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, quote, urlsplit
+from zoneinfo import ZoneInfo
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from pydantic import ValidationError
 from review_support import FAULT_CASE, PASSWORD, copy_of_street, login, running_app
 
-from pipeline.cli.health import CameraReport, Counters, PatrolCollector, PatrolReport, Rates
+from pipeline.engine.health import CameraReport, Counters, PatrolCollector, PatrolReport, Rates
 from pipeline.evidence import LocalEvidenceStore, open_evidence_store
 from pipeline.queue import RedisCaseQueue, SqliteCaseQueue
+from pipeline.review.settings import ReviewSettings
 
 
 @pytest.fixture
@@ -96,7 +99,7 @@ def test_login_checks_the_password_and_tokens_expire(street_var):
 
 def test_passwords_are_stored_as_argon2id_and_logout_ends_the_token(client):
     store = client.app.state.review.store
-    _, stored = store.password_hash("officer1")
+    _, stored = store.accounts.password_hash("officer1")
     assert stored.startswith("$argon2id$") and PASSWORD not in stored
     headers = login(client, "officer1")
     assert client.post("/api/logout", headers=headers).status_code == 204
@@ -136,7 +139,7 @@ def test_roles(client, method, path, body, expected):
 def test_list_is_newest_first_and_paginates_without_gaps(client):
     headers = login(client, "officer1")
     everything = all_cases(client, headers)
-    assert len(everything) == len(client.app.state.review.store.all_case_ids()) >= 5
+    assert len(everything) == len(client.app.state.review.store.cases.all_case_ids()) >= 5
     times = [datetime.fromisoformat(case["confirmed_wall"]) for case in everything]
     assert times == sorted(times, reverse=True)
     pages, seen = None, []
@@ -186,6 +189,33 @@ def test_filters_match_what_they_say(client):
     assert [c["case_id"] for c in all_cases(client, headers, q=target[2:12].upper())] == [target]
     assert all_cases(client, headers, q="解放路") == []
     assert all_cases(client, headers, q="%") == []  # LIKE wildcards are text here
+
+
+ZONES = ("Asia/Shanghai", "Europe/London")  # eight hours apart in March: no summer time in either yet
+
+
+@pytest.mark.parametrize("zone", ZONES)
+def test_the_display_time_zone_is_the_clock_of_times_shown_and_typed(street_var, zone):
+    with running_app(street_var, display_timezone=zone) as client:
+        headers = login(client, "officer1")
+        everything = all_cases(client, headers)
+        newest = everything[0]
+        confirmed = datetime.fromisoformat(newest["confirmed_wall"])
+        page = client.get(f"/cases/{newest['case_id']}", headers=headers).text
+        for shown_in in ZONES:
+            wall_clock = confirmed.astimezone(ZoneInfo(shown_in)).strftime("%Y-%m-%d %H:%M:%S")
+            assert (wall_clock in page) == (shown_in == zone), (shown_in, wall_clock)
+        # Read on any other clock, this offset-less time would be hours off and keep all cases or none.
+        typed = confirmed.astimezone(ZoneInfo(zone)).replace(tzinfo=None).isoformat()
+        older = [c["case_id"] for c in everything if datetime.fromisoformat(c["confirmed_wall"]) < confirmed]
+        assert older and [c["case_id"] for c in all_cases(client, headers, until=typed)] == older
+
+
+def test_the_display_time_zone_must_be_an_iana_name():
+    assert ReviewSettings().display_timezone == ZoneInfo("Asia/Shanghai")
+    for not_a_zone in ("UTC+8", "Shanghai", "../../etc/passwd"):
+        with pytest.raises(ValidationError, match="invalid timezone"):
+            ReviewSettings(display_timezone=not_a_zone)
 
 
 # -- decisions ----------------------------------------------------------------------------------
@@ -309,7 +339,7 @@ def test_evidence_route_refuses_other_cases_keys_and_traversal(client):
     headers = login(client, "officer1")
     mine, other = (c["case_id"] for c in all_cases(client, headers, violation="illegal_parking")[:2])
     other_key = client.get(f"/api/cases/{other}", headers=headers).json()["evidence"][0]
-    other_full_key = client.app.state.review.store.get(other).record.evidence[other_key["name"]].key
+    other_full_key = client.app.state.review.store.cases.get(other).record.evidence[other_key["name"]].key
     attempts = [
         f"/api/cases/{mine}/evidence/{quote(other_full_key, safe='')}",
         f"/api/cases/{mine}/evidence/{quote('../' + other + '/frame.jpg', safe='')}",
@@ -335,7 +365,7 @@ def test_s3_evidence_redirects_to_a_short_lived_presigned_url(street_var, s3_env
     with running_app(street_var, evidence_url=None, environ=s3_env, evidence_url_expiry_s=120) as client:
         headers = login(client, "officer1")
         case_id = all_cases(client, headers, violation="illegal_parking")[0]["case_id"]
-        item = client.app.state.review.store.get(case_id).record.evidence["crop.jpg"]
+        item = client.app.state.review.store.cases.get(case_id).record.evidence["crop.jpg"]
         response = client.get(f"/api/cases/{case_id}/evidence/crop.jpg", headers=headers, follow_redirects=False)
         assert response.status_code == 307
         location = response.headers["location"]
@@ -363,7 +393,7 @@ def test_bundle_holds_evidence_metadata_audit_and_checksums(client):
     assert f"{case_id}-bundle.zip" in response.headers["content-disposition"]
     archive = zipfile.ZipFile(io.BytesIO(response.content))
     files = {name.removeprefix(f"{case_id}/"): archive.read(name) for name in archive.namelist()}
-    record = client.app.state.review.store.get(case_id).record
+    record = client.app.state.review.store.cases.get(case_id).record
     assert set(files) == {f"evidence/{name}" for name in record.evidence} | {
         "case.json", "audit.jsonl", "manifest.json", "SHA256SUMS"}
     for name, item in record.evidence.items():
@@ -511,7 +541,7 @@ def test_intake_survives_an_unreachable_queue(street_var, redis_server, redis_ur
         redis_server.start()
         assert redis_queue.publish(records[1])
         deadline = time.monotonic() + 20
-        while len(store.all_case_ids()) < 2:
+        while len(store.cases.all_case_ids()) < 2:
             assert time.monotonic() < deadline, "intake did not resume after the queue came back"
             time.sleep(0.1)
         assert client.app.state.review.intake.last_error is None

@@ -14,6 +14,7 @@ from review_support import copy_of_street, login, running_app
 from pipeline.cli.main import main
 from pipeline.review.audit import GENESIS_SHA256, first_broken_link
 from pipeline.review.dataset import CLASSES
+from pipeline.review.db import ReviewDatabase
 from pipeline.review.store import ReviewStore
 from pipeline.synth.actors import CLASSES as DETECTOR_CLASSES
 
@@ -59,7 +60,7 @@ def test_intact_chain_and_evidence_pass(reviewed, capsys):
     code, output = verify(var, capsys)
     assert code == 0, output
     store = ReviewStore(var / "review" / "review.sqlite3")
-    entries = store.audit_entries()
+    entries = store.audit.entries()
     store.close()
     assert entries[0].prev_sha256 == GENESIS_SHA256
     assert all(later.prev_sha256 == earlier.sha256 for earlier, later in itertools.pairwise(entries))
@@ -70,7 +71,7 @@ def test_intact_chain_and_evidence_pass(reviewed, capsys):
 def test_a_changed_evidence_file_is_named(reviewed, capsys):
     var, cases = reviewed
     store = ReviewStore(var / "review" / "review.sqlite3")
-    key = store.get(cases["confirmed"]).record.evidence["crop.jpg"].key
+    key = store.cases.get(cases["confirmed"]).record.evidence["crop.jpg"].key
     store.close()
     path = var / "evidence" / key
     data = bytearray(path.read_bytes())
@@ -86,7 +87,7 @@ def test_a_changed_evidence_file_is_named(reviewed, capsys):
 def test_a_deleted_evidence_file_is_named(reviewed, capsys):
     var, cases = reviewed
     store = ReviewStore(var / "review" / "review.sqlite3")
-    key = store.get(cases["authorised"]).record.evidence["clip.mp4"].key
+    key = store.cases.get(cases["authorised"]).record.evidence["clip.mp4"].key
     store.close()
     (var / "evidence" / key).unlink()
     code, output = verify(var, capsys)
@@ -156,10 +157,24 @@ def test_a_case_removed_from_the_store_is_named(reviewed, capsys):
     assert code == 1 and f"case {cases['authorised']}: received (audit seq" in output
 
 
+def test_a_change_without_its_audit_entry_is_rolled_back(tmp_path):
+    database = ReviewDatabase(tmp_path / "review.sqlite3")
+    try:
+        with pytest.raises(RuntimeError, match="without recording its audit entry"):
+            with database.change("mallory", "user_add") as change:
+                change.conn.execute("INSERT INTO users (name, role, password_hash, created_at)"
+                                    " VALUES ('ghost', 'admin', 'x', 'now')")
+        with database.reading() as conn:
+            assert conn.execute("SELECT COUNT(*) FROM users").fetchone()[0] == 0
+            assert conn.execute("SELECT COUNT(*) FROM audit").fetchone()[0] == 0
+    finally:
+        database.close()
+
+
 def test_first_broken_link_reports_the_earliest_of_two_breaks(reviewed):
     var, _ = reviewed
     store = ReviewStore(var / "review" / "review.sqlite3")
-    entries = store.audit_entries()
+    entries = store.audit.entries()
     store.close()
     tampered = list(entries)
     tampered[2] = replace(tampered[2], detail={"forged": True})
@@ -184,8 +199,8 @@ def test_users_add_hashes_the_password_and_refuses_a_second_of_a_name(tmp_path, 
     assert main(argv) == 2
     assert "exists already" in capsys.readouterr().err
     store = ReviewStore(database)
-    user, stored = store.password_hash("wang.wu")
-    entry = store.audit_entries()[-1]
+    user, stored = store.accounts.password_hash("wang.wu")
+    entry = store.audit.entries()[-1]
     store.close()
     assert user.role.value == "officer" and stored.startswith("$argon2id$")
     assert entry.action == "user_add" and entry.after == {"name": "wang.wu", "role": "officer"}
@@ -221,7 +236,7 @@ def test_dataset_export_writes_positives_and_hard_negatives(reviewed, capsys):
     assert code == 0 and "0 positives, 0 hard negatives" in capsys.readouterr().out
     assert len((out / "manifest.jsonl").read_text().splitlines()) == 2  # kept, not repeated
     store = ReviewStore(var / "review" / "review.sqlite3")
-    exports = [entry for entry in store.audit_entries() if entry.action == "dataset_export"]
+    exports = [entry for entry in store.audit.entries() if entry.action == "dataset_export"]
     store.close()
     assert len(exports) == 2 and exports[0].detail["positives"] == [cases["confirmed"]]
 

@@ -71,7 +71,7 @@ def _wait_for_intake(var: Path, timeout_s: float = 20.0) -> None:
     store = ReviewStore(var / "review" / "review.sqlite3")
     try:
         deadline = time.monotonic() + timeout_s
-        while len(store.all_case_ids()) < queued_case_count(var):
+        while len(store.cases.all_case_ids()) < queued_case_count(var):
             assert time.monotonic() < deadline, "the review server did not take the queued cases"
             time.sleep(0.1)
     finally:
@@ -168,8 +168,8 @@ def test_officer_rejects_a_case_with_the_keyboard(browser, review_server):
 
     store = ReviewStore(var / "review" / "review.sqlite3")
     try:
-        case = store.get(case_id)
-        views = {entry.detail["name"] for entry in store.audit_entries(case_id) if entry.action == "evidence_view"}
+        case = store.cases.get(case_id)
+        views = {entry.detail["name"] for entry in store.audit.entries(case_id) if entry.action == "evidence_view"}
     finally:
         store.close()
     assert case.status.value == "rejected" and case.decided_by == server.user
@@ -204,7 +204,7 @@ def test_keyboard_triage_rate(browser, street_var, capsys):
         server.stop()
     store = ReviewStore(street_var / "review" / "review.sqlite3")
     try:
-        decided_by_demo = [entry for entry in store.audit_entries()
+        decided_by_demo = [entry for entry in store.audit.entries()
                            if entry.actor == server.user and entry.action in ("confirm", "reject")]
     finally:
         store.close()

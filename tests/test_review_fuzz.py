@@ -26,7 +26,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from pipeline.review import api
+from pipeline.review.routers import api_router
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 EXAMPLES_PER_OPERATION = 20  # 19 operations: under 400 requests, about half a minute on 2 cores
@@ -35,7 +35,7 @@ EXAMPLES_PER_OPERATION = 20  # 19 operations: under 400 requests, about half a m
 def _operations() -> list[tuple[str, str]]:
     """(METHOD, path) of every API operation, from the routes alone (no app state needed to list them)."""
     bare = FastAPI()
-    bare.include_router(api.router)
+    bare.include_router(api_router)
     return [(method.upper(), path) for path, item in bare.openapi()["paths"].items() for method in item]
 
 
@@ -47,7 +47,7 @@ def review_api(tmp_path_factory):
     var = copy_of_street(tmp_path_factory, tmp_path_factory.mktemp("fuzz") / "var")
     with running_app(var) as client:
         tokens = {"supervisor": login(client, "chief"), "admin": login(client, "root")}
-        case_ids = client.app.state.review.store.all_case_ids()
+        case_ids = client.app.state.review.store.cases.all_case_ids()
         yield schemathesis.openapi.from_asgi("/openapi.json", client.app), tokens, case_ids
 
 

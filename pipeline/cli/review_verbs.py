@@ -8,11 +8,13 @@ import os
 import sys
 from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pipeline.cli.errors import UsageError
+from pipeline.config.workspace import DEFAULT_WORKSPACE
 
-DEFAULT_DB = "var/review/review.sqlite3"
-DEFAULT_QUEUE = "sqlite:///var/queue/cases.sqlite3"  # what `patrol demo` writes
+DEFAULT_DB = str(DEFAULT_WORKSPACE.review_db)
+DEFAULT_QUEUE = DEFAULT_WORKSPACE.queue_url  # what `patrol demo` writes
 PASSWORD_ENV = "PATROL_PASSWORD"
 
 
@@ -59,14 +61,15 @@ def cmd_serve(args) -> int:
     try:
         settings = ReviewSettings(db_path=args.db, queue_url=args.queue or os.environ.get("REDIS_URL") or DEFAULT_QUEUE,
                                   evidence_url=args.evidence, streams_dir=streams,
-                                  metrics_urls=tuple(args.metrics_url), secure_cookies=args.secure_cookies)
+                                  metrics_urls=tuple(args.metrics_url), secure_cookies=args.secure_cookies,
+                                  display_timezone=args.timezone)
     except ValidationError as exc:
         raise UsageError("; ".join(f"--{'-'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from exc
     try:
         app = create_app(settings)
     except ValueError as exc:
         raise UsageError(f"--queue/--evidence: {exc}") from exc
-    if not app.state.review.store.users():
+    if not app.state.review.store.accounts.users():
         print("serve: no users yet; add one with `patrol users add NAME --role supervisor`", flush=True)
     print(f"serve: review page on http://{args.host}:{args.port}/ (API docs at /docs); Ctrl-C stops", flush=True)
     try:
@@ -94,8 +97,8 @@ def _read_password(args) -> str:
 
 def cmd_users_add(args) -> int:
     from pipeline.review.auth import hash_password
-    from pipeline.review.store import Conflict, Invalid
-    from pipeline.review.vocabulary import Role
+    from pipeline.review.errors import Conflict, Invalid
+    from pipeline.review.vocabulary import AccountRole
 
     password = _read_password(args)
     try:
@@ -104,7 +107,7 @@ def cmd_users_add(args) -> int:
         raise UsageError(f"password: {exc}") from exc
     store = _store(args)
     try:
-        user = store.add_user(args.name, Role(args.role), password_hash, actor=_cli_actor())
+        user = store.accounts.add_user(args.name, AccountRole(args.role), password_hash, actor=_cli_actor())
     except (Conflict, Invalid) as exc:
         raise UsageError(f"users add {args.name}: {exc}") from exc
     finally:
@@ -116,7 +119,7 @@ def cmd_users_add(args) -> int:
 def cmd_users_list(args) -> int:
     store = _store(args, must_exist=True)
     try:
-        for user in store.users():
+        for user in store.accounts.users():
             print(f"{user.name}\t{user.role.value}")
     finally:
         store.close()
@@ -124,7 +127,7 @@ def cmd_users_list(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from pipeline.review.store import NotFound
+    from pipeline.review.errors import NotFound
     from pipeline.review.verify import verify
     from pipeline.types import BackendUnavailable
 
@@ -149,14 +152,13 @@ def cmd_verify(args) -> int:
 
 
 def cmd_dataset_export(args) -> int:
-    from pipeline.review.api import LOCAL_TIMEZONE
     from pipeline.review.dataset import export_reviewed
+    from pipeline.review.local_time import read_local
 
     try:
-        since = datetime.fromisoformat(args.since)
-    except ValueError as exc:
+        since = read_local(datetime.fromisoformat(args.since), args.timezone)
+    except (ValueError, OverflowError) as exc:
         raise UsageError(f"--since {args.since}: not an ISO 8601 date or time") from exc
-    since = since if since.tzinfo else since.replace(tzinfo=LOCAL_TIMEZONE)
     store = _store(args, must_exist=True)
     try:
         result = export_reviewed(store, _evidence(args), Path(args.out), since=since, actor=_cli_actor())
@@ -168,12 +170,24 @@ def cmd_dataset_export(args) -> int:
     return 0
 
 
+def _timezone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(f"{name} is not an IANA time zone such as Asia/Shanghai") from exc
+
+
 def add_review_verbs(verbs: argparse._SubParsersAction) -> None:
     """Adds the review service's verbs to the `patrol` parser."""
-    from pipeline.review.vocabulary import Role
+    from pipeline.review.local_time import DEFAULT_DISPLAY_TIMEZONE
+    from pipeline.review.vocabulary import AccountRole
 
     def db_option(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--db", default=DEFAULT_DB, help=f"review store (SQLite; default {DEFAULT_DB})")
+
+    def timezone_option(parser: argparse.ArgumentParser, use: str) -> None:
+        parser.add_argument("--timezone", type=_timezone, default=ZoneInfo(DEFAULT_DISPLAY_TIMEZONE),
+                            help=f"the district's IANA time zone, {use} (default {DEFAULT_DISPLAY_TIMEZONE})")
 
     def evidence_option(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--evidence", help="evidence store: a path, file:///path or s3://bucket "
@@ -189,6 +203,7 @@ def add_review_verbs(verbs: argparse._SubParsersAction) -> None:
     serve.add_argument("--metrics-url", action="append", default=[],
                        help="a worker's Prometheus /metrics URL, for live camera state (repeatable)")
     serve.add_argument("--secure-cookies", action="store_true", help="mark the session cookie Secure (HTTPS)")
+    timezone_option(serve, "for times shown and times typed without an offset")
     serve.set_defaults(func=cmd_serve)
 
     users = verbs.add_parser("users", help="review accounts")
@@ -196,7 +211,7 @@ def add_review_verbs(verbs: argparse._SubParsersAction) -> None:
     add = user_verbs.add_parser("add", help="add an account (password from --password-file, "
                                 f"${PASSWORD_ENV} or a prompt)")
     add.add_argument("name")
-    add.add_argument("--role", required=True, choices=[role.value for role in Role])
+    add.add_argument("--role", required=True, choices=[role.value for role in AccountRole])
     add.add_argument("--password-file", help="file whose first line is the password")
     db_option(add)
     add.set_defaults(func=cmd_users_add)
@@ -213,8 +228,10 @@ def add_review_verbs(verbs: argparse._SubParsersAction) -> None:
     dataset = verbs.add_parser("dataset", help="training data from reviewed cases")
     dataset_verbs = dataset.add_subparsers(dest="dataset_verb", required=True)
     export = dataset_verbs.add_parser("export", help="confirmed → YOLO positives, rejected as 误检 → hard negatives")
-    export.add_argument("--since", required=True, help="decided at or after this ISO 8601 time (no offset: UTC+8)")
+    export.add_argument("--since", required=True,
+                        help="decided at or after this ISO 8601 time (no offset: on --timezone's clock)")
     export.add_argument("--out", default="annotations/reviewed", help="output folder (default annotations/reviewed)")
+    timezone_option(export, "for a --since without an offset")
     db_option(export)
     evidence_option(export)
     export.set_defaults(func=cmd_dataset_export)

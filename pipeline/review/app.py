@@ -18,13 +18,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import pipeline
 from pipeline.evidence import open_evidence_store
 from pipeline.queue import CaseQueue, open_queue
-from pipeline.review import api, pages
+from pipeline.review import pages, routers
 from pipeline.review.auth import LoginRequired
 from pipeline.review.cameras import CameraBoard
+from pipeline.review.errors import Conflict, Invalid, NotAllowed, NotFound, ReviewError
 from pipeline.review.intake import CaseIntake, NotesReader
 from pipeline.review.services import ReviewServices
 from pipeline.review.settings import ReviewSettings
-from pipeline.review.store import Conflict, Invalid, NotAllowed, NotFound, ReviewError, ReviewStore
+from pipeline.review.store import ReviewStore
 from pipeline.types import BackendUnavailable
 
 STATIC = Path(__file__).parent / "web" / "static"
@@ -46,7 +47,7 @@ def create_app(settings: ReviewSettings, *, environ: Mapping[str, str] = os.envi
                           timeout_s=settings.metrics_timeout_s)
     evidence = open_evidence_store(settings.evidence_url, environ)
     store = ReviewStore(settings.db_path)
-    intake = CaseIntake(queue, store, consumer=settings.consumer, block_s=settings.intake_block_s,
+    intake = CaseIntake(queue, store.cases, consumer=settings.consumer, block_s=settings.intake_block_s,
                         max_backoff_s=settings.intake_max_backoff_s)
     review = ReviewServices(settings=settings, store=store, evidence=evidence, intake=intake,
                             notes=NotesReader(queue), cameras=cameras)
@@ -68,9 +69,10 @@ def create_app(settings: ReviewSettings, *, environ: Mapping[str, str] = os.envi
         description="Officers review the patrol's cases: list and filter, see the evidence, decide, export. "
                     "Every route needs a user: POST /api/login for a bearer token.",
         lifespan=lifespan,
+        openapi_tags=routers.OPENAPI_TAGS,
     )
     app.state.review = review
-    app.include_router(api.router)
+    app.include_router(routers.api_router)
     app.include_router(pages.router)
     # Style sheet, script and icons only, no case data: served without a user so the login page has them.
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -13,9 +13,15 @@ import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 GENESIS_SHA256 = "0" * 64  # prev_sha256 of the first entry
+
+
+def now_iso() -> str:
+    """An entry's ``at``; the review store's other times use the same form, so they compare with it."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,9 +24,9 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
+from pipeline.review.accounts import Session, User
 from pipeline.review.services import ReviewServices, services
-from pipeline.review.store import Session, User
-from pipeline.review.vocabulary import Role
+from pipeline.review.vocabulary import AccountRole
 
 SESSION_COOKIE = "patrol_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -50,7 +50,7 @@ def hash_password(password: str) -> str:
 
 def check_password(review: ReviewServices, name: str, password: str) -> User | None:
     """The user when ``password`` is theirs, else None; upgrades an outdated hash on success."""
-    found = review.store.password_hash(name)
+    found = review.store.accounts.password_hash(name)
     try:
         _hasher.verify(found[1] if found else _DUMMY_HASH, password)
     except (VerificationError, InvalidHashError):
@@ -59,7 +59,7 @@ def check_password(review: ReviewServices, name: str, password: str) -> User | N
         return None
     user, stored = found
     if _hasher.check_needs_rehash(stored):
-        review.store.replace_password_hash(user.name, _hasher.hash(password))
+        review.store.accounts.replace_password_hash(user.name, _hasher.hash(password))
     return user
 
 
@@ -101,7 +101,7 @@ async def _caller_or_none(
         token, by_cookie = cookie_token, True
     else:
         return None
-    session = review.store.session(token)
+    session = review.store.accounts.session(token)
     if session is None:
         return None
     if by_cookie and request.method not in SAFE_METHODS:
@@ -127,7 +127,7 @@ async def page_caller(caller: Annotated[Caller | None, Depends(_caller_or_none)]
     return caller
 
 
-def _role_check(roles: frozenset[Role], authenticate: Callable) -> Callable:
+def _role_check(roles: frozenset[AccountRole], authenticate: Callable) -> Callable:
     async def check(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
         if caller.user.role not in roles:
             allowed = ", ".join(sorted(role.value for role in roles))
@@ -137,14 +137,14 @@ def _role_check(roles: frozenset[Role], authenticate: Callable) -> Callable:
     return check
 
 
-def api_roles(*roles: Role) -> Callable:
+def api_roles(*roles: AccountRole) -> Callable:
     """A dependency that lets only these roles through (401 without a user, 403 with another role)."""
     return _role_check(frozenset(roles), api_caller)
 
 
-def page_roles(*roles: Role) -> Callable:
+def page_roles(*roles: AccountRole) -> Callable:
     return _role_check(frozenset(roles), page_caller)
 
 
-REVIEWERS = (Role.OFFICER, Role.SUPERVISOR)
-CAMERA_VIEWERS = (Role.SUPERVISOR, Role.ADMIN)
+REVIEWERS = (AccountRole.OFFICER, AccountRole.SUPERVISOR)
+CAMERA_VIEWERS = (AccountRole.SUPERVISOR, AccountRole.ADMIN)

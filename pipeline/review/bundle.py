@@ -16,7 +16,7 @@ from typing import Any
 
 from pipeline.evidence import EvidenceStore
 from pipeline.review.audit import AuditEntry
-from pipeline.review.store import ReviewCase
+from pipeline.review.cases import ReviewCase
 from pipeline.types import CaseNote
 
 

@@ -13,7 +13,8 @@ import threading
 from collections.abc import Callable
 
 from pipeline.queue import CaseQueue
-from pipeline.review.store import ReviewStore
+from pipeline.retry import Backoff, ServiceThread
+from pipeline.review.cases import CaseRepository
 from pipeline.types import BackendUnavailable, CaseNote
 
 log = logging.getLogger(__name__)
@@ -27,61 +28,57 @@ MIN_BACKOFF_S = 0.5
 class CaseIntake:
     """A daemon thread moving cases from the queue into the review store."""
 
-    def __init__(self, open_queue: QueueOpener, store: ReviewStore, *, consumer: str, block_s: float,
+    def __init__(self, open_queue: QueueOpener, cases: CaseRepository, *, consumer: str, block_s: float,
                  max_backoff_s: float, batch: int = 50) -> None:
         self._open_queue = open_queue
-        self._store = store
+        self._cases = cases
         self._consumer = consumer
         self._block_s = block_s
         self._max_backoff_s = max_backoff_s
         self._batch = batch
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._queue: CaseQueue | None = None
+        self._service: ServiceThread | None = None
         self.last_error: str | None = None  # why the queue is not being read, while it is not
 
     def start(self) -> None:
         """Start taking cases; a no-op while already running (an app's lifespan may run more than once)."""
-        if self._thread is not None and self._thread.is_alive():
+        if self._service is not None and not self._service.stopping.is_set():
             return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="review-intake", daemon=True)
-        self._thread.start()
+        self._service = ServiceThread("review-intake", self._turn, Backoff(MIN_BACKOFF_S, self._max_backoff_s),
+                                      idle_s=0.0)
+        self._service.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
+        if self._service is not None and self._service.stop(timeout_s):
+            self._close_queue()
 
-    def _run(self) -> None:
-        queue: CaseQueue | None = None
-        backoff_s = MIN_BACKOFF_S
-        while not self._stop.is_set():
-            try:
-                queue = queue or self._open_queue()
-                self._take(queue)
-                if self.last_error is not None:
-                    log.warning("case queue reachable again; taking cases")
-                self.last_error, backoff_s = None, MIN_BACKOFF_S
-            except QUEUE_DOWN as exc:
-                if self.last_error is None:
-                    log.warning("case queue unavailable, retrying with backoff: %s", exc)
-                self.last_error = str(exc) or type(exc).__name__
-                if queue is not None:
-                    queue.close()  # reopened on the next try: a SQLite handle on a vanished file never recovers
-                    queue = None
-                self._stop.wait(backoff_s)
-                backoff_s = min(backoff_s * 2, self._max_backoff_s)
-            except Exception as exc:  # keep serving: a bad record must not end intake for all
-                log.exception("case intake failed; retrying")
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                self._stop.wait(backoff_s)
-                backoff_s = min(backoff_s * 2, self._max_backoff_s)
-        if queue is not None:
-            queue.close()
+    def _turn(self) -> None:
+        """One read of the queue (it blocks up to ``block_s``); the service thread backs off when it raises."""
+        try:
+            self._queue = self._queue or self._open_queue()
+            self._take(self._queue)
+        except QUEUE_DOWN as exc:
+            if self.last_error is None:
+                log.warning("case queue unavailable, retrying with backoff: %s", exc)
+            self.last_error = str(exc) or type(exc).__name__
+            self._close_queue()  # reopened on the next try: a SQLite handle on a vanished file never recovers
+            raise
+        except Exception as exc:  # keep serving: a bad record must not end intake for all
+            log.exception("case intake failed; retrying")
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            raise
+        if self.last_error is not None:
+            log.warning("case queue reachable again; taking cases")
+            self.last_error = None
+
+    def _close_queue(self) -> None:
+        if self._queue is not None:
+            self._queue.close()
+            self._queue = None
 
     def _take(self, queue: CaseQueue) -> None:
         for delivery in queue.consume(self._consumer, count=self._batch, block_s=self._block_s):
-            self._store.receive(delivery.record)
+            self._cases.receive(delivery.record)
             queue.ack(delivery.delivery_id)
 
 

@@ -6,7 +6,7 @@ session cookie and the session's CSRF token in a header. Text is Chinese; values
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlencode
@@ -14,8 +14,9 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from jinja2 import pass_context
+from jinja2.runtime import Context
 
-from pipeline.review.api import LOCAL_TIMEZONE, case_detail
 from pipeline.review.auth import (
     CAMERA_VIEWERS,
     CSRF_FORM_FIELD,
@@ -28,17 +29,19 @@ from pipeline.review.auth import (
     page_roles,
     same_origin,
 )
+from pipeline.review.cases import CaseFilter
+from pipeline.review.errors import Conflict, Invalid
+from pipeline.review.local_time import read_local, show_local
 from pipeline.review.schemas import CameraBoardOut, CasePageOut
 from pipeline.review.services import ReviewServices, services
-from pipeline.review.store import CaseFilter, Conflict, Invalid
 from pipeline.review.vocabulary import (
     ACTION_LABELS,
     REJECT_REASON_LABELS,
     ROLE_LABELS,
     STATUS_LABELS,
     VIOLATION_LABELS,
+    AccountRole,
     RejectReason,
-    Role,
     Status,
 )
 
@@ -50,11 +53,14 @@ router = APIRouter(include_in_schema=False)
 Review = Annotated[ReviewServices, Depends(services)]
 
 
-def _local_time(iso: str | None) -> str:
-    """``2026-11-25 08:53:43`` on the district's clock, from any ISO 8601 time with an offset."""
-    if not iso:
-        return ""
-    return datetime.fromisoformat(iso).astimezone(LOCAL_TIMEZONE).strftime("%Y-%m-%d %H:%M:%S")
+def _display_timezone(request: Request) -> tzinfo:
+    return request.app.state.review.settings.display_timezone
+
+
+@pass_context
+def _local_time(context: Context, iso: str | None) -> str:
+    # The zone is the serving app's setting, so the filter reaches it through the template's request.
+    return show_local(iso, _display_timezone(context["request"]))
 
 
 TEMPLATES.env.filters["local_time"] = _local_time
@@ -93,8 +99,8 @@ def login_form(request: Request, review: Review, name: Annotated[str, Form(max_l
     user = check_password(review, name, password)
     if user is None:
         return _render(request, "login.html", None, status_code=401, next=target, error="用户名或密码错误")
-    token, _ = review.store.create_session(user, review.settings.session_ttl_s)
-    if user.role is Role.ADMIN and target == "/":
+    token, _ = review.store.accounts.create_session(user, review.settings.session_ttl_s)
+    if user.role is AccountRole.ADMIN and target == "/":
         target = "/cameras"
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(SESSION_COOKIE, token, max_age=int(review.settings.session_ttl_s), httponly=True,
@@ -104,7 +110,7 @@ def login_form(request: Request, review: Review, name: Annotated[str, Form(max_l
 
 @router.post("/logout")
 def logout_form(caller: Annotated[Caller, Depends(page_caller)], review: Review) -> Response:
-    review.store.end_session(caller.token)
+    review.store.accounts.end_session(caller.token)
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
@@ -117,28 +123,29 @@ def case_list(request: Request, caller: Annotated[Caller, Depends(page_caller)],
         return RedirectResponse("/cameras", status_code=303)
     filters, values = _page_filter(request)
     page = min(max(page, 1), 100_000)
-    found = CasePageOut.of(review.store.list_cases(filters, page=page, per_page=PER_PAGE))
+    cases = review.store.cases
+    found = CasePageOut.of(cases.list_cases(filters, page=page, per_page=PER_PAGE))
     query = urlencode({k: v for k, v in values.items() if v is not None})
     return _render(request, "cases.html", caller, page=found, filters=values, query=query,
-                   cameras=review.store.distinct("camera_id"), zones=review.store.distinct("zone_id"),
-                   violations=sorted(set(VIOLATION_LABELS) | set(review.store.distinct("violation"))))
+                   cameras=cases.distinct("camera_id"), zones=cases.distinct("zone_id"),
+                   violations=sorted(set(VIOLATION_LABELS) | set(cases.distinct("violation"))))
 
 
 @router.get("/cases/{case_id}", response_class=HTMLResponse)
 def case_page(request: Request, case_id: str, caller: Annotated[Caller, Depends(page_roles(*REVIEWERS))],
               review: Review) -> Response:
-    detail = case_detail(review, review.store.get(case_id))
+    detail = review.case_detail(review.store.cases.get(case_id))
     filters, values = _page_filter(request)
     query = urlencode({k: v for k, v in values.items() if v is not None})
-    around = review.store.neighbours(case_id, filters)
+    around = review.store.cases.neighbours(case_id, filters)
     done = request.query_params.get("done")
     return _render(
         request, "case.html", caller, case=detail, query=query, evidence={item.name: item for item in detail.evidence},
         newer_url=f"/cases/{around.newer}?{query}" if around.newer else None,
         older_url=f"/cases/{around.older}?{query}" if around.older else None,
         done=done, done_action=request.query_params.get("did"),
-        is_supervisor=caller.user.role is Role.SUPERVISOR,
-        assignable=[user.name for user in review.store.users() if user.role in REVIEWERS],
+        is_supervisor=caller.user.role is AccountRole.SUPERVISOR,
+        assignable=[user.name for user in review.store.accounts.users() if user.role in REVIEWERS],
         reasons=list(RejectReason))
 
 
@@ -149,20 +156,21 @@ def camera_page(request: Request, caller: Annotated[Caller, Depends(page_roles(*
 
 
 @router.get("/users", response_class=HTMLResponse)
-def users_page(request: Request, caller: Annotated[Caller, Depends(page_roles(Role.ADMIN))],
+def users_page(request: Request, caller: Annotated[Caller, Depends(page_roles(AccountRole.ADMIN))],
                review: Review) -> Response:
-    return _render(request, "users.html", caller, users=review.store.users(), roles=list(Role), error=None)
+    return _render(request, "users.html", caller, users=review.store.accounts.users(), roles=list(AccountRole),
+                   error=None)
 
 
 @router.post("/users", response_class=HTMLResponse)
-def users_form(request: Request, caller: Annotated[Caller, Depends(page_roles(Role.ADMIN))], review: Review,
-               name: Annotated[str, Form(max_length=64)], role: Annotated[Role, Form()],
+def users_form(request: Request, caller: Annotated[Caller, Depends(page_roles(AccountRole.ADMIN))], review: Review,
+               name: Annotated[str, Form(max_length=64)], role: Annotated[AccountRole, Form()],
                password: Annotated[str, Form(max_length=1024)]) -> Response:
     try:
-        review.store.add_user(name, role, hash_password(password), actor=caller.user.name)
+        review.store.accounts.add_user(name, role, hash_password(password), actor=caller.user.name)
     except (Conflict, Invalid, ValueError) as exc:
-        return _render(request, "users.html", caller, status_code=422, users=review.store.users(),
-                       roles=list(Role), error=str(exc))
+        return _render(request, "users.html", caller, status_code=422, users=review.store.accounts.users(),
+                       roles=list(AccountRole), error=str(exc))
     return RedirectResponse("/users", status_code=303)
 
 
@@ -172,31 +180,29 @@ def _page_filter(request: Request) -> tuple[CaseFilter, dict[str, str | None]]:
     No ``status`` at all means 待审核 (the triage view); ``status=`` (empty) means every status.
     """
     params = request.query_params
+    zone = _display_timezone(request)
     values = {key: (params.get(key) or None) for key in FILTER_KEYS}
     if "status" not in params:
         values["status"] = Status.NEW.value
     if values["status"] not in {s.value for s in Status}:
         values["status"] = ""
     for key in ("since", "until"):
-        if values[key] is not None and _parse_local(values[key]) is None:
+        if values[key] is not None and _parse_local(values[key], zone) is None:
             values[key] = None
     filters = CaseFilter(
         status=Status(values["status"]) if values["status"] else None, violation=values["violation"],
-        camera_id=values["camera"], zone_id=values["zone"], since=_parse_local(values["since"]),
-        until=_parse_local(values["until"]), text=(values["q"] or "")[:100] or None)
+        camera_id=values["camera"], zone_id=values["zone"], since=_parse_local(values["since"], zone),
+        until=_parse_local(values["until"], zone), text=(values["q"] or "")[:100] or None)
     return filters, values
 
 
-def _parse_local(text: str | None) -> datetime | None:
+def _parse_local(text: str | None, zone: tzinfo) -> datetime | None:
     if not text:
         return None
     try:
-        moment = datetime.fromisoformat(text)
-        moment = moment if moment.tzinfo else moment.replace(tzinfo=LOCAL_TIMEZONE)
-        moment.timestamp()
+        return read_local(datetime.fromisoformat(text), zone)
     except (ValueError, OverflowError):
         return None
-    return moment
 
 
 def _safe_next(target: str) -> str:

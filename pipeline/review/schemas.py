@@ -7,17 +7,18 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, Field
 
+from pipeline.review.accounts import User
 from pipeline.review.audit import AuditEntry
 from pipeline.review.cameras import CameraSnapshot, CameraStatus
-from pipeline.review.store import CasePage, ReviewCase, User
+from pipeline.review.cases import CasePage, ReviewCase
 from pipeline.review.vocabulary import (
     ACTION_LABELS,
     CAMERA_STATE_LABELS,
     REJECT_REASON_LABELS,
     ROLE_LABELS,
     STATUS_LABELS,
+    AccountRole,
     RejectReason,
-    Role,
     Status,
     violation_label,
 )
@@ -29,7 +30,7 @@ THUMBNAIL_ORDER = ("crop.jpg", "last_frame.jpg", "annotated.jpg")
 
 class UserOut(BaseModel):
     name: str
-    role: Role
+    role: AccountRole
     role_label: str
 
     @classmethod
@@ -51,7 +52,7 @@ class TokenOut(BaseModel):
 
 class NewUserIn(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
-    role: Role
+    role: AccountRole
     password: str = Field(min_length=10, max_length=1024)
 
 

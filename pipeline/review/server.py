@@ -11,11 +11,13 @@ from pathlib import Path
 
 import uvicorn
 
+from pipeline.config.workspace import Workspace
 from pipeline.review.app import create_app
 from pipeline.review.auth import hash_password
+from pipeline.review.errors import NotFound
 from pipeline.review.settings import ReviewSettings
-from pipeline.review.store import NotFound, ReviewStore
-from pipeline.review.vocabulary import Role
+from pipeline.review.store import ReviewStore
+from pipeline.review.vocabulary import AccountRole
 
 DEMO_USER = "demo"
 STARTUP_TIMEOUT_S = 20.0
@@ -49,17 +51,17 @@ def start_review_server(
     queue_url: str | None = None,
     evidence_url: str | None = None,
 ) -> ReviewServer:
-    """Serve the review page over ``var``'s queue (``var/queue/cases.sqlite3``), evidence
-    (``var/evidence``) and review store (``var/review/review.sqlite3``) — what ``patrol demo`` writes.
+    """Serve the review page over ``var``'s queue, evidence and review store (the ``Workspace``
+    layout) — what ``patrol demo`` writes.
 
     Gives the supervisor account ``demo`` a fresh random password each start, so a newcomer can
     review, reopen and reassign at once. ``port=0`` picks a free port. OSError if it cannot listen.
     """
-    var = Path(var)
+    workspace = Workspace(var)
     settings = ReviewSettings(
-        db_path=var / "review" / "review.sqlite3",
-        queue_url=queue_url or f"sqlite:///{var / 'queue' / 'cases.sqlite3'}",
-        evidence_url=evidence_url or str(var / "evidence"),
+        db_path=workspace.review_db,
+        queue_url=queue_url or workspace.queue_url,
+        evidence_url=evidence_url or str(workspace.evidence),
         streams_dir=streams_dir,
         metrics_urls=tuple(metrics_urls),
     )
@@ -91,8 +93,8 @@ def _ensure_demo_user(db_path: Path, password: str) -> None:
     store = ReviewStore(db_path)
     try:
         try:
-            store.set_password(DEMO_USER, hash_password(password), actor="demo")
+            store.accounts.set_password(DEMO_USER, hash_password(password), actor="demo")
         except NotFound:
-            store.add_user(DEMO_USER, Role.SUPERVISOR, hash_password(password), actor="demo")
+            store.accounts.add_user(DEMO_USER, AccountRole.SUPERVISOR, hash_password(password), actor="demo")
     finally:
         store.close()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
-from pipeline.review.store import DEFAULT_REVIEW_DB
+from pipeline.review.db import DEFAULT_REVIEW_DB
+from pipeline.review.local_time import DEFAULT_DISPLAY_TIMEZONE
 
 
 class ReviewSettings(BaseModel):
@@ -28,3 +30,7 @@ class ReviewSettings(BaseModel):
     evidence_url_expiry_s: int = Field(300, ge=1, le=3600, description="Presigned S3 evidence URLs expire after this.")
     metrics_timeout_s: float = Field(1.5, gt=0, description="How long the camera list waits for a worker.")
     secure_cookies: bool = Field(False, description="Mark the session cookie Secure (set when served over HTTPS).")
+    display_timezone: ZoneInfo = Field(
+        ZoneInfo(DEFAULT_DISPLAY_TIMEZONE),
+        description="IANA time zone of the district: times are shown on its clock, and a time typed without an "
+                    "offset (a list filter, a link) is read on it.")

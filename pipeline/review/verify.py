@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 from pipeline.evidence import EvidenceStore
 from pipeline.review.audit import ChainCheck, first_broken_link
-from pipeline.review.store import ReviewCase, ReviewStore, record_sha256
+from pipeline.review.cases import ReviewCase, record_sha256
+from pipeline.review.store import ReviewStore
 
 METADATA = "metadata.json"
 
@@ -32,22 +33,22 @@ class VerifyReport:
 
 
 def verify(store: ReviewStore, evidence: EvidenceStore, case_id: str | None = None) -> VerifyReport:
-    """Check the whole chain, then one case or every case; store.NotFound for an unknown ``case_id``."""
-    chain = first_broken_link(store.iter_audit())
+    """Check the whole chain, then one case or every case; errors.NotFound for an unknown ``case_id``."""
+    trail = store.audit.entries()
+    chain = first_broken_link(trail)
     problems = [chain.problem] if chain.problem else []
-    case_ids = [case_id] if case_id else store.all_case_ids()
+    case_ids = [case_id] if case_id else store.cases.all_case_ids()
     if not case_id:
         stored = set(case_ids)
         problems.extend(f"case {entry.case_id}: received (audit seq {entry.seq}) but gone from the review store"
-                        for entry in store.iter_audit() if entry.action == "case_received"
-                        and entry.case_id not in stored)
+                        for entry in trail if entry.action == "case_received" and entry.case_id not in stored)
     for one in case_ids:
-        problems.extend(case_problems(store, evidence, store.get(one)))
+        problems.extend(case_problems(store, evidence, store.cases.get(one)))
     return VerifyReport(chain, len(case_ids), problems)
 
 
 def case_problems(store: ReviewStore, evidence: EvidenceStore, case: ReviewCase) -> Iterator[str]:
-    entries = store.audit_entries(case.case_id)
+    entries = store.audit.entries(case.case_id)
     received = next((entry for entry in entries if entry.action == "case_received"), None)
     recomputed = record_sha256(case.record)
     if received is None:

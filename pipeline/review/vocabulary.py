@@ -13,7 +13,8 @@ class Status(StrEnum):
     DUPLICATE = "duplicate"
 
 
-class Role(StrEnum):
+# "Account" because pipeline.types.Role is another thing: what a detected object is.
+class AccountRole(StrEnum):
     """Separate duties, not a ladder: an admin manages accounts and cameras but decides no case,
     so whoever can create users cannot also create decisions under them."""
 
@@ -71,7 +72,7 @@ REJECT_REASON_LABELS = {
     RejectReason.AUTHORISED: "已审批",
     RejectReason.OTHER: "其他",
 }
-ROLE_LABELS = {Role.OFFICER: "执法队员", Role.SUPERVISOR: "中队长", Role.ADMIN: "系统管理员"}
+ROLE_LABELS = {AccountRole.OFFICER: "执法队员", AccountRole.SUPERVISOR: "中队长", AccountRole.ADMIN: "系统管理员"}
 CAMERA_STATE_LABELS = {
     "connecting": "连接中",
     "live": "在线",

@@ -1,0 +1,139 @@
+"""The review service's state in one SQLite file (WAL), and the one way to change it.
+
+The file holds the reviewable cases, the officers' accounts and sessions, and the audit trail;
+the repositories (cases.py, accounts.py, audit_log.py) share one :class:`ReviewDatabase`. Every
+state change goes through :meth:`ReviewDatabase.change`, which writes the change and its audit
+entry in one transaction, so there is never a decision without its entry or the reverse. The
+audit table has no UPDATE or DELETE path in this code, and triggers refuse both as well.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any
+
+from pipeline.config.workspace import DEFAULT_WORKSPACE
+from pipeline.durable import immediate_transaction
+from pipeline.review.audit import AuditEntry
+from pipeline.review.audit_log import append_entry
+
+DEFAULT_REVIEW_DB = DEFAULT_WORKSPACE.review_db
+BUSY_TIMEOUT_S = 30.0  # how long a write waits while another process (the CLI, a second app) holds the file
+
+_SCHEMA = """
+BEGIN IMMEDIATE;
+CREATE TABLE IF NOT EXISTS cases (
+    case_id TEXT PRIMARY KEY,
+    record TEXT NOT NULL,  -- CaseRecord.to_dict() as canonical JSON, as received from the queue
+    record_sha256 TEXT NOT NULL,
+    violation TEXT NOT NULL,
+    camera_id TEXT NOT NULL,
+    zone_id TEXT NOT NULL,
+    confirmed_at REAL NOT NULL,  -- epoch seconds of confirmed_wall: the list's order and time filter
+    search_text TEXT NOT NULL,  -- lower-cased case id, camera name, address, grid code and plate
+    status TEXT NOT NULL,
+    assignee TEXT,
+    decided_by TEXT,
+    decided_at TEXT,
+    reject_reason TEXT,
+    decision_note TEXT,
+    duplicate_of TEXT,
+    received_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS cases_newest ON cases (confirmed_at DESC, case_id DESC);
+CREATE INDEX IF NOT EXISTS cases_by_status ON cases (status, confirmed_at DESC);
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    password_hash TEXT NOT NULL,  -- argon2id, from auth.py
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    token_sha256 TEXT PRIMARY KEY,  -- the token itself is never stored
+    user_name TEXT NOT NULL REFERENCES users (name),
+    csrf_token TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    case_id TEXT,
+    before TEXT,  -- JSON or NULL
+    after TEXT,
+    detail TEXT NOT NULL,
+    prev_sha256 TEXT NOT NULL,
+    sha256 TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_case ON audit (case_id, seq);
+CREATE TRIGGER IF NOT EXISTS audit_is_append_only_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_is_append_only_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+COMMIT;
+"""
+
+
+class AuditedChange:
+    """One change in progress: its transaction's connection, and the audit entry that must go with it."""
+
+    def __init__(self, conn: sqlite3.Connection, actor: str, action: str, case_id: str | None) -> None:
+        self.conn = conn
+        self._actor, self._action, self._case_id = actor, action, case_id
+        self.entry: AuditEntry | None = None
+        self.is_no_op = False
+
+    def record(self, *, before: dict[str, Any] | None = None, after: dict[str, Any] | None = None,
+               detail: dict[str, Any] | None = None) -> AuditEntry:
+        """Seal this change's entry onto the chain, in the change's own transaction."""
+        self.entry = append_entry(self.conn, self._actor, self._action, self._case_id, before, after, detail or {})
+        return self.entry
+
+    def nothing_changed(self) -> None:
+        """The change turned out to be a no-op (a case received twice), so it gets no entry."""
+        self.is_no_op = True
+
+
+class ReviewDatabase:
+    """Thread-safe: one connection behind a lock serves the app's threads; other processes (the
+    CLI's ``verify`` and ``users add``) open their own and wait on SQLite's busy timeout."""
+
+    def __init__(self, path: str | Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection for reads, kept from the app's other threads for the block."""
+        with self._lock:
+            yield self._conn
+
+    @contextmanager
+    def change(self, actor: str, action: str, case_id: str | None = None) -> Iterator[AuditedChange]:
+        """A write transaction that commits only with its audit entry (``record``) or a declared no-op.
+
+        Any exception in the block rolls back the change and its entry together.
+        """
+        with immediate_transaction(self._conn, self._lock) as conn:
+            change = AuditedChange(conn, actor, action, case_id)
+            yield change
+            if change.entry is None and not change.is_no_op:
+                raise RuntimeError(f"{action} changed the review store without recording its audit entry")
+
+    def unaudited_write(self) -> AbstractContextManager[sqlite3.Connection]:
+        """A write transaction without an audit entry, for bookkeeping that decides nothing: an
+        upgraded password hash, an ended session."""
+        return immediate_transaction(self._conn, self._lock)

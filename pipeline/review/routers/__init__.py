@@ -1,0 +1,20 @@
+"""The JSON API under /api, one router per resource (OpenAPI at /openapi.json, grouped by these tags)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from pipeline.review.routers import cameras, cases, evidence, session, users, vocabulary
+
+OPENAPI_TAGS = [
+    {"name": "session", "description": "Log in for a bearer token, log out, and who you are."},
+    {"name": "cases", "description": "The case list, one case with its audit trail, and decisions on it."},
+    {"name": "evidence", "description": "A case's evidence files and its exported bundle; each look is audited."},
+    {"name": "cameras", "description": "Cameras with their live state and health (supervisors, admins)."},
+    {"name": "users", "description": "Review accounts (admins)."},
+    {"name": "vocabulary", "description": "Chinese labels of the service's fixed values."},
+]
+
+api_router = APIRouter(prefix="/api")
+for resource in (session, vocabulary, cases, evidence, cameras, users):
+    api_router.include_router(resource.router)
