@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from pipeline.vocabulary import CameraState, ViolationKind
+
 
 class Status(StrEnum):
     NEW = "new"
@@ -58,12 +60,11 @@ STATUS_LABELS = {
     Status.ESCALATED: "已上报",
     Status.DUPLICATE: "重复",
 }
-# Keys are the rule types of pipeline/rules and the writer's camera-fault kind.
 VIOLATION_LABELS = {
-    "illegal_parking": "机动车乱停放",
-    "stall_encroachment": "占道经营",
-    "bin_overflow": "垃圾满溢",
-    "camera_fault": "故障报警",
+    ViolationKind.ILLEGAL_PARKING: "机动车乱停放",
+    ViolationKind.STALL_ENCROACHMENT: "占道经营",
+    ViolationKind.BIN_OVERFLOW: "垃圾满溢",
+    ViolationKind.CAMERA_FAULT: "故障报警",
 }
 REJECT_REASON_LABELS = {
     RejectReason.NOT_A_VIOLATION: "非违规",
@@ -74,14 +75,14 @@ REJECT_REASON_LABELS = {
 }
 ROLE_LABELS = {AccountRole.OFFICER: "执法队员", AccountRole.SUPERVISOR: "中队长", AccountRole.ADMIN: "系统管理员"}
 CAMERA_STATE_LABELS = {
-    "connecting": "连接中",
-    "live": "在线",
-    "stalled": "卡顿",
-    "offline": "离线",
-    "ended": "已结束",
-    "failed": "故障",
-    "stopped": "已停止",
-    "unknown": "未知",
+    CameraState.CONNECTING: "连接中",
+    CameraState.LIVE: "在线",
+    CameraState.STALLED: "卡顿",
+    CameraState.OFFLINE: "离线",
+    CameraState.ENDED: "已结束",
+    CameraState.FAILED: "故障",
+    CameraState.STOPPED: "已停止",
+    "unknown": "未知",  # no worker reports the camera
 }
 ACTION_LABELS = {
     "case_received": "接收案件",
