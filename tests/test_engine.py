@@ -19,6 +19,7 @@ from pipeline.engine.faults import FaultWatch
 from pipeline.engine.live_camera import CameraEvents, PatrolCamera
 from pipeline.evidence.render import CameraFault
 from pipeline.ingest import SourceStats, StateChange
+from pipeline.rules.memory import FileEpisodeMemory
 from pipeline.types import BackendUnavailable, CaseNote, Detections, Frame
 from pipeline.vocabulary import CameraState
 
@@ -125,3 +126,40 @@ def test_a_camera_down_past_its_threshold_files_a_fault_case_and_a_note_when_bac
     note = camera.check_faults(T0 + 600)
     assert isinstance(note, CaseNote) and note.case_id == fault.case_id and "10.0 min" in note.text
     assert camera.check_faults(T0 + 601) is None
+
+
+def _parked(camera: CameraPipeline, start_s: float, seconds: float, wall0: float) -> list:
+    """A car parked in the sample's no-parking kerb, 5 frames a second; the violations due on the way."""
+    image = np.zeros((540, 960, 3), np.uint8)
+    due = []
+    for index in range(int(seconds * 5)):
+        pts = start_s + index / 5
+        due += camera.step(Frame("shuangshan-sample", index, pts, wall0 + pts, image), _car((100.0, 400.0, 260.0, 480.0)))
+    return due
+
+
+def test_a_case_still_in_post_roll_when_the_worker_dies_is_filed_by_the_next_run(tmp_path: Path) -> None:
+    config = load_camera(SAMPLE_CAMERA)  # illegal_parking: 20 s of dwell; post-roll 4 s
+    keeper = EpisodeKeeper(FileEpisodeMemory(tmp_path), every_s=2)
+    dying = CameraPipeline(config, "live:shuangshan-sample", wall_clock_ids=True)
+    assert _parked(dying, 0.0, 22.0, T0) == []  # confirmed at 20 s, its clip not complete yet
+    (case_id,) = dying.unfiled_case_ids()
+    keeper.store(keeper.snapshot([dying]))  # the last save before the kill
+
+    restarted = CameraPipeline(config, "live:shuangshan-sample", wall_clock_ids=True)
+    keeper.restore(restarted)
+    due = _parked(restarted, 0.0, 6.0, T0 + 30) + restarted.flush()
+    assert [v.case_id for v in due] == [case_id]
+
+
+def test_a_filed_case_is_not_filed_again_by_the_next_run(tmp_path: Path) -> None:
+    config = load_camera(SAMPLE_CAMERA)
+    keeper = EpisodeKeeper(FileEpisodeMemory(tmp_path), every_s=2)
+    first = CameraPipeline(config, "live:shuangshan-sample", wall_clock_ids=True)
+    (violation,) = _parked(first, 0.0, 25.0, T0)
+    first.filed(violation.case_id)  # on the spool
+    keeper.store(keeper.snapshot([first]))
+
+    restarted = CameraPipeline(config, "live:shuangshan-sample", wall_clock_ids=True)
+    keeper.restore(restarted)
+    assert _parked(restarted, 0.0, 6.0, T0 + 30) + restarted.flush() == []

@@ -6,6 +6,8 @@ patrol and the stage benchmark all call ``CameraPipeline.step`` for each analyse
 
 from __future__ import annotations
 
+import threading
+
 from pipeline.config import CameraConfig
 from pipeline.detect import MotionGate
 from pipeline.engine.timing import StageTimer
@@ -37,6 +39,10 @@ class CameraPipeline:
         self.gated = 0  # analysed frames that reused the previous detections instead of running the network
         self._last_detections = Detections.empty()
         self._pending: list[Violation] = []
+        # Confirmed but not on the spool yet (in post-roll, or being rendered): the episodes saved
+        # meanwhile say so, and a worker killed now leaves them for the next one to file.
+        self._unfiled: set[str] = set()
+        self._unfiled_lock = threading.Lock()
 
     def needs_detection(self, frame: Frame) -> bool:
         """False when motion gating is on and the frame shows what the last detected one showed."""
@@ -57,7 +63,11 @@ class CameraPipeline:
         tracks = self.tracker.update(detections, frame.pts_s)
         if timer is not None:
             timer.mark("track")
-        self._pending.extend(self.rules.update(frame, tracks))
+        confirmed = self.rules.update(frame, tracks)
+        if confirmed:
+            with self._unfiled_lock:
+                self._unfiled.update(v.case_id for v in confirmed)
+            self._pending.extend(confirmed)
         if timer is not None:
             timer.mark("rules")
         self.stats.analysed += 1
@@ -65,6 +75,15 @@ class CameraPipeline:
         due = [v for v in self._pending if v.confirmed_s + CLIP_AFTER_S <= frame.pts_s]
         self._pending = [v for v in self._pending if v not in due]
         return due
+
+    def filed(self, case_id: str) -> None:
+        """The case is on the spool (or was filed before): its episode may be saved as filed."""
+        with self._unfiled_lock:
+            self._unfiled.discard(case_id)
+
+    def unfiled_case_ids(self) -> frozenset[str]:
+        with self._unfiled_lock:
+            return frozenset(self._unfiled)
 
     def flush(self) -> list[Violation]:
         """Violations still waiting for post-roll (the stream ended or the patrol stops)."""

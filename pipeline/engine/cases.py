@@ -24,9 +24,10 @@ class CaseMaker:
         self.model = model
 
     def file(self, camera: CameraPipeline, violation: Violation) -> None:
-        if not self.filer.needs_filing(violation.case_id):
-            return
-        self.filer.commit(self.render(camera, violation))
+        """Renders and commits the case; raises (the case stays unfiled on ``camera``) if it could not."""
+        if self.filer.needs_filing(violation.case_id):
+            self.filer.commit(self.render(camera, violation))
+        camera.filed(violation.case_id)
 
     def render(self, camera: CameraPipeline, violation: Violation) -> RenderedCase:
         try:

@@ -38,8 +38,9 @@ class EpisodeKeeper:
 
     @staticmethod
     def snapshot(cameras: list[CameraPipeline]) -> dict[str, dict]:
-        """Call between two batches: the rules must not change while they are read."""
-        return {camera.camera.id: camera.rules.snapshot() for camera in cameras}
+        """Call between two batches: the rules must not change while they are read. A case not yet
+        on the spool is saved as not filed, so whoever runs the camera next files it."""
+        return {camera.camera.id: camera.rules.snapshot(camera.unfiled_case_ids()) for camera in cameras}
 
     def store(self, snapshots: dict[str, dict]) -> None:
         """Never raises for an unreachable store: analysis goes on, the next save tries again."""

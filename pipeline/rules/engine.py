@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, time
 
@@ -92,12 +93,14 @@ class RuleEngine:
             violations += zone_rule.tracker.update(frame, objects)
         return violations
 
-    def snapshot(self) -> dict:
+    def snapshot(self, unfiled: Collection[str] = ()) -> dict:
         """Every live episode, on the wall clock, by ``zone_id/rule type``: for ``adopt`` on the
-        worker that watches this camera next. Before the first frame: what it was given to adopt."""
+        worker that watches this camera next; the cases in ``unfiled`` count as not filed yet.
+        Before the first frame: what it was given to adopt."""
         if self._wall_minus_pts is None:
             return self._adopt or {}
-        return {f"{r.zone_id}/{r.rule.type}": r.tracker.snapshot(self._wall_minus_pts) for r in self._zone_rules}
+        return {f"{r.zone_id}/{r.rule.type}": r.tracker.snapshot(self._wall_minus_pts, unfiled)
+                for r in self._zone_rules}
 
     def adopt(self, saved: dict) -> None:
         """Takes in a ``snapshot`` of an earlier run of this camera; applied on the next frame.

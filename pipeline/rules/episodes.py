@@ -8,6 +8,7 @@ moves keeps its dwell clocks and its filed cases keep their ids instead of being
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -43,6 +44,7 @@ class Episode:
     best_bbox: np.ndarray | None = None
     best_quality: float = 0.0
     confirmed: bool = False
+    case_id: str | None = None  # given at confirmation
     # (pts, centre x, centre y) of the last drift_window_s, to tell a moving object from a parked one
     trail: deque[tuple[float, float, float]] = field(default_factory=deque)
 
@@ -176,20 +178,22 @@ class EpisodeTracker:
             best_frame=episode.best_frame,
             best_bbox=as_bbox(episode.best_bbox),
         )
-        episode.confirmed = True
+        episode.confirmed, episode.case_id = True, violation.case_id
         episode.first_frame = None
         episode.best_frame = None
         return violation
 
 
-    def snapshot(self, wall_minus_pts: float) -> list[dict]:
+    def snapshot(self, wall_minus_pts: float, unfiled: Collection[str] = ()) -> list[dict]:
         """The episodes as JSON-ready dicts on the wall clock (``wall_minus_pts``: this stream's
-        wall time minus its pts); pictures stay behind."""
+        wall time minus its pts); pictures stay behind. A confirmed episode whose case is in
+        ``unfiled`` (not on the spool yet) is saved as a candidate past its dwell, so the run that
+        adopts it confirms and files it again rather than taking it for filed."""
         return [{
             "role": e.role, "ordinal": e.ordinal, "first_seen_wall": e.first_seen_wall,
             "last_seen_wall": e.last_seen_s + wall_minus_pts,
             "first_bbox": e.first_bbox.tolist(), "last_bbox": e.last_bbox.tolist(), "score_sum": e.score_sum,
-            "observations": e.observations, "confirmed": e.confirmed,
+            "observations": e.observations, "confirmed": e.confirmed and e.case_id not in unfiled,
         } for e in self._episodes]
 
     def adopt(self, saved: list[dict], frame: Frame) -> None:
