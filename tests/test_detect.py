@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 
@@ -23,7 +24,8 @@ from pipeline.detect import (
 from pipeline.detect.card import DEFAULT_CARD_DIRS
 from pipeline.detect.decoders import decode_ultralytics
 from pipeline.detect.letterbox import paste, place, rectangular_input_size
-from pipeline.detect.nms import class_aware_nms
+from pipeline.detect.nms import grouped_nms
+from pipeline.rules.boxes import box_iou
 from pipeline.types import Detections, Role
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -217,7 +219,20 @@ def test_nms_suppresses_overlapping_boxes_of_one_class_only() -> None:
     class_id = np.array([0, 0, 1, 0], np.int32)
     # Box 1 overlaps box 0 (IoU 0.82) in the same class: gone. Box 2 is the same place but
     # another class, box 3 is elsewhere: both kept.
-    assert class_aware_nms(xyxy, score, class_id, iou_threshold=0.45).tolist() == [0, 2, 3]
+    assert grouped_nms(xyxy, score, class_id, iou_threshold=0.45).tolist() == [0, 2, 3]
+
+
+def test_one_vehicle_boxed_as_car_and_as_truck_is_one_vehicle() -> None:
+    """YOLOv8n COCO on a real parking-lot frame boxes several cars twice, as `car` and as `truck`
+    (or `bus`), IoU 0.95 and more; class-wise NMS kept both, so one parked car was two vehicles."""
+    frame = cv2.imread(str(SHARED / "datasets" / "parking-lot-cam" / "valid" / "images"
+                           / "parking_lot_1_mp4-102_jpg.rf.308cb4f4a31f4279bc07e05377ce3a0b.jpg"))
+    detector = Detector(SHARED_MODELS / "yolov8n_coco_640.onnx")
+    (found,) = detector.detect([frame])
+    vehicles = found.xyxy[found.role == "vehicle"]
+    assert len(vehicles) >= 10
+    overlaps = box_iou(vehicles, vehicles)[np.triu_indices(len(vehicles), k=1)]
+    assert overlaps.max() <= detector.iou_threshold
 
 
 # --- a dynamic-shape, dynamic-batch model in the ultralytics layout ----------------------------

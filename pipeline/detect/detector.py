@@ -22,9 +22,9 @@ import onnxruntime as ort
 from pipeline.detect.card import ModelCard, ModelCardError, load_card, verify_card
 from pipeline.detect.decoders import DECODERS
 from pipeline.detect.letterbox import Placement, Size, paste, place, rectangular_input_size
-from pipeline.detect.nms import class_aware_nms
+from pipeline.detect.nms import grouped_nms
 from pipeline.detect.providers import CPU, ProviderSpec, pick_providers
-from pipeline.types import Detections
+from pipeline.types import Detections, Role
 
 
 @runtime_checkable
@@ -128,7 +128,13 @@ class Detector:
         self._batch_is_dynamic = not isinstance(model_input.shape[0], int)
         self._check_model_matches_card(model_input.shape, model_output.shape)
 
-        self._roles = np.array([self.card.role_of(name).value for name in self.card.classes], dtype="<U24")
+        roles = [self.card.role_of(name) for name in self.card.classes]
+        self._roles = np.array([role.value for role in roles], dtype="<U24")
+        # NMS per role, not per class: a COCO model boxing one car as `car` and as `truck` gives one
+        # vehicle. Classes no rule reads (role other) stay in groups of their own.
+        every_role = list(Role)
+        self._nms_groups = np.array([every_role.index(role) if role is not Role.OTHER else len(every_role) + index
+                                     for index, role in enumerate(roles)], np.int32)
         on_cpu = self.providers[0] == CPU
         self.parallel_runs = parallel_runs or (max(1, usable_cores() // threads) if on_cpu else 1)
         # the caller runs one share itself: the pool runs the others
@@ -230,7 +236,7 @@ class Detector:
 
     def _postprocess(self, output: np.ndarray, placement: Placement, input_size: Size) -> Detections:
         candidates = self._decoder.decode(output, input_size, self.conf_threshold)
-        keep = class_aware_nms(*candidates, self.iou_threshold)
+        keep = grouped_nms(candidates.xyxy, candidates.score, self._nms_groups[candidates.class_id], self.iou_threshold)
         xyxy = placement.to_frame(candidates.xyxy[keep])
         # A box that lay wholly in the padding has no area once clipped to the frame.
         visible = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
