@@ -90,7 +90,7 @@ class Violation:
     """One confirmed violation episode, with the frames that prove it. Rules emit one per episode."""
 
     case_id: str  # deterministic: the same stream replayed gives the same ids
-    kind: str  # rule type: illegal_parking | stall_encroachment | bin_overflow
+    kind: str  # rule type: illegal_parking | stall_encroachment | bin_overflow | nonmotor_parking
     camera_id: str
     zone_id: str
     track_id: int
@@ -105,10 +105,17 @@ class Violation:
     # The best look at the object during its dwell (largest box x score): where its plate is read.
     best_frame: Frame | None = None
     best_bbox: BBox | None = None
+    # The event code table entry its zone's rule chose (``event:``); None: the entry named like ``kind``.
+    event: str | None = None
 
     @property
     def dwell_s(self) -> float:
         return self.confirmed_s - self.first_seen_s
+
+    @property
+    def event_entry(self) -> str:
+        """The entry of the event code table this case is filed under."""
+        return self.event or self.kind
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,8 @@
 """The words every stage shares: kinds of case, camera states, metric names.
 
 A new violation kind is one row of ``ViolationKind`` here, its rule's config model
-(``pipeline/config/rules.py``) and its row in the event-code table
-(``pipeline/evidence/event_codes.yaml``).
+(``pipeline/config/rules.py``), its row in the event-code table
+(``pipeline/evidence/event_codes.yaml``) and its label for officers (``pipeline/review/vocabulary.py``).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class ViolationKind(StrEnum):
     ILLEGAL_PARKING = ("illegal_parking", "P", Role.VEHICLE, True)
     STALL_ENCROACHMENT = ("stall_encroachment", "S", Role.STALL, False)
     BIN_OVERFLOW = ("bin_overflow", "G", Role.OVERFLOWING_BIN, False)
+    NONMOTOR_PARKING = ("nonmotor_parking", "B", Role.NON_MOTOR_VEHICLE, False)  # B: bikes, e-bikes
     CAMERA_FAULT = ("camera_fault", "F", None, False)  # 故障报警: filed by the patrol, not by a rule
 
     @classmethod

@@ -5,15 +5,18 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.cli.main import main as patrol
 from pipeline.config import (
     CameraConfig,
     ConfigError,
     IllegalParkingRule,
+    NonmotorParkingRule,
     StallEncroachmentRule,
     TimeWindow,
     load_camera,
     load_cameras,
 )
+from pipeline.evidence import load_event_codes
 from pipeline.types import Role
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "streams" / "examples" / "shuangshan-001.yaml"
@@ -86,6 +89,8 @@ def test_zone_polygon_in_pixels() -> None:
         ("location:", "ingest: {reconect_max_s: 5}\nlocation:", "ingest.reconect_max_s", "unknown key"),
         ("location:", "ingest: {reconnect_min_s: 60}\nlocation:", "ingest",
          "reconnect_min_s (60) is more than reconnect_max_s (30)"),
+        ("illegal_parking, dwell_s: 60", "nonmotor_parking, dwell_s: 60, min_count: 0", "zones[0].rules[0].min_count",
+         "greater than or equal to 1"),
     ],
 )
 def test_malformed_file_names_file_and_field(
@@ -100,6 +105,52 @@ def test_malformed_file_names_file_and_field(
     assert str(path) in str(error.value)
     assert f"{field}: " in str(error.value)
     assert reason in str(error.value)
+
+
+def test_bike_rule_defaults_to_non_motor_vehicles_standing_in_the_zone(tmp_path: Path) -> None:
+    text = VALID.replace("illegal_parking, dwell_s: 60", "nonmotor_parking, dwell_s: 600, min_count: 5")
+
+    (rule,) = load_camera(write(tmp_path, text)).zones[0].rules
+
+    assert isinstance(rule, NonmotorParkingRule) and rule.quorum == 5
+    assert rule.roles == [Role.NON_MOTOR_VEHICLE] and rule.containment == "bottom_center"
+
+
+def test_a_zone_chooses_an_entry_of_the_event_code_table(tmp_path: Path) -> None:
+    text = VALID.replace("illegal_parking, dwell_s: 60", "stall_encroachment, dwell_s: 60, event: shop_spillover")
+
+    (rule,) = load_camera(write(tmp_path, text), event_entries=load_event_codes().codes).zones[0].rules
+
+    assert rule.event == "shop_spillover"
+
+
+def test_an_event_the_table_lacks_fails_at_load_naming_file_and_field(tmp_path: Path) -> None:
+    text = VALID.replace("illegal_parking, dwell_s: 60", "stall_encroachment, dwell_s: 60, event: shop_spilover")
+    path = write(tmp_path, text)
+
+    with pytest.raises(ConfigError) as error:
+        load_camera(path, event_entries=load_event_codes().codes)
+
+    assert str(path) in str(error.value)
+    assert "zones[0].rules[0].event: 'shop_spilover' is not an entry of the event code table" in str(error.value)
+    assert "shop_spillover" in str(error.value)  # the entries are listed, so the typo shows
+
+
+def test_replay_checks_the_camera_file_against_the_event_codes_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a district table without the shop_spillover entry the camera file names
+    district = 'events:\n  stall_encroachment: {code: "0501", name: 无照经营游商, category: 街面秩序}\n'
+    table = write(tmp_path, district, "district_codes.yaml")
+    text = VALID.replace("illegal_parking, dwell_s: 60", "stall_encroachment, dwell_s: 60, event: shop_spillover")
+    camera = write(tmp_path, text)
+
+    status = patrol(["replay", "street.mp4", "--camera", str(camera), "--out", str(tmp_path / "out"),
+                     "--event-codes", str(table)])
+
+    assert status == 2
+    assert f"{camera}: invalid camera file" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_ingest_settings_default_and_override(tmp_path: Path) -> None:

@@ -260,19 +260,30 @@ def test_truetype_font_draws_the_label(store: LocalEvidenceStore) -> None:
 
 
 @pytest.mark.parametrize(
-    ("rule_type", "code", "name", "category"),
+    ("entry", "code", "name", "category"),
     [
+        # GB/T 30428.2, as listed in the issue
         ("illegal_parking", "0505", "机动车乱停放", "街面秩序"),
-        ("stall_encroachment", "0513", "占道经营", "街面秩序"),
-        ("bin_overflow", "0130", "垃圾满溢", "市容环境"),
+        ("nonmotor_parking", "0506", "非机动车乱停放", "街面秩序"),
+        ("stall_encroachment", "0501", "无照经营游商", "街面秩序"),
+        ("shop_spillover", "0504", "店外经营", "街面秩序"),
+        ("bin_overflow", "0102", "暴露垃圾", "市容环境"),
+        # additions outside the national standard
+        ("bin_overflow_full", "0130", "垃圾满溢", "市容环境"),
         ("camera_fault", "0601", "故障报警", "扩展事件"),
     ],
 )
-def test_rule_type_maps_to_its_event_code(
-    rule_type: str, code: str, name: str, category: str
-) -> None:
-    event = load_event_codes().lookup(rule_type)
+def test_table_entry_maps_to_its_event_code(entry: str, code: str, name: str, category: str) -> None:
+    event = load_event_codes().lookup(entry)
     assert (event.code, event.name, event.category) == (code, name, category)
+
+
+def test_a_case_is_filed_under_the_entry_its_zone_chose(store: LocalEvidenceStore) -> None:
+    stall = _violation(kind="stall_encroachment", role="stall", event="shop_spillover")
+
+    record = _write(_writer(store), stall)
+
+    assert (record.violation, record.event_code, record.event_name) == ("stall_encroachment", "0504", "店外经营")
 
 
 def test_rule_type_missing_from_table_names_the_file(tmp_path: Path) -> None:

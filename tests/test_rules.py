@@ -307,3 +307,68 @@ def test_live_case_ids_come_from_the_wall_clock_and_replays_from_the_stream_cloc
 
 def parking_case_id_for(first_seen_wall: float) -> str:
     return case_id("live:cam", "cam", "lot", "illegal_parking", first_seen_wall)
+
+
+# --- non-motor vehicles: a heap is one case --------------------------------------------------
+
+# Three e-bikes side by side on the sidewalk ("lot"), and a fourth that joins them later.
+BIKES = [Obj(1, (8.0, 22.0, 14.0, 30.0)), Obj(2, (16.0, 22.0, 22.0, 30.0)), Obj(3, (24.0, 22.0, 30.0, 30.0))]
+LATE_BIKE = Obj(4, (31.0, 22.0, 37.0, 30.0))
+
+
+def bike_rule(**overrides: object) -> RuleEngine:
+    rule = {"type": "nonmotor_parking", "dwell_s": 10, "min_count": 3, **overrides}
+    return RuleEngine(camera(("lot", LOT, rule)), "test")
+
+
+def as_bikes(objects: Sequence[Obj]) -> list[Obj]:
+    return [Obj(o.track_id, o.box, Role.NON_MOTOR_VEHICLE) for o in objects]
+
+
+def test_a_heap_of_bikes_is_one_case_boxed_around_the_heap() -> None:
+    def heap(t: float) -> list[Obj]:
+        # the heap grows, then its first bike is taken away for longer than the cool-down:
+        # neither is a second case, the bikes still there belong to the first
+        return as_bikes(BIKES[1 if t >= 40.0 else 0:] + ([LATE_BIKE] if t >= 5.0 else []))
+
+    (case,) = drive(bike_rule(cooldown_s=10), every(0.5, 0.0, 80.0), heap)
+
+    assert case.kind == "nonmotor_parking" and case.case_id.startswith("B-")
+    assert case.track_id == 1 and case.first_seen_s == 0.0 and case.confirmed_s == 10.0
+    assert case.bbox == (8.0, 22.0, 30.0, 30.0)  # the three bikes parked when it was filed
+
+
+def test_bikes_fewer_than_min_count_are_no_case() -> None:
+    violations = drive(bike_rule(), every(0.5, 0.0, 60.0), lambda t: as_bikes(BIKES[:2]))
+
+    assert violations == []
+
+
+def test_the_heap_is_filed_when_its_last_bike_has_dwelt() -> None:
+    def growing(t: float) -> list[Obj]:
+        return as_bikes(BIKES[:2] + ([BIKES[2]] if t >= 30.0 else []))
+
+    (case,) = drive(bike_rule(), every(0.5, 0.0, 60.0), growing)
+
+    assert case.track_id == 1 and case.first_seen_s == 0.0 and case.confirmed_s == 40.0
+
+
+def test_a_new_heap_after_the_cool_down_is_a_second_case() -> None:
+    def two_heaps(t: float) -> list[Obj]:
+        return [] if 20.0 <= t < 60.0 else as_bikes(BIKES)
+
+    violations = drive(bike_rule(cooldown_s=20), every(0.5, 0.0, 80.0), two_heaps)
+
+    assert [v.first_seen_s for v in violations] == [0.0, 60.0]
+
+
+def test_a_zones_chosen_event_entry_travels_with_its_cases() -> None:
+    stall = {"type": "stall_encroachment", "dwell_s": 5}
+    shop_spillover = {**stall, "event": "shop_spillover"}
+    engine = RuleEngine(camera(("shopfront", LOT, shop_spillover), ("sidewalk", RIGHT_HALF, stall)), "test")
+    east = (40.0, 10.0, 50.0, 20.0)
+
+    violations = drive(engine, every(0.5, 0.0, 10.0), lambda t: [Obj(1, role=Role.STALL), Obj(2, east, Role.STALL)])
+
+    entries = {v.zone_id: v.event_entry for v in violations}
+    assert entries == {"shopfront": "shop_spillover", "sidewalk": "stall_encroachment"}

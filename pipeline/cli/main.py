@@ -32,12 +32,24 @@ def _compose(args, workspace):
     return detector, backends
 
 
-def _load_cameras(paths: list[str]):
+def _event_entries(args) -> frozenset[str]:
+    """The entries of the ``--event-codes`` table, which a camera file's ``event:`` must name."""
+    from pipeline.engine import OptionError, event_code_table
+
+    try:
+        return frozenset(event_code_table(args.event_codes).codes)
+    except OptionError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _load_cameras(paths: list[str], args):
     from pipeline.config import load_camera, load_cameras
 
+    entries = _event_entries(args)
     cameras = []
     for path in paths:
-        cameras.extend(load_cameras(path) if Path(path).is_dir() else [load_camera(path)])
+        cameras.extend(load_cameras(path, event_entries=entries) if Path(path).is_dir()
+                       else [load_camera(path, event_entries=entries)])
     if not cameras:
         raise UsageError(f"no camera files (*.yaml) in {', '.join(paths)}")
     ids = [camera.id for camera in cameras]
@@ -162,19 +174,19 @@ def _serve_review(args, workspace, backends, streams_dir: Path | None, metrics_u
 
 def cmd_run(args) -> int:
     folders = [Path(p) for p in args.cameras if Path(p).is_dir()]
-    return _patrol(args, _load_cameras(args.cameras), loop_files=args.loop,
+    return _patrol(args, _load_cameras(args.cameras, args), loop_files=args.loop,
                    streams_dir=folders[0] if folders else Path(args.cameras[0]).parent)
 
 
 def cmd_demo(args) -> int:
-    return _patrol(args, _load_cameras([str(SAMPLE_CAMERA)]), loop_files=True, streams_dir=SAMPLE_CAMERA.parent)
+    return _patrol(args, _load_cameras([str(SAMPLE_CAMERA)], args), loop_files=True, streams_dir=SAMPLE_CAMERA.parent)
 
 
 def cmd_replay(args) -> int:
     from pipeline.config import Workspace, load_camera
     from pipeline.engine import case_line, replay
 
-    camera = load_camera(args.camera)
+    camera = load_camera(args.camera, event_entries=_event_entries(args))
     if not Path(args.video).is_file():
         raise UsageError(f"video file not found: {args.video}")
     out = Path(args.out)

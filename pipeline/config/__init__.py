@@ -3,7 +3,7 @@
 from .camera import CameraConfig, Location, ZoneConfig
 from .hours import TimeWindow
 from .loader import ConfigError, load_camera, load_cameras
-from .rules import BinOverflowRule, IllegalParkingRule, RuleConfig, StallEncroachmentRule
+from .rules import BinOverflowRule, IllegalParkingRule, NonmotorParkingRule, RuleConfig, StallEncroachmentRule
 from .workspace import DEFAULT_WORKSPACE, Workspace
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "ConfigError",
     "IllegalParkingRule",
     "Location",
+    "NonmotorParkingRule",
     "RuleConfig",
     "StallEncroachmentRule",
     "TimeWindow",

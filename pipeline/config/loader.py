@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -19,20 +20,25 @@ class ConfigError(ValueError):
     """A camera file cannot be used; the message names the file, the field and the reason."""
 
 
-def load_camera(path: str | os.PathLike[str]) -> CameraConfig:
+def load_camera(path: str | os.PathLike[str], *, event_entries: Collection[str] | None = None) -> CameraConfig:
+    """``event_entries``: the entries of the event code table the patrol files with; a rule's
+    ``event`` must name one of them (None: not checked, for readers that file no cases)."""
     path = Path(path)
     data = _read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of camera fields, got {type(data).__name__}")
     try:
-        return CameraConfig.model_validate(data, context={"base_dir": path.parent})
+        return CameraConfig.model_validate(data, context={"base_dir": path.parent, "event_entries": event_entries})
     except ValidationError as error:
         problems = "\n".join(f"  {_field_path(e['loc'])}: {_reason(e)}" for e in error.errors())
         raise ConfigError(f"{path}: invalid camera file\n{problems}") from None
 
 
-def load_cameras(folder: str | os.PathLike[str]) -> list[CameraConfig]:
-    """Every camera file in ``folder``, sorted by file name; camera ids must be unique."""
+def load_cameras(
+    folder: str | os.PathLike[str], *, event_entries: Collection[str] | None = None
+) -> list[CameraConfig]:
+    """Every camera file in ``folder``, sorted by file name; camera ids must be unique.
+    ``event_entries``: as for ``load_camera``."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ConfigError(f"{folder}: not a folder")
@@ -42,7 +48,7 @@ def load_cameras(folder: str | os.PathLike[str]) -> list[CameraConfig]:
     cameras: list[CameraConfig] = []
     path_of_id: dict[str, Path] = {}
     for path in paths:
-        camera = load_camera(path)
+        camera = load_camera(path, event_entries=event_entries)
         if camera.id in path_of_id:
             raise ConfigError(f"{path}: id: camera id {camera.id!r} is also used by {path_of_id[camera.id]}")
         path_of_id[camera.id] = path

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import time
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from pipeline.types import Role
 
@@ -100,6 +100,27 @@ class _RuleBase(StrictModel):
             " case (trackers lose and renumber objects)."
         ),
     )
+    event: str | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "Entry of the event code table (--event-codes) this zone's cases are filed under, e.g."
+            " shop_spillover (0504 店外经营) for stalls in front of shops. null: the entry named like"
+            " the rule type. Checked against the table when the patrol starts."
+        ),
+    )
+
+    @field_validator("event")
+    @classmethod
+    def _event_in_table(cls, event: str | None, info: ValidationInfo) -> str | None:
+        # The table is the patrol's option, not part of the camera file: the loader is handed its
+        # entries, so a misspelt entry stops the start instead of failing every case of the zone.
+        entries = (info.context or {}).get("event_entries")
+        if event is not None and entries is not None and event not in entries:
+            raise ValueError(
+                f"{event!r} is not an entry of the event code table (entries: {', '.join(sorted(entries))})"
+            )
+        return event
 
     @model_validator(mode="after")
     def _cooldown_covers_gap(self) -> _RuleBase:
@@ -114,6 +135,12 @@ class _RuleBase(StrictModel):
     def active_at(self, local: time) -> bool:
         """Whether the rule is enforced at this local time of day."""
         return not self.hours or any(window.contains(local) for window in self.hours)
+
+    @property
+    def quorum(self) -> int:
+        """How many objects must dwell in the zone together before a case is filed; 1: each
+        object is a case of its own (see ``NonmotorParkingRule.min_count``)."""
+        return 1
 
 
 class IllegalParkingRule(_RuleBase):
@@ -143,10 +170,34 @@ class BinOverflowRule(_RuleBase):
     max_drift: float | None = _max_drift_field(None)
 
 
+class NonmotorParkingRule(_RuleBase):
+    """Bicycles and e-bikes parked in the zone for dwell_s (非机动车乱停放), counted as a heap
+    when min_count is more than 1."""
+
+    type: Literal["nonmotor_parking"] = _type_field()
+    roles: list[Role] = _roles_field([Role.NON_MOTOR_VEHICLE])
+    containment: Containment = _containment_field("bottom_center")
+    max_drift: float | None = _max_drift_field(0.25)
+    min_count: int = Field(
+        1,
+        ge=1,
+        description=(
+            "How many non-motor vehicles must have dwelt dwell_s in the zone together for a case (a"
+            " bike or two at a rack is not one, a heap blocking the sidewalk is). Above 1, the heap"
+            " is one case: bikes that join it later, or stay after its first bike left, are not"
+            " filed again until the whole heap has been gone for cooldown_s. 1: every bike is a"
+            " case of its own, like a parked car."
+        ),
+    )
+
+    @property
+    def quorum(self) -> int:
+        return self.min_count
+
+
+_RULE_MODELS = (IllegalParkingRule, StallEncroachmentRule, BinOverflowRule, NonmotorParkingRule)
 RuleConfig = Annotated[
-    IllegalParkingRule | StallEncroachmentRule | BinOverflowRule, Field(discriminator="type")
+    IllegalParkingRule | StallEncroachmentRule | BinOverflowRule | NonmotorParkingRule,
+    Field(discriminator="type"),
 ]
-RULE_TYPES: tuple[str, ...] = tuple(
-    get_args(model.model_fields["type"].annotation)[0]
-    for model in (IllegalParkingRule, StallEncroachmentRule, BinOverflowRule)
-)
+RULE_TYPES: tuple[str, ...] = tuple(get_args(model.model_fields["type"].annotation)[0] for model in _RULE_MODELS)

@@ -13,6 +13,7 @@ from pipeline.engine.compose import (
     build_backends,
     build_detector,
     embedded_cases,
+    event_code_table,
 )
 from pipeline.engine.patrol import Patrol
 from pipeline.engine.replay import ReplaySummary, case_line, replay
@@ -35,5 +36,6 @@ __all__ = [
     "build_detector",
     "case_line",
     "embedded_cases",
+    "event_code_table",
     "replay",
 ]

@@ -20,6 +20,7 @@ from pipeline.detect import Detector, DetectorSet, DetectorSetError, FrameDetect
 from pipeline.engine.cases import CaseMaker
 from pipeline.evidence import (
     EventCodeError,
+    EventCodeTable,
     EvidenceRenderer,
     LocalEvidenceStore,
     load_event_codes,
@@ -109,12 +110,18 @@ def build_detector(options: DetectorOptions) -> FrameDetector:
         raise OptionError("--model", str(exc)) from exc
 
 
+def event_code_table(path: str | None) -> EventCodeTable:
+    """The ``--event-codes`` table (None: the shipped one). Camera files are checked against its
+    entries at start, before the backends that file with it are built."""
+    try:
+        return load_event_codes(path)
+    except (EventCodeError, OSError, yaml.YAMLError) as exc:
+        raise OptionError(f"--event-codes {path}", str(exc)) from exc
+
+
 def build_backends(options: BackendOptions, model: dict) -> Backends:
     """Queue, evidence store, spool, renderer and filer; ``model`` is the record every case carries."""
-    try:
-        codes = load_event_codes(options.event_codes)
-    except (EventCodeError, OSError, yaml.YAMLError) as exc:
-        raise OptionError(f"--event-codes {options.event_codes}", str(exc)) from exc
+    codes = event_code_table(options.event_codes)
     workspace, environ = options.workspace, options.environ
     evidence_url = options.evidence_url or (None if environ.get("S3_ENDPOINT") else str(workspace.evidence))
     try:

@@ -1,4 +1,8 @@
-"""The rule type → 数字城管 event code table, kept in one YAML file a district can override."""
+"""The 数字城管 event code table, kept in one YAML file a district can override.
+
+Its entries are named: a case is filed under the entry of its rule type, or under the one its
+zone's rule chose (``event:`` in the camera file), so one rule type can file different 小类.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ _FIELDS = ("code", "name", "category")
 
 
 class EventCodeError(ValueError):
-    """The event code table is malformed or lacks a rule type; the message names the file."""
+    """The event code table is malformed or lacks an entry; the message names the file."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,12 +33,13 @@ class EventCodeTable:
     source: Path
     codes: Mapping[str, EventCode]
 
-    def lookup(self, rule_type: str) -> EventCode:
+    def lookup(self, entry: str) -> EventCode:
+        """The code of ``entry``: a rule type, or the entry a zone chose instead."""
         try:
-            return self.codes[rule_type]
+            return self.codes[entry]
         except KeyError:
             raise EventCodeError(
-                f"rule type {rule_type!r} has no entry in the event code table {self.source}"
+                f"{entry!r} has no entry in the event code table {self.source}"
                 f" (it has: {', '.join(sorted(self.codes))})"
             ) from None
 
@@ -45,20 +50,18 @@ def load_event_codes(path: str | Path | None = None) -> EventCodeTable:
     document = yaml.safe_load(source.read_text(encoding="utf-8"))
     events = document.get("events") if isinstance(document, dict) else None
     if not isinstance(events, dict):
-        raise EventCodeError(f"{source}: expected a top-level 'events:' mapping of rule types")
-    codes = {
-        rule_type: _parse_entry(source, rule_type, entry) for rule_type, entry in events.items()
-    }
+        raise EventCodeError(f"{source}: expected a top-level 'events:' mapping of entries")
+    codes = {key: _parse_entry(source, key, entry) for key, entry in events.items()}
     return EventCodeTable(source=source, codes=codes)
 
 
-def _parse_entry(source: Path, rule_type: str, entry: Any) -> EventCode:
+def _parse_entry(source: Path, key: str, entry: Any) -> EventCode:
     if not isinstance(entry, dict) or set(entry) != set(_FIELDS):
-        raise EventCodeError(f"{source}: {rule_type} must have exactly {', '.join(_FIELDS)}")
+        raise EventCodeError(f"{source}: {key} must have exactly {', '.join(_FIELDS)}")
     for field in _FIELDS:
         if not isinstance(entry[field], str) or not entry[field]:
             # The usual cause is an unquoted code: YAML turns 0505 into a number.
             raise EventCodeError(
-                f"{source}: {rule_type}.{field} must be a quoted, non-empty string"
+                f"{source}: {key}.{field} must be a quoted, non-empty string"
             )
     return EventCode(**entry)

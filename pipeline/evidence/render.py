@@ -121,7 +121,7 @@ class EvidenceRenderer:
         model: dict[str, Any],
     ) -> RenderedCase:
         _check_inputs(violation, camera, model)
-        event = self._event_codes.lookup(violation.kind)
+        event = self._event_codes.lookup(violation.event_entry)
         confirmed_at = datetime.fromtimestamp(violation.trigger_frame.wall_ts, camera.timezone)
         # not first_frame's clock: a case taken over from another worker shows its first look here
         first_seen_at = confirmed_at - timedelta(seconds=violation.dwell_s)

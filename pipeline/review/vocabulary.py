@@ -64,6 +64,7 @@ VIOLATION_LABELS = {
     ViolationKind.ILLEGAL_PARKING: "机动车乱停放",
     ViolationKind.STALL_ENCROACHMENT: "占道经营",
     ViolationKind.BIN_OVERFLOW: "垃圾满溢",
+    ViolationKind.NONMOTOR_PARKING: "非机动车乱停放",
     ViolationKind.CAMERA_FAULT: "故障报警",
 }
 REJECT_REASON_LABELS = {

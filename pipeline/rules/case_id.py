@@ -15,7 +15,8 @@ def case_id(
     first_seen_s: float,
     ordinal: int = 0,
 ) -> str:
-    """``P-`` / ``S-`` / ``G-`` and 16 hex digits of a sha1 over what identifies an episode.
+    """The kind's letter (``P-``, ``S-``, ``G-``, ``B-``) and 16 hex digits of a sha1 over what
+    identifies an episode.
 
     ``ordinal`` tells apart episodes of one zone and kind whose dwell started on the same frame
     (all cars already parked when a stream starts), numbered in detection order.

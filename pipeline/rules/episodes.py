@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 import numpy as np
@@ -75,7 +75,7 @@ class EpisodeTracker:
         """Feed this frame's objects that satisfy the rule here; returns the cases confirmed on it."""
         now = frame.pts_s
         self._episodes = [e for e in self._episodes if now - e.last_seen_s <= self._patience_s(e)]
-        violations = []
+        due: list[Episode] = []  # candidates whose dwell is reached on this frame
         for index, episode in enumerate(self._associate(objects)):
             box = objects.xyxy[index].astype(np.float64)
             if episode is None:
@@ -97,8 +97,31 @@ class EpisodeTracker:
                 if not episode.confirmed:
                     _remember_if_best(episode, frame, box, float(objects.score[index]))
                 if not episode.confirmed and episode.dwell_s >= self._rule.dwell_s:
-                    violations.append(self._confirm(episode, frame))
-        return violations
+                    due.append(episode)
+        if self._rule.quorum > 1 and due:
+            return self._confirm_heap(due, frame)
+        return [self._confirm(episode, frame) for episode in due]
+
+    def _confirm_heap(self, due: list[Episode], frame: Frame) -> list[Violation]:
+        """With a quorum, the objects dwelling in the zone together are one case (a heap of bikes
+        is one obstruction, not one case per bike). It is filed once at least ``quorum`` of them
+        have dwelt, under the longest-dwelling one seen on this frame, boxed around them all.
+        While it is open, every object that has dwelt joins it instead of being filed; it stays
+        open while any of its objects is within its cool-down, so a heap whose first bike left
+        is not filed again."""
+        open_case = next((e for e in self._episodes if e.confirmed), None)
+        if open_case is not None:
+            for episode in due:
+                _close(episode, open_case.case_id)
+            return []
+        dwelt = [e for e in self._episodes if not e.confirmed and e.dwell_s >= self._rule.dwell_s]
+        if len(dwelt) < self._rule.quorum:
+            return []  # they wait as candidates; each goes on dwelling (or lapses after max_gap_s)
+        # The others join on their next frame, as the heap's case is open then.
+        violation = self._confirm(min(due, key=lambda e: e.first_seen_s), frame)
+        boxes = np.stack([e.last_bbox for e in dwelt])
+        heap = (*boxes[:, :2].min(axis=0), *boxes[:, 2:].max(axis=0))
+        return [replace(violation, bbox=as_bbox(heap))]
 
     def _patience_s(self, episode: Episode) -> float:
         return self._rule.cooldown_s if episode.confirmed else self._rule.max_gap_s
@@ -177,12 +200,10 @@ class EpisodeTracker:
             trigger_frame=frame,
             best_frame=episode.best_frame,
             best_bbox=as_bbox(episode.best_bbox),
+            event=self._rule.event,
         )
-        episode.confirmed, episode.case_id = True, violation.case_id
-        episode.first_frame = None
-        episode.best_frame = None
+        _close(episode, violation.case_id)
         return violation
-
 
     def snapshot(self, wall_minus_pts: float, unfiled: Collection[str] = ()) -> list[dict]:
         """The episodes as JSON-ready dicts on the wall clock (``wall_minus_pts``: this stream's
@@ -216,6 +237,13 @@ class EpisodeTracker:
                 observations=int(item["observations"]), confirmed=bool(item["confirmed"]),
                 trail=deque([(frame.pts_s, *centre(last_bbox))]),
             ))
+
+
+def _close(episode: Episode, case_id: str | None) -> None:
+    """Marks the episode filed under ``case_id``; its pictures are the Violation's from now on."""
+    episode.confirmed, episode.case_id = True, case_id
+    episode.first_frame = None
+    episode.best_frame = None
 
 
 def _remember_if_best(episode: Episode, frame: Frame, box: np.ndarray, score: float) -> None:
