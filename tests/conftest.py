@@ -1,20 +1,41 @@
-"""Paths every test module shares: the repo's own sample and model, and ../shared beside the repo."""
+"""Tiers, servers and the sample street's replay, for every test module.
+
+Tiers: ``servers`` marks tests that start a server (redis-server, moto's S3, the GStreamer RTSP
+server, headless Chromium, a `patrol` process serving on a port); ``realtime`` marks tests that play
+video at real speed or wait out wall-clock dwells and timeouts. ``make test-fast`` runs neither.
+A test that takes one of :data:`SERVER_FIXTURES` (:data:`REALTIME_FIXTURES`) is marked ``servers``
+(``realtime``) here, whatever its module.
+
+Shared helpers live in ``support.py``; the paths are re-exported here for modules that import
+them from ``conftest``.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from support import CAR_VIDEO, DEFAULT_MODEL, REPO, SAMPLE_CAMERA, SAMPLE_VIDEO, SHARED, Replay, sample_replay_once
+
+__all__ = ["CAR_VIDEO", "DEFAULT_MODEL", "REPO", "SAMPLE_CAMERA", "SAMPLE_VIDEO", "SHARED"]
 
 # Real servers on loopback, each in its own plugin module.
 pytest_plugins = ["fixture_redis", "fixture_s3", "fixture_rtsp"]
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-SAMPLE_VIDEO = REPO / "streams" / "samples" / "sample-street.mp4"
-SAMPLE_CAMERA = REPO / "streams" / "sample-street.yaml"
-DEFAULT_MODEL = REPO / "models" / "patrol-street.onnx"
-CAR_VIDEO = SHARED / "videos" / "car-detection.mp4"
+# Fixtures that start a real server: a test that uses one, directly or through another fixture
+# (or a parameter of one, via ``request.getfixturevalue``: mark that parameter), is ``servers``.
+SERVER_FIXTURES = frozenset({"redis_server", "redis_url", "s3_server", "s3_env", "rtsp_server"})
+# Fixtures whose users play video in real time: an RTSP server sends its files at their own pace.
+REALTIME_FIXTURES = frozenset({"rtsp_server"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if used & SERVER_FIXTURES:
+            item.add_marker(pytest.mark.servers)
+        if used & REALTIME_FIXTURES:
+            item.add_marker(pytest.mark.realtime)
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +43,19 @@ def shared() -> Path:
     if not SHARED.is_dir():
         pytest.fail(f"../shared is missing: tests need the real data beside the repo ({SHARED})")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def detector():
+    """The project's model, loaded once for the session."""
+    from pipeline.detect import Detector
+
+    return Detector(DEFAULT_MODEL)
+
+
+@pytest.fixture(scope="session")
+def sample_replay(tmp_path_factory) -> Replay:
+    """The whole sample street replayed once for the session (``support.sample_replay_once``),
+    for tests that only read what it filed (cases.jsonl, evidence, queue): never write under its
+    ``out``; copy it to change it."""
+    return sample_replay_once(tmp_path_factory.getbasetemp())

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import select
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -23,16 +22,11 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 
 import pytest
+from support import free_port
 
 SERVE = Path(__file__).resolve().parent / "servers" / "rtsp_serve.py"
 SYSTEM_PYTHON = "/usr/bin/python3"
 READY_TIMEOUT_S = 15.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def gst_rtsp_missing() -> str | None:

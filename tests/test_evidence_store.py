@@ -32,7 +32,7 @@ def _s3_store(env: dict[str, str]) -> S3EvidenceStore:
     return S3EvidenceStore(env["S3_ENDPOINT"], env["S3_ACCESS_KEY"], env["S3_SECRET_KEY"], env["S3_BUCKET"])
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.servers)])
 def evidence_store(request: pytest.FixtureRequest, tmp_path: Path) -> EvidenceStore:
     if request.param == "local":
         return LocalEvidenceStore(tmp_path / "evidence")
@@ -335,7 +335,7 @@ def failing_endpoint(request: pytest.FixtureRequest) -> Iterator[tuple[str, list
         attributes |= {"status": 502, "content_type": "text/html", "body": b"<html>502 Bad Gateway</html>"}
     handler = type("Handler", (_FailingS3,), attributes)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", requests

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -20,15 +19,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from fixture_redis import free_port
 from queue_contract import make_record
+from support import PATROL, REPO, free_port, wait_for
 
 from pipeline.cli.main import main
 from pipeline.queue import CaseQueue, open_queue
 from pipeline.queue.forward import FORWARD_GROUP, Endpoint, Forwarder, RetryPolicy, Tally, parse_retry_after
 from pipeline.types import CaseRecord
 
-REPO = Path(__file__).resolve().parents[1]
 QUICK = RetryPolicy(first_s=0.02, max_s=0.1, give_up_after_s=0.3)
 TOKEN = "platform-token-7"
 
@@ -98,7 +96,9 @@ class Platform:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/api/cases"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="platform", daemon=True)
+        # shutdown() waits for the loop's next poll: a short one keeps each test's teardown short
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="platform", daemon=True)
         self._thread.start()
 
     def accepted(self) -> Counter[str]:
@@ -124,7 +124,7 @@ def platform() -> Iterator[Platform]:
         server.close()
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.servers)])
 def queue_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "redis":
         return request.getfixturevalue("redis_url")  # the session's redis-server, flushed
@@ -164,14 +164,6 @@ def forwarder_for(opened: Callable[..., CaseQueue], url: str, *, visibility_time
 
 def pending_of_forward_group(opened: Callable[..., CaseQueue]) -> int:
     return opened(group=FORWARD_GROUP).pending_count()
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout_s}s: {what}")
-        time.sleep(0.02)
 
 
 def test_a_healthy_endpoint_gets_every_case_exactly_once_as_the_queue_stores_it(opened, platform) -> None:
@@ -402,7 +394,7 @@ def test_sigterm_finishes_the_post_in_flight_then_exits_0(opened, queue_url, pla
         return Answer(201, delay_s=0.8)
 
     platform.answer = slow
-    process = subprocess.Popen([sys.executable, "-m", "pipeline.cli.main", "forward", "--to", platform.url,
+    process = subprocess.Popen([*PATROL, "forward", "--to", platform.url,
                                 "--queue", queue_url], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import DEFAULT_MODEL, SAMPLE_CAMERA
+from support import DEFAULT_MODEL, SAMPLE_CAMERA
 
 from pipeline.config import ConfigError, Workspace, load_camera
 from pipeline.engine import CameraPipeline
@@ -170,6 +170,7 @@ def still_video(path, seconds: float = 3.0, fps: int = 15) -> str:
     return str(path)
 
 
+@pytest.mark.realtime  # a live patrol on a file plays it at real speed
 def test_a_live_patrol_reports_gated_frames_in_its_health_line_and_metrics(tmp_path) -> None:
     from prometheus_client import CollectorRegistry, generate_latest
 

@@ -10,7 +10,7 @@ import av
 import cv2
 import numpy as np
 import pytest
-from conftest import CAR_VIDEO, SAMPLE_VIDEO
+from support import CAR_VIDEO, SAMPLE_VIDEO
 
 from pipeline.ingest import ClipError, PacketRing, SourceError, SourceStats, decode, to_bgr
 from pipeline.ingest.source import FrameSampler
@@ -100,6 +100,7 @@ def test_looping_keeps_stream_time_growing(shared):
     assert len(pts) == pytest.approx(65 * 2, abs=3)
 
 
+@pytest.mark.realtime  # 2 s of the sample at its own pace
 def test_realtime_pacing_runs_at_the_video_rate():
     started = time.monotonic()
     for frame in decode(str(SAMPLE_VIDEO), camera_id="cam", analysis_fps=5, realtime=True):

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import REPO
+from support import REPO
 
 from pipeline.config import CameraConfig, load_camera
 from pipeline.synth import render_dataset

@@ -1,6 +1,7 @@
 """Faults injected into real servers on loopback: Redis and S3 outages, a SIGKILLed worker, bad input.
 
-Each test counts cases expected (the sample's ground-truth episodes), found, and duplicated.
+Each test counts cases expected (the ground-truth episodes of the sample's first 84 s: a parked
+car, the stall and the bin), found, and duplicated.
 """
 
 from __future__ import annotations
@@ -10,14 +11,23 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SAMPLE_CAMERA, SAMPLE_VIDEO
-from test_patrol import expected_cases, match
+from support import (
+    PATROL,
+    REPO,
+    SAMPLE_CAMERA,
+    SAMPLE_VIDEO,
+    camera_file,
+    expected_cases,
+    garble,
+    match,
+    short_street,
+    wait_for,
+)
 
 from pipeline.config import load_camera
 from pipeline.queue import open_queue
@@ -25,20 +35,17 @@ from pipeline.queue import open_queue
 STREAM = "patrol:cases"
 
 
-def patrol_replay(out: Path, *options: str, env: dict | None = None) -> subprocess.Popen:
+@pytest.fixture(scope="module")
+def street(tmp_path_factory) -> Path:
+    return short_street(tmp_path_factory.mktemp("street"))
+
+
+def patrol_replay(video: Path, out: Path, *options: str, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli.main", "replay", str(SAMPLE_VIDEO), "--camera", str(SAMPLE_CAMERA),
+        [*PATROL, "replay", str(video), "--camera", str(SAMPLE_CAMERA),
          "--out", str(out), "--drain-timeout", "90", *options],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
         env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"})
-
-
-def wait_for(condition, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def spooled(out: Path) -> int:
@@ -54,20 +61,23 @@ def stream_case_ids(redis_server) -> list[str]:
         client.close()
 
 
-def assert_ground_truth(case_ids: list[str], out: Path) -> None:
+def assert_ground_truth(case_ids: list[str], out: Path, video: Path) -> None:
     """Every episode once, nothing else: the queue's ids are those the run logged, each once."""
+    expected = expected_cases(load_camera(SAMPLE_CAMERA), video)
+    assert len(expected) == 3  # one case before each outage or kill below, two after
     duplicated = [case_id for case_id, n in Counter(case_ids).items() if n > 1]
-    print(f"cases expected 4, found {len(set(case_ids))}, duplicated {len(duplicated)}")
+    print(f"cases expected {len(expected)}, found {len(set(case_ids))}, duplicated {len(duplicated)}")
     assert duplicated == []
     logged = [json.loads(line) for line in (out / "cases.jsonl").read_text().splitlines()]
     assert sorted(c["case_id"] for c in logged) == sorted(case_ids)
-    matched, missing, extra = match(logged, expected_cases(load_camera(SAMPLE_CAMERA)))
-    assert (len(matched), missing, extra) == (4, [], [])
+    matched, missing, extra = match(logged, expected)
+    assert (len(matched), missing, extra) == (len(expected), [], [])
 
 
-def test_redis_stopped_mid_run_every_case_reaches_the_stream_once(tmp_path: Path, redis_server, redis_url) -> None:
+def test_redis_stopped_mid_run_every_case_reaches_the_stream_once(tmp_path: Path, street: Path, redis_server,
+                                                                   redis_url) -> None:
     out = tmp_path / "out"
-    run = patrol_replay(out, "--queue", redis_url)
+    run = patrol_replay(street, out, "--queue", redis_url)
     try:
         wait_for(lambda: len(stream_case_ids(redis_server)) >= 1, 90, "the first case on the stream")
         redis_server.stop()
@@ -82,11 +92,12 @@ def test_redis_stopped_mid_run_every_case_reaches_the_stream_once(tmp_path: Path
     print(f"Redis down: {held} case(s) held in the spool")
     assert held >= 2
     assert "backends were unreachable 1 time(s)" in stdout
-    assert_ground_truth(stream_case_ids(redis_server), out)
+    assert_ground_truth(stream_case_ids(redis_server), out, street)
     assert spooled(out) == 0
 
 
-def test_s3_stopped_mid_run_every_evidence_object_arrives_intact(tmp_path: Path, s3_server, s3_env) -> None:
+def test_s3_stopped_mid_run_every_evidence_object_arrives_intact(tmp_path: Path, street: Path, s3_server,
+                                                                 s3_env) -> None:
     out = tmp_path / "out"
     client = s3_server.client()
     bucket = s3_env["S3_BUCKET"]
@@ -96,7 +107,7 @@ def test_s3_stopped_mid_run_every_evidence_object_arrives_intact(tmp_path: Path,
             return 0
         return sum(o.object_name.endswith("metadata.json") for o in client.list_objects(bucket, recursive=True))
 
-    run = patrol_replay(out, "--evidence", f"s3://{bucket}", env=s3_env)
+    run = patrol_replay(street, out, "--evidence", f"s3://{bucket}", env=s3_env)
     try:
         wait_for(lambda: metadata_objects() >= 1, 90, "the first case's evidence in the bucket")
         s3_server.stop()
@@ -114,7 +125,7 @@ def test_s3_stopped_mid_run_every_evidence_object_arrives_intact(tmp_path: Path,
     assert "backends were unreachable 1 time(s)" in stdout
     with open_queue(f"sqlite:///{out / 'queue' / 'cases.sqlite3'}") as queue:
         records = [d.record for d in queue.consume("auditor", count=100)]
-    assert_ground_truth([r.case_id for r in records], out)
+    assert_ground_truth([r.case_id for r in records], out, street)
     for record in records:
         for name, item in record.evidence.items():
             data = client.get_object(bucket, item.key).read()
@@ -122,11 +133,11 @@ def test_s3_stopped_mid_run_every_evidence_object_arrives_intact(tmp_path: Path,
             assert client.stat_object(bucket, item.key).metadata["x-amz-meta-sha256"] == item.sha256
 
 
-def test_worker_killed_with_spooled_cases_loses_and_duplicates_nothing(tmp_path: Path, redis_server,
+def test_worker_killed_with_spooled_cases_loses_and_duplicates_nothing(tmp_path: Path, street: Path, redis_server,
                                                                        redis_url) -> None:
     out = tmp_path / "out"
     redis_server.stop()  # cases pile up in the spool
-    first = patrol_replay(out, "--queue", redis_url)
+    first = patrol_replay(street, out, "--queue", redis_url)
     try:
         wait_for(lambda: spooled(out) >= 2, 120, "two cases in the spool")
         first.send_signal(signal.SIGKILL)
@@ -137,24 +148,21 @@ def test_worker_killed_with_spooled_cases_loses_and_duplicates_nothing(tmp_path:
     held = spooled(out)
     redis_server.start()
 
-    second = patrol_replay(out, "--queue", redis_url)  # the restarted worker: same spool, same stream
+    second = patrol_replay(street, out, "--queue", redis_url)  # the restarted worker: same spool, same stream
     stdout, stderr = second.communicate(timeout=180)
     assert second.returncode == 0, stderr
     print(f"SIGKILL with {held} case(s) in the spool")
     assert held >= 2
-    assert_ground_truth(stream_case_ids(redis_server), out)
+    assert_ground_truth(stream_case_ids(redis_server), out, street)
     assert spooled(out) == 0
 
 
-def test_corrupt_video_files_what_it_could_and_names_the_damage(tmp_path: Path) -> None:
+def test_corrupt_video_files_what_it_could_and_names_the_damage(tmp_path: Path, street: Path) -> None:
     damaged = tmp_path / "damaged.mp4"
-    data = bytearray(SAMPLE_VIDEO.read_bytes())
-    middle = len(data) // 2  # about 75 s in: after the first two cases
-    data[middle:middle + 20_000] = os.urandom(20_000)
-    damaged.write_bytes(bytes(data))
+    garble(street, damaged, at_s=60.0)  # 20 kB of garbage 60 s in: after the first two cases
     out = tmp_path / "out"
     run = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli.main", "replay", str(damaged), "--camera", str(SAMPLE_CAMERA),
+        [*PATROL, "replay", str(damaged), "--camera", str(SAMPLE_CAMERA),
          "--out", str(out)], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert run.returncode == 2
     assert "damaged.mp4" in run.stderr and "Traceback" not in run.stderr
@@ -167,12 +175,13 @@ def test_truncated_video_is_refused_with_the_reason(tmp_path: Path) -> None:
     truncated = tmp_path / "truncated.mp4"
     truncated.write_bytes(SAMPLE_VIDEO.read_bytes()[: SAMPLE_VIDEO.stat().st_size // 3])
     run = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli.main", "replay", str(truncated), "--camera", str(SAMPLE_CAMERA),
+        [*PATROL, "replay", str(truncated), "--camera", str(SAMPLE_CAMERA),
          "--out", str(tmp_path / "out")], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert run.returncode == 2
     assert "truncated.mp4" in run.stderr and "Traceback" not in run.stderr
 
 
+@pytest.mark.realtime  # a live patrol of 8 s on the wall clock; the fault is filed after 3 s offline
 @pytest.mark.parametrize("answer", ["refused", "silent"])
 def test_dead_camera_url_is_reported_offline_and_filed_as_a_fault(tmp_path: Path, answer: str) -> None:
     import socket
@@ -184,14 +193,12 @@ def test_dead_camera_url_is_reported_offline_and_filed_as_a_fault(tmp_path: Path
         listener.close()
     else:
         listener.listen(8)  # accepts, never speaks
-    camera = tmp_path / "dead.yaml"
-    camera.write_text(SAMPLE_CAMERA.read_text().replace(
-        "url: samples/sample-street.mp4", f"url: rtsp://admin:hunter2@127.0.0.1:{port}/live\n"
-        "ingest:\n  open_timeout_s: 1\n  read_timeout_s: 1\n  reconnect_min_s: 0.2\n  reconnect_max_s: 1\n"
-        "  offline_fault_after_s: 3"))
+    camera = camera_file(tmp_path / "dead.yaml", url=f"rtsp://admin:hunter2@127.0.0.1:{port}/live", ingest={
+        "open_timeout_s": 1, "read_timeout_s": 1, "reconnect_min_s": 0.2, "reconnect_max_s": 1,
+        "offline_fault_after_s": 3})
     try:
         run = subprocess.run(
-            [sys.executable, "-m", "pipeline.cli.main", "run", str(camera), "--var", str(tmp_path / "var"),
+            [*PATROL, "run", str(camera), "--var", str(tmp_path / "var"),
              "--duration", "8", "--health-every", "2", "--metrics", "off"],
             capture_output=True, text=True, cwd=REPO, timeout=120)
     finally:

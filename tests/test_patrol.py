@@ -8,70 +8,41 @@ import re
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DEFAULT_MODEL, REPO, SAMPLE_CAMERA, SAMPLE_VIDEO
+from support import (
+    DEFAULT_MODEL,
+    PATROL,
+    REPO,
+    SAMPLE_CAMERA,
+    SAMPLE_VIDEO,
+    Replay,
+    expected_cases,
+    match,
+    replay_sample,
+)
 
 from pipeline.config import Workspace, load_camera
-from pipeline.engine import embedded_cases, replay
 from pipeline.detect import Detector
+from pipeline.engine import embedded_cases
 from pipeline.queue import SqliteCaseQueue
-
-TOLERANCE_S = 3.0  # detection and tracking latency allowed on the confirmation time
-START = 1_795_500_000.0  # a fixed wall clock for the scene, so runs are comparable
-
-
-def expected_cases(camera) -> list[tuple[str, str, float]]:
-    """(kind, zone, confirmation time) of every ground-truth episode long enough to be a case."""
-    truth = json.loads(SAMPLE_VIDEO.with_name("sample-street.gt.json").read_text())
-    dwell = {(zone.id, rule.type): rule.dwell_s for zone in camera.zones for rule in zone.rules}
-    return [(e["kind"], e["zone_id"], e["start_s"] + dwell[(e["zone_id"], e["kind"])])
-            for e in truth["episodes"] if e["end_s"] - e["start_s"] >= dwell[(e["zone_id"], e["kind"])]]
-
-
-def match(cases: list[dict], expected: list[tuple[str, str, float]]) -> tuple[list, list, list]:
-    """(matched pairs, missing episodes, extra cases); one case may match one episode only."""
-    unmatched = list(cases)
-    matched, missing = [], []
-    for kind, zone, confirm_s in expected:
-        hit = next((c for c in unmatched if c["violation"] == kind and c["zone_id"] == zone
-                    and abs(c["confirmed_s"] - confirm_s) <= TOLERANCE_S), None)
-        if hit is None:
-            missing.append((kind, zone, confirm_s))
-        else:
-            unmatched.remove(hit)
-            matched.append(((kind, zone, confirm_s), hit))
-    return matched, missing, unmatched
 
 
 def run_replay(out: Path, detector) -> list[dict]:
-    camera = load_camera(SAMPLE_CAMERA)
-    cases = embedded_cases(Workspace(out), {"name": "patrol-street", "sha256": "0" * 64})
-    try:
-        replay(str(SAMPLE_VIDEO), camera, detector, cases, cases_path=out / "cases.jsonl",
-               evidence_root=Workspace(out).evidence, start_wall=START)
-    finally:
-        assert cases.filer.close(drain_timeout_s=30) == 0
-    return [json.loads(line) for line in (out / "cases.jsonl").read_text().splitlines()]
+    return replay_sample(out, detector).cases
 
 
 @pytest.fixture(scope="module")
-def detector():
-    return Detector(DEFAULT_MODEL)
+def second_replay(tmp_path_factory, detector) -> Replay:
+    """The sample replayed again, in this process, on the session replay's clock, into a folder of its own."""
+    return replay_sample(tmp_path_factory.mktemp("second-replay"), detector)
 
 
-@pytest.fixture(scope="module")
-def sample_cases(tmp_path_factory, detector):
-    out = tmp_path_factory.mktemp("replay")
-    return out, run_replay(out, detector)
-
-
-def test_replay_of_the_sample_files_exactly_the_ground_truth_episodes(sample_cases):
-    _, cases = sample_cases
+def test_replay_of_the_sample_files_exactly_the_ground_truth_episodes(sample_replay):
+    cases = sample_replay.cases
     expected = expected_cases(load_camera(SAMPLE_CAMERA))
     assert len(expected) == 4  # two parked cars, the stall, the overflowing bin; the short stop is none
     matched, missing, extra = match(cases, expected)
@@ -79,8 +50,8 @@ def test_replay_of_the_sample_files_exactly_the_ground_truth_episodes(sample_cas
     assert len({c["case_id"] for c in cases}) == len(cases)
 
 
-def test_every_case_has_its_evidence_with_matching_sha256(sample_cases):
-    out, cases = sample_cases
+def test_every_case_has_its_evidence_with_matching_sha256(sample_replay):
+    out, cases = sample_replay.out, sample_replay.cases
     import hashlib
 
     for case in cases:
@@ -95,10 +66,8 @@ def test_every_case_has_its_evidence_with_matching_sha256(sample_cases):
         assert db.execute("select count(*) from cases").fetchone()[0] == len(cases)
 
 
-def test_a_second_replay_files_the_same_case_ids(tmp_path, sample_cases, detector):
-    _, first = sample_cases
-    again = run_replay(tmp_path, detector)
-    assert [c["case_id"] for c in again] == [c["case_id"] for c in first]
+def test_a_second_replay_files_the_same_case_ids(sample_replay, second_replay):
+    assert [c["case_id"] for c in second_replay.cases] == [c["case_id"] for c in sample_replay.cases]
 
 
 class OccludedDetector:
@@ -146,7 +115,7 @@ def test_a_parked_car_whose_track_breaks_still_gives_one_case(tmp_path, detector
 def test_a_malformed_camera_file_is_refused_naming_the_field(tmp_path):
     bad = tmp_path / "cam.yaml"
     bad.write_text(SAMPLE_CAMERA.read_text().replace("dwell_s: 20", "dwell_s: -5"))
-    result = subprocess.run([sys.executable, "-m", "pipeline.cli.main", "replay", str(SAMPLE_VIDEO),
+    result = subprocess.run([*PATROL, "replay", str(SAMPLE_VIDEO),
                              "--camera", str(bad), "--out", str(tmp_path / "out")],
                             capture_output=True, text=True, cwd=REPO, timeout=60)
     assert result.returncode == 2
@@ -172,9 +141,11 @@ def cases_on_the_review_page(lines: list[str]) -> int:
         time.sleep(0.5)
 
 
+@pytest.mark.servers  # metrics and the review page on ports of their own
+@pytest.mark.realtime  # the demo plays the sample at real speed: its first case comes 30 s in
 def test_the_demo_files_cases_prints_health_and_stops_on_ctrl_c(tmp_path):
     process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli.main", "demo", "--var", str(tmp_path / "var"), "--health-every", "2",
+        [*PATROL, "demo", "--var", str(tmp_path / "var"), "--health-every", "2",
          "--metrics", "127.0.0.1:0", "--review", "127.0.0.1:0"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -204,15 +175,14 @@ def test_the_demo_files_cases_prints_health_and_stops_on_ctrl_c(tmp_path):
     assert len(evidence) >= 1
 
 
-def test_replaying_into_the_same_queue_keeps_the_filed_evidence(tmp_path, sample_cases, detector):
+def test_replaying_into_the_same_queue_keeps_the_filed_evidence(second_replay):
     import hashlib
 
-    _, first = sample_cases
-    run_replay(tmp_path, detector)
+    first = second_replay.cases  # its queue and evidence are this test's to write into
     stricter = Detector(DEFAULT_MODEL, conf_threshold=0.6)  # different scores: different pictures
-    again = run_replay(tmp_path, stricter)
+    again = run_replay(second_replay.out, stricter)
     assert {c["case_id"] for c in again} & {c["case_id"] for c in first}  # some met again, now scored otherwise
-    workspace = Workspace(tmp_path)
+    workspace = Workspace(second_replay.out)
     queue = SqliteCaseQueue(workspace.queue_db)
     try:
         for case in again:

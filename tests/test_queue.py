@@ -21,7 +21,7 @@ from pipeline.types import CaseNote, CaseRecord
 Connect = Callable[..., CaseQueue]
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.servers)])
 def queue_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "redis":
         return request.getfixturevalue("redis_url")  # the session's redis-server, flushed

@@ -20,6 +20,8 @@ from queue_contract import make_record
 from pipeline.queue import RedisCaseQueue
 from pipeline.types import BackendUnavailable
 
+pytestmark = pytest.mark.servers  # every test here talks to a real redis-server
+
 PASSWORD = "s3cret"
 QUICK_S = 2.0  # an outage must be reported in about this long, not after a pile of retries
 

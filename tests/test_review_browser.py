@@ -26,6 +26,8 @@ from pipeline.queue import SqliteCaseQueue
 from pipeline.review.server import start_review_server
 from pipeline.review.store import ReviewStore
 
+pytestmark = pytest.mark.servers  # headless Chromium against the review server on a port
+
 
 @pytest.fixture
 def street_var(tmp_path_factory, tmp_path):

@@ -15,15 +15,12 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Self
 
-import av
 import pytest
-from conftest import SAMPLE_CAMERA, SAMPLE_VIDEO
-from fixture_rtsp import free_port
+from support import SAMPLE_VIDEO, cut_video, free_port, garble, sample_camera, wait_for
 
-from pipeline.config import CameraConfig, load_camera
+from pipeline.config import CameraConfig
 from pipeline.config.camera import IngestConfig
 from pipeline.ingest import LiveSource, PacketRing, SourceError, SourceStats, StateChange, decode
 
@@ -35,8 +32,7 @@ RECOVERY_BOUND_S = 6.0  # restart → live: at most one backoff (1 s) + connect 
 
 
 def camera_at(url: str, **ingest: float) -> CameraConfig:
-    camera = load_camera(SAMPLE_CAMERA)
-    return camera.model_copy(update={"url": url, "ingest": IngestConfig(**{**FAST, **ingest})})
+    return sample_camera(url=url, ingest={**FAST, **ingest})
 
 
 def with_password(url: str) -> str:
@@ -92,14 +88,9 @@ class Running:
         return [(change.old, change.new) for change in self.source.history]
 
     def wait_for(self, what: str, predicate: Callable[[], bool], timeout_s: float) -> float:
-        """Seconds until ``predicate()`` held; fails the test after ``timeout_s``."""
-        started = time.monotonic()
-        while not predicate():
-            if time.monotonic() - started > timeout_s:
-                pytest.fail(f"{what}: not within {timeout_s:.1f}s; state {self.source.state}, "
-                            f"history {self.transitions()}, last error {self.source.last_error}")
-            time.sleep(0.02)
-        return time.monotonic() - started
+        """Seconds until ``predicate()`` held; fails the test after ``timeout_s``, with the source's story."""
+        return wait_for(predicate, timeout_s, what, every_s=0.02, detail=lambda: (
+            f"state {self.source.state}, history {self.transitions()}, last error {self.source.last_error}"))
 
     def wait_state(self, state: str, timeout_s: float) -> float:
         return self.wait_for(f"state {state}", lambda: self.source.state == state, timeout_s)
@@ -213,6 +204,7 @@ def test_a_hung_camera_is_stalled_then_dropped_and_recovers(rtsp_server, thread_
     assert not thread_errors
 
 
+@pytest.mark.realtime  # waits out the open timeout on the wall clock
 def test_a_camera_that_never_answers_is_offline_within_the_open_timeout(thread_errors):
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
@@ -244,6 +236,7 @@ def test_a_camera_that_never_answers_is_offline_within_the_open_timeout(thread_e
     assert not thread_errors
 
 
+@pytest.mark.realtime  # 4 s of reconnect attempts on the wall clock
 def test_a_refused_connection_is_retried_with_growing_backoff(thread_errors):
     url = f"rtsp://127.0.0.1:{free_port()}/street"  # nothing listens there
     with Running(camera_at(url, reconnect_min_s=0.1, reconnect_max_s=2.0)) as run:
@@ -276,41 +269,9 @@ def test_backoff_grows_to_its_ceiling_with_full_jitter_and_resets():
 # ---- damaged video files ----
 
 
-def remux(src: Path, dst: Path, *, seconds: float | None = None) -> Path:
-    """``src`` (or its first ``seconds``) as an MP4 with its index at the front ("faststart"), so
-    cutting the file short keeps the index and loses only the end."""
-    with av.open(str(src)) as source, av.open(str(dst), "w", format="mp4",
-                                              options={"movflags": "+faststart"}) as out:
-        stream = source.streams.video[0]
-        target = out.add_stream_from_template(stream)
-        for packet in source.demux(stream):
-            if packet.dts is None or (seconds is not None and packet.dts * stream.time_base >= seconds):
-                continue
-            packet.stream = target
-            out.mux(packet)
-    return dst
-
-
-def garble(src: Path, dst: Path, *, at_s: float, length: int = 20_000) -> tuple[float, float]:
-    """Copies ``src`` with random bytes over ``length`` bytes starting at the packet shown at
-    ``at_s``; returns the stream-time span [first damaged picture, next intact keyframe)."""
-    with av.open(str(src)) as container:
-        stream = container.streams.video[0]
-        start = stream.start_time or 0
-        packets = [(p.pos, p.size, float((p.pts - start) * stream.time_base), p.is_keyframe)
-                   for p in container.demux(stream) if p.size]
-    pos = next(pos for pos, _, pts, _ in sorted(packets, key=lambda p: p[2]) if pts >= at_s)
-    damaged = [pts for p, size, pts, _ in packets if p + size > pos and p < pos + length]
-    resumes = min(pts for p, _, pts, key in packets if key and p >= pos + length)
-    data = bytearray(src.read_bytes())
-    data[pos:pos + length] = random.Random(1).randbytes(length)
-    dst.write_bytes(bytes(data))
-    return min(damaged), resumes
-
-
 def test_a_truncated_file_yields_what_it_holds_then_names_the_camera(tmp_path):
     cut = tmp_path / "cut.mp4"
-    data = remux(SAMPLE_VIDEO, tmp_path / "whole.mp4").read_bytes()
+    data = cut_video(SAMPLE_VIDEO, tmp_path / "whole.mp4").read_bytes()
     cut.write_bytes(data[: len(data) // 2])
     pts = []
     with pytest.raises(SourceError, match=r"camera cam-7: video file .*cut\.mp4 is damaged: .*ends early"):
@@ -346,8 +307,9 @@ def test_garbage_in_a_file_skips_to_the_next_keyframe_and_no_smeared_frame_is_an
     assert all(b > a for a, b in itertools.pairwise(pts))
 
 
+@pytest.mark.realtime  # a live source paces its file at real speed
 def test_a_live_source_on_a_damaged_file_fails_once_with_the_error(tmp_path, thread_errors):
-    short = remux(SAMPLE_VIDEO, tmp_path / "short.mp4", seconds=5.0)
+    short = cut_video(SAMPLE_VIDEO, tmp_path / "short.mp4", seconds=5.0)
     garbled = tmp_path / "garbled.mp4"
     garble(short, garbled, at_s=2.3, length=3000)
     cut = tmp_path / "cut.mp4"

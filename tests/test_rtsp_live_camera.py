@@ -21,8 +21,8 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from conftest import SAMPLE_VIDEO
 from fixture_rtsp import gst_rtsp_missing
+from support import SAMPLE_VIDEO
 
 _missing = gst_rtsp_missing()
 pytestmark = pytest.mark.skipif(_missing is not None, reason=f"the GStreamer RTSP server is missing: {_missing}; "

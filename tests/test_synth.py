@@ -7,7 +7,7 @@ import json
 
 import cv2
 import numpy as np
-from conftest import DEFAULT_MODEL, SAMPLE_CAMERA, SAMPLE_VIDEO
+from support import DEFAULT_MODEL, SAMPLE_CAMERA, SAMPLE_VIDEO, truth_of
 
 from pipeline.config import load_camera
 from pipeline.detect import Detector
@@ -34,7 +34,7 @@ def test_the_same_seed_renders_the_same_street(tmp_path):
 
 def test_the_sample_episodes_lie_in_the_zones_of_the_sample_camera():
     camera = load_camera(SAMPLE_CAMERA)
-    truth = json.loads(SAMPLE_VIDEO.with_name("sample-street.gt.json").read_text())
+    truth = truth_of(SAMPLE_VIDEO)
     zones = {zone.id: zone.polygon_px((truth["width"], truth["height"])) for zone in camera.zones}
 
     for episode in truth["episodes"]:

@@ -10,7 +10,7 @@ import sys
 import av
 import cv2
 import pytest
-from conftest import REPO, SAMPLE_VIDEO
+from support import REPO, SAMPLE_VIDEO
 
 from pipeline.cli.main import main as cli_main
 from pipeline.detect import Detector, load_card

@@ -5,15 +5,24 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
-from conftest import CAR_VIDEO, DEFAULT_MODEL, REPO, SAMPLE_CAMERA, SAMPLE_VIDEO, SHARED
 from review_support import PASSWORD, START_TIME, running_app
-from test_patrol import expected_cases, match
+from support import (
+    CAR_VIDEO,
+    DEFAULT_MODEL,
+    PATROL,
+    REPO,
+    SAMPLE_CAMERA,
+    SAMPLE_VIDEO,
+    SHARED,
+    expected_cases,
+    match,
+    short_street,
+)
 
 from pipeline.cli.main import main
 from pipeline.config import load_camera
@@ -128,9 +137,15 @@ def test_bad_models_are_a_usage_error_naming_them(tmp_path, capsys, models, name
 
 
 @pytest.fixture(scope="module")
-def two_model_replay(tmp_path_factory) -> Path:
+def street(tmp_path_factory) -> Path:
+    """The sample's first 84 s: a parked car, the stall and the bin."""
+    return short_street(tmp_path_factory.mktemp("street"))
+
+
+@pytest.fixture(scope="module")
+def two_model_replay(tmp_path_factory, street) -> Path:
     out = tmp_path_factory.mktemp("two-models") / "out"
-    done = subprocess.run([sys.executable, "-m", "pipeline.cli.main", "replay", str(SAMPLE_VIDEO),
+    done = subprocess.run([*PATROL, "replay", str(street),
                            "--camera", str(SAMPLE_CAMERA), "--out", str(out), "--start-time", START_TIME, *TWO_MODELS],
                           check=False, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert done.returncode == 0, done.stderr
@@ -138,9 +153,9 @@ def two_model_replay(tmp_path_factory) -> Path:
 
 
 @needs_shared
-def test_the_two_model_replay_still_files_the_stall_and_bin_cases(two_model_replay):
+def test_the_two_model_replay_still_files_the_stall_and_bin_cases(two_model_replay, street):
     cases = [json.loads(line) for line in (two_model_replay / "cases.jsonl").read_text().splitlines()]
-    expected = expected_cases(load_camera(SAMPLE_CAMERA))
+    expected = expected_cases(load_camera(SAMPLE_CAMERA), street)
     matched, missing, extra = match(cases, expected)
     assert extra == []  # every case filed is a real episode
     assert {kind for kind, _, _ in missing} <= {"illegal_parking"}  # the parked cars are YOLOX's to see
