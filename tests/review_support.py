@@ -9,8 +9,6 @@ SQLite queue), plus one camera-fault case rendered by the real evidence renderer
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from datetime import datetime
@@ -20,6 +18,7 @@ from zoneinfo import ZoneInfo
 import cv2
 import pytest
 from fastapi.testclient import TestClient
+from support import REPO, START_TIME, sample_replay_once
 
 from pipeline.evidence import CameraInfo, EvidenceRenderer, LocalEvidenceStore, load_event_codes
 from pipeline.evidence.render import CameraFault
@@ -31,11 +30,7 @@ from pipeline.review.store import ReviewStore
 from pipeline.review.vocabulary import AccountRole
 from pipeline.types import CaseNote, Frame
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE_VIDEO = REPO / "streams" / "samples" / "sample-street.mp4"
-SAMPLE_CAMERA = REPO / "streams" / "sample-street.yaml"
 STREAMS = REPO / "streams"
-START_TIME = "2026-03-02T08:00:00"  # the replay's first frame, camera local time (UTC+8)
 FAULT_CASE = "F-0123456789abcdef"
 PASSWORD = "correct-horse-battery"  # every test account's password
 ACCOUNTS = {"officer1": AccountRole.OFFICER, "officer2": AccountRole.OFFICER, "chief": AccountRole.SUPERVISOR,
@@ -46,14 +41,11 @@ _password_hash: list[str] = []
 
 
 def replayed_street(base: Path) -> Path:
-    """The pristine replay (queue + evidence) under ``base``, made once per test session."""
+    """The pristine replay (queue + evidence) under ``base``, made once per test session: the
+    session's replay of the sample plus a camera-fault case."""
     if "street" not in _replayed:
         out = base / "street"
-        done = subprocess.run(
-            [sys.executable, "-m", "pipeline.cli.main", "replay", str(SAMPLE_VIDEO), "--camera", str(SAMPLE_CAMERA),
-             "--out", str(out), "--start-time", START_TIME, "--threads", "2"],
-            check=False, cwd=REPO, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr
+        shutil.copytree(sample_replay_once(base).out, out)
         _add_camera_fault(out)
         _replayed["street"] = out
     return _replayed["street"]
