@@ -58,4 +58,4 @@ def sample_replay(tmp_path_factory) -> Replay:
     """The whole sample street replayed once for the session (``support.sample_replay_once``),
     for tests that only read what it filed (cases.jsonl, evidence, queue): never write under its
     ``out``; copy it to change it."""
-    return sample_replay_once(tmp_path_factory.getbasetemp())
+    return sample_replay_once(tmp_path_factory)

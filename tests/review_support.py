@@ -40,12 +40,12 @@ _replayed: dict[str, Path] = {}
 _password_hash: list[str] = []
 
 
-def replayed_street(base: Path) -> Path:
-    """The pristine replay (queue + evidence) under ``base``, made once per test session: the
-    session's replay of the sample plus a camera-fault case."""
+def replayed_street(tmp_path_factory) -> Path:
+    """The pristine replay (queue + evidence), made once per test session: a copy of the run's
+    replay of the sample plus a camera-fault case."""
     if "street" not in _replayed:
-        out = base / "street"
-        shutil.copytree(sample_replay_once(base).out, out)
+        out = tmp_path_factory.getbasetemp() / "street"
+        shutil.copytree(sample_replay_once(tmp_path_factory).out, out)
         _add_camera_fault(out)
         _replayed["street"] = out
     return _replayed["street"]
@@ -78,7 +78,7 @@ def _add_camera_fault(out: Path) -> None:
 
 def copy_of_street(tmp_path_factory: pytest.TempPathFactory, var: Path) -> Path:
     """A private copy of the replayed street at ``var``: one test's decisions touch nobody else's."""
-    shutil.copytree(replayed_street(tmp_path_factory.getbasetemp()), var)
+    shutil.copytree(replayed_street(tmp_path_factory), var)
     return var
 
 

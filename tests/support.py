@@ -8,7 +8,9 @@ modules that import them from there.
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -22,6 +24,7 @@ from zoneinfo import ZoneInfo
 
 import av
 import yaml
+from filelock import FileLock
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -210,16 +213,30 @@ class Replay:
 _whole_sample: dict[Path, Replay] = {}
 
 
-def sample_replay_once(base: Path) -> Replay:
+def run_base(tmp_path_factory) -> Path:
+    """The folder every process of this test run shares: the session's own base temp, or under
+    pytest-xdist (``make test -j``'s workers) the folder above the workers' base temps."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def sample_replay_once(tmp_path_factory) -> Replay:
     """The whole sample street replayed by the `patrol` command (embedded queue and evidence
-    folder, first frame at :data:`START_TIME`) under ``base``, once per test session: the
-    ``sample_replay`` fixture. For tests that only read what it filed; copy it to change it."""
+    folder, first frame at :data:`START_TIME`), once per test run: the first process to get here
+    makes it under a file lock, the others wait and read it. For tests that only read what it
+    filed; copy it to change it."""
+    base = run_base(tmp_path_factory)
     if base not in _whole_sample:
         out = base / "sample-replay"
-        done = subprocess.run([*PATROL, "replay", str(SAMPLE_VIDEO), "--camera", str(SAMPLE_CAMERA), "--out", str(out),
-                               "--start-time", START_TIME, "--threads", "2"],
-                              check=False, cwd=REPO, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr
+        with FileLock(str(base / "sample-replay.lock")):
+            complete = base / "sample-replay.complete"  # a run that died halfway is made again
+            if not complete.is_file():
+                shutil.rmtree(out, ignore_errors=True)
+                done = subprocess.run([*PATROL, "replay", str(SAMPLE_VIDEO), "--camera", str(SAMPLE_CAMERA),
+                                       "--out", str(out), "--start-time", START_TIME, "--threads", "2"],
+                                      check=False, cwd=REPO, capture_output=True, text=True, timeout=300)
+                assert done.returncode == 0, done.stderr
+                complete.touch()
         _whole_sample[base] = Replay.read(out)
     return _whole_sample[base]
 
