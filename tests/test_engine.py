@@ -3,6 +3,7 @@ a live camera's fault policy."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from pathlib import Path
@@ -163,3 +164,20 @@ def test_a_filed_case_is_not_filed_again_by_the_next_run(tmp_path: Path) -> None
     restarted = CameraPipeline(config, "live:shuangshan-sample", wall_clock_ids=True)
     keeper.restore(restarted)
     assert _parked(restarted, 0.0, 6.0, T0 + 30) + restarted.flush() == []
+
+
+@pytest.mark.parametrize("saved", [
+    {"no-parking-kerb/illegal_parking": [{"role": "vehicle"}]},  # an episode without its fields
+    {"no-parking-kerb/illegal_parking": {"role": "vehicle"}},
+    ["not", "a", "mapping"],
+    {"no-parking-kerb/illegal_parking": [{"role": "vehicle", "ordinal": 0, "first_seen_wall": "soon",
+                                          "last_seen_wall": 1.0, "first_bbox": [0, 0, 1, 1], "last_bbox": [0, 0, 1, 1],
+                                          "score_sum": 1.0, "observations": 1, "confirmed": False}]},
+])
+def test_a_damaged_episode_snapshot_costs_the_episodes_not_the_worker(tmp_path: Path, saved, caplog) -> None:
+    (tmp_path / "shuangshan-sample.json").write_text(json.dumps(saved), encoding="utf-8")
+    camera = CameraPipeline(load_camera(SAMPLE_CAMERA), "live:shuangshan-sample", wall_clock_ids=True)
+    with caplog.at_level(logging.WARNING):
+        EpisodeKeeper(FileEpisodeMemory(tmp_path)).restore(camera)
+    assert "unreadable" in caplog.text
+    assert _parked(camera, 0.0, 25.0, T0) != []  # the camera goes on and files its case

@@ -28,6 +28,8 @@ class EpisodeKeeper:
             camera.rules.adopt(self.memory.load(camera.camera.id))
         except BackendUnavailable as exc:
             log.warning("camera %s: its saved episodes are out of reach (%s); starting afresh", camera.camera.id, exc)
+        except ValueError as exc:  # a damaged or foreign snapshot costs the episodes, not the worker
+            log.warning("camera %s: its saved episodes are unreadable (%s); starting afresh", camera.camera.id, exc)
 
     def due(self) -> bool:
         """True once every ``every_s`` seconds."""

@@ -11,7 +11,7 @@ import numpy as np
 from pipeline.config import CameraConfig, RuleConfig
 from pipeline.types import BBox, Detections, Frame, Violation, as_bbox
 
-from .episodes import EpisodeTracker
+from .episodes import EpisodeTracker, check_saved_episode
 from .zone_mask import ZoneMask
 
 
@@ -104,7 +104,16 @@ class RuleEngine:
 
     def adopt(self, saved: dict) -> None:
         """Takes in a ``snapshot`` of an earlier run of this camera; applied on the next frame.
-        Episodes of zones or rules this camera no longer has are dropped."""
+        Episodes of zones or rules this camera no longer has are dropped. ValueError, and nothing
+        taken in, when ``saved`` is not what ``snapshot`` gives (a damaged or foreign file): it
+        is checked here, not on the next frame, where it would stop the patrol."""
+        if not isinstance(saved, dict):
+            raise ValueError(f"an episode snapshot is a mapping of zone/rule to episodes, not {type(saved).__name__}")
+        for key, episodes in saved.items():
+            if not isinstance(episodes, list):
+                raise ValueError(f"episode snapshot {key!r}: expected a list of episodes")
+            for item in episodes:
+                check_saved_episode(item)
         self._adopt = saved
 
     def _take_in(self, saved: dict, frame: Frame) -> None:

@@ -246,6 +246,26 @@ def _close(episode: Episode, case_id: str | None) -> None:
     episode.best_frame = None
 
 
+_SAVED_NUMBERS = ("ordinal", "first_seen_wall", "last_seen_wall", "score_sum", "observations")
+
+
+def check_saved_episode(item: object) -> None:
+    """ValueError unless ``item`` is one episode as ``EpisodeTracker.snapshot`` writes it."""
+    if not isinstance(item, dict):
+        raise ValueError(f"a saved episode is a mapping, not {type(item).__name__}")
+    missing = [key for key in ("role", "confirmed", "first_bbox", "last_bbox", *_SAVED_NUMBERS) if key not in item]
+    if missing:
+        raise ValueError(f"a saved episode lacks {', '.join(missing)}")
+    boxes = (item["first_bbox"], item["last_bbox"])
+    if not all(isinstance(box, list) and len(box) == 4 for box in boxes):
+        raise ValueError("a saved episode's boxes must be lists of 4 numbers")
+    numbers = [item[key] for key in _SAVED_NUMBERS] + [*boxes[0], *boxes[1]]
+    if not all(isinstance(n, int | float) and not isinstance(n, bool) and np.isfinite(n) for n in numbers):
+        raise ValueError("a saved episode has times, counts or boxes that are not finite numbers")
+    if not isinstance(item["role"], str) or not isinstance(item["confirmed"], bool):
+        raise ValueError("a saved episode's role must be text and confirmed true or false")
+
+
 def _remember_if_best(episode: Episode, frame: Frame, box: np.ndarray, score: float) -> None:
     quality = float((box[2] - box[0]) * (box[3] - box[1])) * score
     if episode.best_frame is None or quality > episode.best_quality:
