@@ -22,8 +22,8 @@ from pathlib import Path
 from benchmarks.common import Settings, Video, median, street, write_result
 from benchmarks.plot import line_chart
 from pipeline.config import Workspace
-from pipeline.engine import Patrol, embedded_cases
 from pipeline.detect import Detector
+from pipeline.engine import Patrol, embedded_cases
 
 MAX_LAG_S = 1.0
 MIN_RATE_SHARE = 0.9  # of the analysis fps, for every camera

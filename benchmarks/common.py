@@ -19,9 +19,9 @@ import numpy as np
 import onnxruntime as ort
 
 import pipeline
-from pipeline.engine import ReplaySummary, embedded_cases, replay
 from pipeline.config import CameraConfig, Workspace, load_camera
 from pipeline.detect import Detector
+from pipeline.engine import ReplaySummary, embedded_cases, replay
 from pipeline.synth import Scenario, render_video, sample_scenario
 
 REPO = Path(pipeline.__file__).resolve().parents[1]

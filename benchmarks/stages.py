@@ -26,8 +26,8 @@ from benchmarks.common import Settings, Video, real_video, rss_mb, sample_street
 from benchmarks.compare import run_child
 from benchmarks.plot import bar_chart
 from pipeline.config import Workspace
-from pipeline.engine import CameraPipeline, Patrol, StageTimer, embedded_cases
 from pipeline.detect import Detector, MotionGate
+from pipeline.engine import CameraPipeline, Patrol, StageTimer, embedded_cases
 from pipeline.ingest import decode
 
 STAGES = ("decode", "preprocess", "inference", "postprocess", "track", "rules", "evidence")

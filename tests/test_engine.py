@@ -135,7 +135,8 @@ def _parked(camera: CameraPipeline, start_s: float, seconds: float, wall0: float
     due = []
     for index in range(int(seconds * 5)):
         pts = start_s + index / 5
-        due += camera.step(Frame("shuangshan-sample", index, pts, wall0 + pts, image), _car((100.0, 400.0, 260.0, 480.0)))
+        frame = Frame("shuangshan-sample", index, pts, wall0 + pts, image)
+        due += camera.step(frame, _car((100.0, 400.0, 260.0, 480.0)))
     return due
 
 

@@ -17,8 +17,8 @@ from queue_contract import LOCATION
 from pipeline.evidence import (
     CameraInfo,
     EventCodeError,
-    EvidenceRenderer,
     EventCodeTable,
+    EvidenceRenderer,
     HersheyText,
     LocalEvidenceStore,
     TrueTypeText,

@@ -7,8 +7,8 @@ import pytest
 from support import DEFAULT_MODEL, SAMPLE_CAMERA
 
 from pipeline.config import ConfigError, Workspace, load_camera
-from pipeline.engine import CameraPipeline
 from pipeline.detect import MotionGate
+from pipeline.engine import CameraPipeline
 from pipeline.types import Detections, Frame
 
 # --- the camera file setting ---------------------------------------------------------------------
@@ -174,9 +174,9 @@ def still_video(path, seconds: float = 3.0, fps: int = 15) -> str:
 def test_a_live_patrol_reports_gated_frames_in_its_health_line_and_metrics(tmp_path) -> None:
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from pipeline.engine.health import PatrolCollector
-    from pipeline.engine import Patrol, embedded_cases
     from pipeline.detect import Detector
+    from pipeline.engine import Patrol, embedded_cases
+    from pipeline.engine.health import PatrolCollector
 
     camera = load_camera(camera_file(tmp_path, "motion_gating: true\n")).model_copy(
         update={"url": still_video(tmp_path / "still.mp4")})

@@ -14,17 +14,17 @@ from pathlib import Path
 import pytest
 from queue_contract import make_record
 
-from pipeline.evidence import LocalEvidenceStore
-from pipeline.queue import SqliteCaseQueue
 from pipeline.delivery import CaseSpool, SpoolDrainer
-from pipeline.evidence import RenderedCase
+from pipeline.evidence import LocalEvidenceStore, RenderedCase
+from pipeline.queue import SqliteCaseQueue
 from pipeline.types import CaseNote, CaseRecord, EvidenceItem
 
 
 def rendered_case(record: CaseRecord, frame_jpg: bytes, metadata: bytes) -> RenderedCase:
     """A rendered case with two evidence files, as the evidence renderer hands it over."""
     prefix = f"2024-05-01/cam-07/{record.case_id}"
-    files = {f"{prefix}/frame.jpg": (frame_jpg, "image/jpeg"), f"{prefix}/metadata.json": (metadata, "application/json")}
+    files = {f"{prefix}/frame.jpg": (frame_jpg, "image/jpeg"),
+             f"{prefix}/metadata.json": (metadata, "application/json")}
     evidence = {key.rsplit("/", 1)[1]: EvidenceItem(key, hashlib.sha256(data).hexdigest(), content_type)
                 for key, (data, content_type) in files.items()}
     return RenderedCase(replace(record, evidence=evidence), {key: data for key, (data, _) in files.items()})
@@ -208,7 +208,8 @@ def test_a_spool_written_before_the_delivery_package_drains_after_the_upgrade(tm
     spool = CaseSpool(tmp_path / "spool")
     heard: list[tuple[str, bool]] = []
 
-    assert SpoolDrainer(spool, store, queue, listeners=[lambda r, new: heard.append((r.case_id, new))]).drain_once() == 2
+    drainer = SpoolDrainer(spool, store, queue, listeners=[lambda r, new: heard.append((r.case_id, new))])
+    assert drainer.drain_once() == 2
 
     assert heard == [("P-0123456789abcdef", True)] and spool.entries() == []
     record = queue.get("P-0123456789abcdef")

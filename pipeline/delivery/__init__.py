@@ -1,4 +1,5 @@
-"""Delivery: rendered cases committed to a write-ahead spool, then delivered to the evidence store and the case queue."""
+"""Delivery: rendered cases committed to a write-ahead spool, then delivered to the evidence store and the
+case queue."""
 
 from pipeline.delivery.drainer import Listener, SpoolDrainer
 from pipeline.delivery.filer import CaseFiler

@@ -78,7 +78,8 @@ class CaseSpool:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._lock_file.close()
-            raise SpoolBusy(f"spool {self.root} is in use by another patrol process; give each worker its own") from None
+            raise SpoolBusy(f"spool {self.root} is in use by another patrol process; "
+                            "give each worker its own") from None
         # Staging folders of a process that died before committing hold half a case: its
         # violation was never announced, so the next run re-derives it or it never existed.
         for leftover in self._staging.iterdir():

@@ -13,6 +13,7 @@ from pipeline.ingest import StateChange
 from pipeline.types import CaseNote, Frame
 from pipeline.vocabulary import CameraState
 
+
 @dataclass(frozen=True)
 class FileFault:
     """The camera has been without video since ``since_wall``: file its fault case."""

@@ -13,10 +13,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import Metric as PrometheusMetric
 from prometheus_client.registry import Collector
 
 from pipeline.vocabulary import CameraState, Metric
+
 
 @dataclass(frozen=True)
 class Counters:
@@ -124,11 +126,12 @@ class PatrolCollector(Collector):
     def __init__(self, report: Callable[[], PatrolReport]) -> None:
         self._report = report
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[PrometheusMetric]:
         report = self._report()
         cams = report.cameras
         yield _gauge(Metric.CAMERA_STATE, "1 for the camera's current state, 0 for the others",
-                     ((c.camera_id, s.value, float(c.state == s)) for c in cams for s in CameraState), ("camera", "state"))
+                     ((c.camera_id, s.value, float(c.state == s)) for c in cams for s in CameraState),
+                     ("camera", "state"))
         yield _gauge(Metric.CAMERA_STATE_SINCE, "Unix time the camera entered its current state",
                      ((c.camera_id, c.state_since) for c in cams))
         for name, key, help_text in (
@@ -189,7 +192,8 @@ def serve_metrics(address: str, report: Callable[[], PatrolReport]) -> str | Non
     return f"http://{host}:{server.server_port}/metrics"
 
 
-def _gauge(name: str, help_text: str, rows: Iterable[tuple], labels: tuple[str, ...] = ("camera",)) -> Metric:
+def _gauge(name: str, help_text: str, rows: Iterable[tuple], labels: tuple[str, ...] = ("camera",)
+           ) -> PrometheusMetric:
     family = GaugeMetricFamily(name, help_text, labels=labels)
     for *label_values, value in rows:
         family.add_metric(label_values, value)

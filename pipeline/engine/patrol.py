@@ -205,7 +205,8 @@ class Patrol:
                 self._take_newest()
                 if self._batch_due():
                     self._analyse_waiting()
-                ended = [camera for camera in self.cameras if camera.state not in (CameraState.LIVE, CameraState.STALLED)]
+                ended = [camera for camera in self.cameras
+                         if camera.state not in (CameraState.LIVE, CameraState.STALLED)]
                 if ended:  # no newer frame is coming to release their post-roll
                     self._after_analysis(self._flush, ended)
                 self._raise_analysis_errors()

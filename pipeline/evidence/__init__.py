@@ -10,10 +10,10 @@ from pipeline.evidence.event_codes import (
 )
 from pipeline.evidence.factory import open_evidence_store
 from pipeline.evidence.local_store import LocalEvidenceStore
+from pipeline.evidence.render import EvidenceRenderer, RenderedCase
 from pipeline.evidence.s3_store import S3EvidenceStore
 from pipeline.evidence.store import EvidenceStore, InvalidEvidenceKey
 from pipeline.evidence.text import HersheyText, TrueTypeText, find_cjk_font
-from pipeline.evidence.render import EvidenceRenderer, RenderedCase
 
 __all__ = [
     "DEFAULT_EVENT_CODES_PATH",
