@@ -40,10 +40,11 @@ def _max_drift_field(default: float | None) -> Any:
         default,
         gt=0,
         description=(
-            "How far the box centre may move within drift_window_s, as a fraction of the box's"
-            " longer side, before the object counts as moving and its dwell restarts (a car"
-            " crawling along is not parked). Relative, so it means the same for near and far"
-            " objects. null: movement is ignored."
+            "How far the box may move within drift_window_s, as a fraction of the box's longer"
+            " side, before the object counts as moving and its dwell restarts (a car crawling"
+            " along is not parked). Only the shift both edges of the box share counts, so a box"
+            " flickering between a tight and a loose fit is not movement. Relative, so it means"
+            " the same for near and far objects. null: movement is ignored."
         ),
     )
 

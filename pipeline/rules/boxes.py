@@ -18,12 +18,12 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
 
 
-def centre(box: np.ndarray) -> tuple[float, float]:
-    return float(box[0] + box[2]) / 2, float(box[1] + box[3]) / 2
-
-
-def centre_drift(anchor: np.ndarray, box: np.ndarray) -> float:
-    """How far ``box``'s centre lies from ``anchor``'s, in units of ``box``'s longer side."""
-    shift = (box[:2] + box[2:]) / 2 - (anchor[:2] + anchor[2:]) / 2
+def shared_shift(anchor: np.ndarray, box: np.ndarray) -> float:
+    """How far ``box`` moved from ``anchor``, in units of ``box``'s longer side, counting per axis
+    only the shift both edges make in the same direction. A moving object carries both edges
+    along; a detector that flickers between a tight and a loose fit (a shadow or a mirror in the
+    box, then not) moves one edge, or both apart, and the centre with them: that is not movement."""
+    near, far = box[:2] - anchor[:2], box[2:] - anchor[2:]
+    together = np.where(np.sign(near) == np.sign(far), np.sign(near) * np.minimum(np.abs(near), np.abs(far)), 0.0)
     longer_side = max(box[2] - box[0], box[3] - box[1], 1e-9)
-    return float(np.hypot(*shift) / longer_side)
+    return float(np.hypot(*together) / longer_side)

@@ -17,7 +17,7 @@ import numpy as np
 from pipeline.config import RuleConfig
 from pipeline.types import Detections, Frame, Violation, as_bbox
 
-from .boxes import box_iou, centre, centre_drift
+from .boxes import box_iou, shared_shift
 from .case_id import case_id
 
 
@@ -45,8 +45,8 @@ class Episode:
     best_quality: float = 0.0
     confirmed: bool = False
     case_id: str | None = None  # given at confirmation
-    # (pts, centre x, centre y) of the last drift_window_s, to tell a moving object from a parked one
-    trail: deque[tuple[float, float, float]] = field(default_factory=deque)
+    # (pts, box) of the last drift_window_s, to tell a moving object from a parked one
+    trail: deque[tuple[float, np.ndarray]] = field(default_factory=deque)  # (stream time, box)
 
     @property
     def dwell_s(self) -> float:
@@ -127,18 +127,17 @@ class EpisodeTracker:
         return self._rule.cooldown_s if episode.confirmed else self._rule.max_gap_s
 
     def _moving(self, episode: Episode, box: np.ndarray, now: float) -> bool:
-        """Whether the centre moved more than max_drift over the last drift_window_s."""
+        """Whether the box moved more than max_drift over the last drift_window_s."""
         if self._rule.max_drift is None:
             return False
         trail = episode.trail
         while len(trail) > 1 and trail[1][0] <= now - self._rule.drift_window_s:
             trail.popleft()
-        _, x, y = trail[0]
-        return centre_drift(np.array([x, y, x, y]), box) > self._rule.max_drift
+        return shared_shift(trail[0][1], box) > self._rule.max_drift
 
     def _remember_position(self, episode: Episode, now: float, box: np.ndarray) -> None:
         if self._rule.max_drift is not None:  # only movement checks read the trail, and they trim it
-            episode.trail.append((now, *centre(box)))
+            episode.trail.append((now, box))
 
     def _associate(self, objects: Detections) -> list[Episode | None]:
         """The episode each object continues, by track id, else by IoU with an episode unseen
@@ -176,7 +175,7 @@ class EpisodeTracker:
             last_bbox=box,
             score_sum=float(objects.score[index]),
             observations=1,
-            trail=deque([(frame.pts_s, *centre(box))]),
+            trail=deque([(frame.pts_s, box)]),
         )
         _remember_if_best(episode, frame, box, float(objects.score[index]))
         return episode
@@ -235,7 +234,7 @@ class EpisodeTracker:
                 first_seen_wall=float(item["first_seen_wall"]), first_bbox=first_bbox, first_frame=None,
                 last_seen_s=frame.pts_s, last_bbox=last_bbox, score_sum=float(item["score_sum"]),
                 observations=int(item["observations"]), confirmed=bool(item["confirmed"]),
-                trail=deque([(frame.pts_s, *centre(last_bbox))]),
+                trail=deque([(frame.pts_s, last_bbox)]),
             ))
 
 

@@ -14,18 +14,24 @@ class Tracker:
 
     ``lost_s`` is how long a track survives unseen (a bus passing in front of a parked car);
     the rules bridge longer gaps themselves by matching boxes.
+
+    ``start_score``: a detection this sure can start a track. It is the detector's own default
+    threshold, not ByteTrack's usual 0.5: a parked car at dusk, in rain or at an odd angle scores
+    0.25-0.45 on every frame, and with a higher bar it never gets a track, so never a case. A
+    track still needs two frames in a row, and a rule its whole dwell, before anything is filed.
+    Scores below it (a detector run with a lower --conf) only keep existing tracks alive.
     """
 
-    def __init__(self, *, analysis_fps: float, lost_s: float = 3.0, activation_score: float = 0.4,
-                 high_score: float = 0.5, min_iou: float = 0.1) -> None:
+    def __init__(self, *, analysis_fps: float, lost_s: float = 3.0, start_score: float = 0.25,
+                 min_iou: float = 0.1) -> None:
         self._tracker = ByteTrackTracker(
             # the library counts its lost buffer in 30 fps frames, whatever the frame rate
             lost_track_buffer=max(1, round(lost_s * 30)),
             frame_rate=analysis_fps,
-            track_activation_threshold=activation_score,
+            track_activation_threshold=start_score,
             minimum_consecutive_frames=2,
             minimum_iou_threshold=min_iou,
-            high_conf_det_threshold=high_score,
+            high_conf_det_threshold=start_score,
         )
 
     def update(self, detections: Detections, pts_s: float) -> Detections:
