@@ -42,6 +42,10 @@ def test_the_shipped_spec_is_valid_and_maps_every_source_into_project_classes(sh
     ("name: x\nval: a\nsources:\n  a: {path: ., count: 3, weight: 2}\n", "sources.a", "count or weight"),
     ("name: x\nval: a\nsources:\n  a: {path: ., wieght: 2}\n", "sources.a.wieght", "unknown key"),
     ("name: x\nval: a\nsources:\n  A B: {path: .}\n", "sources.A B.[key]", "pattern"),
+    ("name: x\nval: a\nsources:\n  a: {path: ., classes: {bag: garbage_pile}, teach: [person]}\n", "(top level)",
+     "there is no teacher"),
+    ("name: x\nval: a\nteacher: {model: t.onnx}\nsources:\n  a: {path: ., classes: {bag: garbage_pile}, "
+     "teach: [garbage_pile]}\n", "sources.a", "labelled by the source itself"),
 ])
 def test_a_bad_spec_names_the_file_and_the_field(tmp_path, text, field, reason):
     path = write_spec(tmp_path, text)
@@ -93,6 +97,63 @@ sources:
     classes = {line.split()[0] for label in lot_labels for line in label.read_text().splitlines()}
     assert classes == {str(CLASSES.index("vehicle"))}
     assert (tmp_path / "mix" / "holdout-lot.yaml").is_file() and (tmp_path / "mix" / "data.yaml").is_file()
+
+
+def test_a_teacher_labels_what_a_source_leaves_out_in_training_images_only(tmp_path, shared):
+    """Garbage-bag photos with a car or a person in them: the COCO teacher's boxes join the bags in
+    the training mix, never in the held-out split the model is measured on."""
+    bags = shared / "datasets" / "trash-bags"
+    path = write_spec(tmp_path, f"""\
+name: x
+val: bags
+teacher: {{model: {shared / "models" / "yolov8n_coco_640.onnx"}, conf: 0.4}}
+sources:
+  bags: {{path: {bags}, classes: {{general_trashbag: garbage_pile, other_trashbag: garbage_pile}}, count: 40,
+         teach: [vehicle, non_motor_vehicle, person]}}
+""")
+    loaded = load_spec(path)
+    from pipeline.train.teacher import Teacher
+
+    teacher = Teacher(loaded.teacher_model(), conf=0.4, cache=tmp_path / "cache")
+    build_mix(loaded, open_sources(loaded), tmp_path / "mix", teacher=teacher)
+    taught = {str(CLASSES.index(c)) for c in ("vehicle", "non_motor_vehicle", "person")}
+
+    def classes_in(split: str) -> set[str]:
+        labels = (tmp_path / "mix" / split / "bags" / "labels").glob("*.txt")
+        return {line.split()[0] for label in labels for line in label.read_text().splitlines()}
+
+    assert classes_in("train") & taught, "the teacher should box someone or something in 40 street-side photos"
+    assert str(CLASSES.index("garbage_pile")) in classes_in("train")
+    assert not classes_in("holdout") & taught
+    cached = list((tmp_path / "cache").rglob("*.txt"))
+    assert cached, "the teacher's labels are cached for the next run"
+
+
+def test_a_mix_without_the_teacher_its_spec_names_is_refused(tmp_path, shared):
+    path = write_spec(tmp_path, f"""\
+name: x
+val: bags
+teacher: {{model: {shared / "models" / "yolov8n_coco_640.onnx"}}}
+sources:
+  bags: {{path: {shared / "datasets" / "trash-bags"}, classes: {{general_trashbag: garbage_pile}}, count: 2,
+         teach: [person]}}
+""")
+    loaded = load_spec(path)
+    with pytest.raises(SpecError, match=r"sources\.bags\.teach: there is no teacher"):
+        build_mix(loaded, open_sources(loaded), tmp_path / "mix")
+
+
+def test_plates_are_read_through_the_detectors_vehicle_box_as_a_case_reads_them(shared):
+    """The COCO detector's vehicle boxes on ccpd-plates: the plate is read in the box's crop; a photo
+    whose plate no vehicle box holds is a plate not read, however well the reader alone does."""
+    from pipeline.detect import Detector
+    from pipeline.train.plates import evaluate_plates
+
+    result = evaluate_plates(Detector(shared / "models" / "yolov8n_coco_640.onnx", parallel_runs=1),
+                             shared / "datasets" / "ccpd-plates")
+    assert result["images"] == 16 and result["reader_alone"] >= 15
+    assert result["exact"] <= result["vehicle_found"] < 16
+    assert sum(miss["read"] == "no vehicle" for miss in result["misses"]) == 16 - result["vehicle_found"]
 
 
 def test_draw_repeats_whole_passes_before_sampling_the_rest():

@@ -140,3 +140,21 @@ def test_an_onnx_model_not_exported_by_ultralytics_is_refused(trained, shared, c
     assert patrol("train", str(root / "street.yaml"), "--init", str(yolox), "--out", str(root / "never.onnx"),
                   "--work", str(root / "work-yolox"), "--epochs", "1", "--imgsz", "64") == 2
     assert f"--init {yolox}: not an ultralytics export" in capsys.readouterr().err
+
+
+def test_a_model_fine_tuned_from_the_agpl_coco_checkpoint_says_agpl_in_its_card(trained, shared):
+    """Its licence passes to the weights trained from it; the card names the parent by sha256."""
+    from pipeline.detect.card import sha256_file
+
+    root, _ = trained
+    coco = shared / "models" / "yolov8n_coco.pt"
+    tuned = root / "from-coco.onnx"
+    assert patrol("train", str(root / "street.yaml"), "--init", str(coco), "--freeze", "10", "--out", str(tuned),
+                  "--work", str(root / "work-coco"), "--epochs", "1", "--imgsz", "64", "--batch", "4") == 0
+    card = load_card(tuned)
+    assert card.licence.startswith("AGPL-3.0") and sha256_file(coco)[:12] in card.licence
+    assert "Apache-2.0" in card.licence  # the code's licence, said apart from the weights'
+    assert "COCO-pretrained" in card.notes and "random init" not in card.notes
+    training = json.loads((root / "work-coco" / "training.json").read_text())
+    assert training["parent"]["name"] == "yolov8n_coco" and training["freeze"] == 10
+    assert load_card(root / "smoke.onnx").licence.startswith("Apache-2.0")  # from scratch: the project's own

@@ -38,6 +38,8 @@ def add_model_verbs(verbs: argparse._SubParsersAction) -> None:
     train.add_argument("--imgsz", type=int, default=320, help="training and input size (a multiple of 32)")
     train.add_argument("--batch", type=int, default=16)
     train.add_argument("--hours", type=float, help="wall-time cap; ultralytics fits the epochs to it")
+    train.add_argument("--freeze", type=int, default=0, help="keep the first N layers as --init has them (10: the "
+                                                             "whole YOLOv8 backbone; fine-tunes faster, forgets less)")
     train.add_argument("--eval", action="store_true", help="then run `patrol eval` on the result and quote it in the card")
     train.set_defaults(func=cmd_train)
 
@@ -111,16 +113,18 @@ def cmd_train(args) -> int:
         raise UsageError(f"--imgsz {args.imgsz}: must be a multiple of 32")
     work, out = Path(args.work), Path(args.out)
     sources = open_sources(loaded)
-    counts = build_mix(loaded, sources, work / "mix")
+    counts = build_mix(loaded, sources, work / "mix", teacher=_teacher(loaded, work))
     print(f"train: {sum(counts.values())} images ({', '.join(f'{k} {v}' for k, v in counts.items())}), "
           f"held out: {', '.join(s.name for s in sources.values() if s.holdout_images())}", flush=True)
     start, init = args.base, None
     if args.init is not None:
         start, init = _initial_checkpoint(Path(args.init), work, args.base)
     best, epochs = train(work / "mix" / "data.yaml", out_dir=work / "runs", epochs=args.epochs, imgsz=args.imgsz,
-                         hours=args.hours, batch=args.batch, model=start)
-    training = {"dataset": loaded.name, "spec": str(loaded.path), "base": args.base, "init": init, "epochs": epochs,
-                "imgsz": args.imgsz, "train_images": counts, "weights": str(best),
+                         hours=args.hours, batch=args.batch, model=start, freeze=args.freeze)
+    training = {"dataset": loaded.name, "spec": str(loaded.path), "base": args.base, "init": init,
+                "parent": _parent_record(Path(args.init)) if args.init else None, "epochs": epochs,
+                "imgsz": args.imgsz, "freeze": args.freeze, "train_images": counts, "weights": str(best),
+                "teacher": _teacher_record(loaded),
                 "sources": {s.name: {"licence": s.licence, "attribution": s.attribution} for s in sources.values()}}
     (work / "training.json").write_text(json.dumps(training, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     export_onnx(best, out, args.imgsz)
@@ -129,6 +133,44 @@ def cmd_train(args) -> int:
     if args.eval:
         _eval_into_card(out, args.eval_spec or args.spec, args)
     return 0
+
+
+def _teacher(loaded, work: Path):
+    """The spec's teacher, or None; its labels are cached under ``work``."""
+    from pipeline.train.teacher import Teacher
+
+    model = loaded.teacher_model()
+    if model is None:
+        return None
+    if not model.is_file():
+        raise UsageError(f"{loaded.path}: teacher.model: no such file {model}")
+    return Teacher(model, conf=loaded.spec.teacher.conf, cache=work / "teacher")
+
+
+def _teacher_record(loaded) -> dict | None:
+    model = loaded.teacher_model()
+    if model is None:
+        return None
+    taught = {name: spec.teach for name, spec in loaded.spec.sources.items() if spec.teach}
+    return {"model": model.name, "conf": loaded.spec.teacher.conf, "classes": taught}
+
+
+def _parent_record(init: Path) -> dict:
+    """What the new weights descend from: the file's sha256 and, from its card, its name and licence
+    (a checkpoint's card is the one named like it in models/cards, e.g. yolov8n_coco.pt)."""
+    from pipeline.detect.card import DEFAULT_CARD_DIRS, ModelCardError, load_card, read_card, sha256_file
+
+    card = None
+    try:
+        card = load_card(init) if init.suffix == ".onnx" else None
+    except ModelCardError:
+        pass
+    for directory in DEFAULT_CARD_DIRS if card is None else ():
+        named = directory / f"{init.stem}.card.yaml"
+        if named.is_file():
+            card = read_card(named)
+    return {"file": init.name, "sha256": sha256_file(init), "name": card.name if card else init.stem,
+            "licence": card.licence if card else None}
 
 
 def _initial_checkpoint(init: Path, work: Path, base: str) -> tuple[str, str]:
@@ -207,23 +249,26 @@ def cmd_eval(args) -> int:
 
 
 def _evaluate(model: Path, spec: str, args) -> tuple[dict, Path, Path]:
-    from pipeline.train.report import LABELLED_VIDEOS, evaluate_model, write_report
+    from pipeline.train.report import LABELLED_VIDEOS, PLATE_SETS, evaluate_model, write_report
     from pipeline.train.sources import open_sources
     from pipeline.train.spec import load_spec
 
     work = Path(args.eval_work)
     sources = open_sources(load_spec(spec), holdout_only_in=work / "holdout")
-    unknown = sorted(set(args.sets or ()) - set(sources) - set(LABELLED_VIDEOS))
+    unknown = sorted(set(args.sets or ()) - set(sources) - set(LABELLED_VIDEOS) - set(PLATE_SETS))
     if unknown:
-        raise UsageError(f"--sets: {', '.join(unknown)} not among the spec's sources ({', '.join(sources)}) "
-                         f"nor the labelled videos ({', '.join(LABELLED_VIDEOS)})")
+        raise UsageError(f"--sets: {', '.join(unknown)} not among the spec's sources ({', '.join(sources)}), "
+                         f"the labelled videos ({', '.join(LABELLED_VIDEOS)}) nor the plate sets "
+                         f"({', '.join(PLATE_SETS)})")
     measured = {name: s for name, s in sources.items() if not args.sets or name in args.sets}
     videos = {name: (video, labels) for name, (video, labels) in LABELLED_VIDEOS.items()
               if video.is_file() and (not args.sets or name in args.sets)}
     if "parking-lot-cam" in args.events and "parking-lot-cam" not in sources:
         raise UsageError(f"--events parking-lot-cam: the spec {spec} has no parking-lot-cam source")
+    plates = {name: folder for name, folder in PLATE_SETS.items()
+              if (folder / "labels.json").is_file() and (not args.sets or name in args.sets)}
     report = evaluate_model(model, measured, work, events=tuple(args.events), parking_lot=sources.get("parking-lot-cam"),
-                            videos=videos)
+                            videos=videos, plates=plates)
     json_path, png_path = write_report(report, Path(args.eval_out))
     for name, result in report["holdout"].items():
         classes = ", ".join(f"{c} {v['mAP50']:.3f}" for c, v in result["per_class"].items())
@@ -233,6 +278,10 @@ def _evaluate(model: Path, spec: str, args) -> tuple[dict, Path, Path]:
         print(f"eval: events {name}: {result['matched']}/{result['episodes']} episodes filed, {result['cases']} cases, "
               f"precision {result['precision']}, recall {result['recall']}, duplicates {result['duplicates']}, "
               f"false positives {result['false_positives']}")
+    for name, result in report["plates"].items():
+        print(f"eval: plates {name}: {result['exact']}/{result['images']} read exactly through the detector's "
+              f"vehicle box (a vehicle over {result['vehicle_found']} plates); the reader alone on the whole "
+              f"photo: {result['reader_alone']}/{result['images']}")
     return report, json_path, png_path
 
 

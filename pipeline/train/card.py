@@ -26,6 +26,19 @@ trash-bags and road-video figures are the honest measure of real-image transfer;
 driving through a lot, filmed from above, labelled by the project) is a view no labelled car of its training
 images shows, and the one real-car set it has not trained on."""
 
+PRETRAINED_LIMITS = """\
+What it will and will not recognise. It started from {parent} (COCO-pretrained; its backbone kept as
+it was, --freeze {freeze}) and was fine-tuned on the images counted under `data`: the project's
+synthetic street scenes and the real sets there, with the cars, e-bikes and people in the real
+photos labelled by the COCO teacher {teacher}. Vehicles, non-motor vehicles and persons it knows
+from COCO's real photographs; stalls only from drone tiles of Bogotá street vendors and synthetic
+carts; garbage from close-up photos of bagged garbage and synthetic heaps; bin and overflowing_bin
+from synthetic bins only: no public street-camera footage of stalls on a sidewalk or of overflowing
+bins exists to train or test on, so treat those classes as unproven on a real street until
+reviewed cases retrain it. The held-out real figures above are what to expect; the parking-lot-cam
+figures flatter it (its held-out frames come from the camera it trained on, and its 'vehicle'
+boxes there are occupied-space footprints)."""
+
 PRECISION_NOTES = {
     "fp16": "Weights and arithmetic converted to FP16 (onnxruntime.transformers.float16, inputs and outputs "
             "kept float32).",
@@ -40,6 +53,18 @@ def trained_card(onnx_path: Path, training: dict, *, name: str, eval_report: dic
     sources = "; ".join(f"{name}: {s['attribution']} ({s['licence']})" for name, s in training["sources"].items())
     init = training.get("init")
     started_from = f"fine-tuned from {init}" if init else "architecture only, random init"
+    parent = training.get("parent") or {}
+    parent_licence = parent.get("licence") or ""
+    if parent_licence.startswith("AGPL"):
+        licence = (f"AGPL-3.0: fine-tuned from {parent['name']} (sha256 {parent['sha256'][:12]}…), whose licence is "
+                   f"AGPL-3.0 and passes to weights trained from it; the project's code stays Apache-2.0. "
+                   f"Training data licences per source in `data`.")
+    else:
+        licence = "Apache-2.0 (the project's own weights). Training data licences per source in `data`."
+    teacher = training.get("teacher")
+    notes = LIMITS if not parent_licence.startswith("AGPL") else PRETRAINED_LIMITS.format(
+        parent=parent.get("file"), freeze=training.get("freeze", 0),
+        teacher=f"({teacher['model']}, score >= {teacher['conf']})" if teacher else "(none)")
     return ModelCard(
         name=name,
         sha256=sha256_file(onnx_path),
@@ -53,11 +78,11 @@ def trained_card(onnx_path: Path, training: dict, *, name: str, eval_report: dic
         source=f"Trained by this project with ultralytics {training['base']} ({started_from}), "
                f"{training['epochs']} epochs at {training['imgsz']} px on CPU; exported to ONNX "
                "(dynamic batch and size), FP32.",
-        licence="Apache-2.0 (the project's own weights). Training data licences per source in `data`.",
+        licence=licence,
         data=f"dataset {training['dataset']} ({training['spec']}): train images: {counts}. Held out: each "
              f"source's held-out split. Sources: {sources}",
         metrics=card_metrics(eval_report) if eval_report else {"precision": "fp32"},
-        notes=LIMITS,
+        notes=notes,
     )
 
 

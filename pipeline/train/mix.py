@@ -5,12 +5,16 @@ from __future__ import annotations
 import random
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
 from pipeline.synth.actors import CLASSES
 from pipeline.train.sources import Source
 from pipeline.train.spec import LoadedSpec
+
+if TYPE_CHECKING:
+    from pipeline.train.teacher import Teacher
 
 NAMES_YAML = "names:\n" + "".join(f"  {i}: {c}\n" for i, c in enumerate(CLASSES))
 
@@ -29,10 +33,12 @@ def wanted_count(loaded: LoadedSpec, source: Source) -> int:
     return round(available * (spec.weight if spec.weight is not None else 1.0))
 
 
-def build_mix(loaded: LoadedSpec, sources: dict[str, Source], out: Path) -> dict[str, int]:
+def build_mix(loaded: LoadedSpec, sources: dict[str, Source], out: Path,
+              teacher: Teacher | None = None) -> dict[str, int]:
     """Writes ``out/data.yaml`` (train: every source's draw; val: the spec's ``val`` source's held-out
     split) and ``out/holdout-<source>.yaml`` per source with a held-out split. Returns the number of
-    training images drawn from each source."""
+    training images drawn from each source. A source's ``teach`` classes are labelled by ``teacher``
+    in its training images; held-out labels are always the source's own."""
     if loaded.spec.val not in sources:
         raise loaded.error("val", f"source {loaded.spec.val!r} is not there to validate on")
     rng = random.Random(loaded.spec.seed)
@@ -43,9 +49,14 @@ def build_mix(loaded: LoadedSpec, sources: dict[str, Source], out: Path) -> dict
     for name, source in sources.items():
         picked = draw(source.train_images(), wanted_count(loaded, source), rng)
         seen: dict[str, int] = {}
+        if source.teach and teacher is None:
+            raise loaded.error(f"sources.{name}.teach", "there is no teacher to label it")
         for image in tqdm(picked, desc=f"mix {name}", unit="img", leave=False):
             repeat = seen[image.name] = seen.get(image.name, 0) + 1
-            _link(image, source.label_lines(image), out / "train" / name, f"{name}__r{repeat}" if repeat > 1 else name)
+            lines = source.label_lines(image)
+            if source.teach:
+                lines += teacher.label_lines(image, source.teach)
+            _link(image, lines, out / "train" / name, f"{name}__r{repeat}" if repeat > 1 else name)
         counts[name] = len(picked)
         holdout = source.holdout_images()
         for image in holdout:

@@ -29,12 +29,18 @@ LABELLED_VIDEOS = {
                    REPO / "annotations" / "eval" / "car-detection-road.labels.json"),
 }
 
+# real photos with their plate text: name -> folder (labels.json, images/)
+PLATE_SETS = {"ccpd-plates": REPO.parent / "shared" / "datasets" / "ccpd-plates"}
+
 METHOD = {
     "holdout": f"patrol's Detector on ONNX Runtime (the deployed path), score >= {EVAL_CONF}, NMS IoU {EVAL_NMS_IOU}, "
                "COCO-style 101-point AP per class, only over the classes each set is labelled with",
     "events": f"pipeline.engine.replay of the video; a case matches an episode of its kind and zone confirmed "
               f"within [start + dwell - {TOLERANCE_S:g} s, end + {TOLERANCE_S:g} s] whose box it overlaps by IoU >= "
               f"{MIN_IOU}; precision = matches / cases filed, recall = matches / episodes at least dwell long",
+    "plates": "exact match of the plate text read in the crop of the detector's smallest vehicle box over the "
+              "labelled plate (cut as a case's evidence is: pipeline/train/plates.py); reader_alone: the reader "
+              "on the whole photo",
     "road-video": "vehicle boxes on the labelled frames (every 6th with a car in view, every 30th without) of "
                   "../shared/videos/car-detection.mp4, cars driving through a lot seen from above: "
                   "annotations/eval/car-detection-road.labels.json; no model here trains on this video",
@@ -45,9 +51,10 @@ METHOD = {
 
 
 def evaluate_model(model: Path, sources: dict[str, Source], work: Path, *, events: tuple[str, ...] = EVENT_SETS,
-                   parking_lot: Source | None = None, videos: dict[str, tuple[Path, Path]] | None = None) -> dict:
+                   parking_lot: Source | None = None, videos: dict[str, tuple[Path, Path]] | None = None,
+                   plates: dict[str, Path] | None = None) -> dict:
     """Box accuracy on ``sources``' held-out images and on ``videos`` (name: video, labels JSON),
-    case accuracy on ``events``."""
+    case accuracy on ``events``, plate exact-match on ``plates`` (name: folder)."""
     card = load_card(model)
     report = {
         "model": {"path": str(model), "name": card.name, "sha256": card.sha256,
@@ -56,7 +63,14 @@ def evaluate_model(model: Path, sources: dict[str, Source], work: Path, *, event
         "method": METHOD,
         "holdout": evaluate_holdouts(model, sources, videos=videos),
         "events": {},
+        "plates": {},
     }
+    if plates:
+        from pipeline.detect import Detector
+        from pipeline.train.plates import evaluate_plates
+
+        detector = Detector(model, conf_threshold=0.25)
+        report["plates"] = {name: evaluate_plates(detector, folder) for name, folder in plates.items()}
     if "sample-street" in events:
         camera = load_camera(SAMPLE_CAMERA)
         cases = replay_cases(SAMPLE_VIDEO, camera, model, work / "replay-sample-street")
@@ -89,6 +103,8 @@ def card_metrics(report: dict) -> dict:
         "events": {name: {key: r[key] for key in ("episodes", "cases", "matched", "duplicates", "false_positives",
                                                    "precision", "recall")}
                    for name, r in report["events"].items()},
+        "plates": {name: {key: r[key] for key in ("images", "vehicle_found", "exact", "reader_alone")}
+                   for name, r in report.get("plates", {}).items()},
         "method": report["method"],
     }
 

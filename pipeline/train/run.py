@@ -10,19 +10,21 @@ from pathlib import Path
 
 
 def train(data_yaml: Path, *, out_dir: Path, epochs: int, imgsz: int, hours: float | None = None, batch: int = 16,
-          model: str = "yolov8n.yaml", name: str = "patrol") -> tuple[Path, int]:
+          model: str = "yolov8n.yaml", name: str = "patrol", freeze: int = 0) -> tuple[Path, int]:
     """Trains on the CPU, from scratch (``model`` an architecture YAML: no pretrained weights can be
     fetched here) or from an earlier run's checkpoint (``model`` a .pt); returns best.pt and the
     number of epochs actually run.
 
     ``hours`` caps the wall time (ultralytics then fits the epochs and the learning-rate schedule to it).
+    ``freeze`` keeps the first layers as the checkpoint has them.
     """
     from ultralytics import YOLO
 
     yolo = YOLO(model)
     yolo.train(data=str(data_yaml), epochs=epochs, imgsz=imgsz, batch=batch, device="cpu", workers=0,
                project=str(out_dir.resolve()), name=name, exist_ok=True, plots=False, verbose=False,
-               mosaic=1.0, close_mosaic=max(1, epochs // 5), patience=epochs, amp=False, cache=True, time=hours)
+               mosaic=1.0, close_mosaic=max(1, epochs // 5), patience=epochs, amp=False, cache=True, time=hours,
+               freeze=freeze or None)
     return out_dir / name / "weights" / "best.pt", yolo.trainer.epoch + 1
 
 

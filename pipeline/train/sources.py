@@ -25,6 +25,7 @@ class Source:
     holdout_fraction: float | None
     licence: str
     attribution: str
+    teach: frozenset[str] = frozenset()  # project classes a teacher labels in its training images
 
     def images(self, split: str) -> list[Path]:
         folder = self.root / split / "images"
@@ -111,7 +112,7 @@ def open_sources(loaded: LoadedSpec, *, holdout_only_in: Path | None = None) -> 
                 continue
             raise loaded.error(f"{field}.path", f"no such folder {root}")
         source = Source(name, root, _class_map(loaded, name, spec, root), spec.train, spec.holdout,
-                        spec.holdout_fraction, spec.licence, spec.attribution)
+                        spec.holdout_fraction, spec.licence, spec.attribution, frozenset(spec.teach))
         if need_train and not source.images(spec.train):
             raise loaded.error(f"{field}.train", f"no images in {root / spec.train / 'images'}")
         if spec.holdout is not None and spec.holdout_fraction is None and not source.images(spec.holdout):

@@ -73,6 +73,13 @@ class SourceSpec(StrictModel):
     render: RenderSpec | None = Field(None, description="Render the folder with `patrol synth` when it is missing.")
     licence: str = Field("", description="The data's licence, quoted in the model card.")
     attribution: str = Field("", description="Where the data comes from, quoted in the model card.")
+    teach: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Project classes the spec's teacher labels in this source's training images, for the"
+            " things its own labels leave out (the cars in a photo of garbage bags)."
+        ),
+    )
 
     @field_validator("classes")
     @classmethod
@@ -88,9 +95,22 @@ class SourceSpec(StrictModel):
     def _one_way_each(self) -> SourceSpec:
         if self.count is not None and self.weight is not None:
             raise ValueError("give count or weight, not both")
+        for taught in self.teach:
+            if taught not in CLASSES:
+                raise ValueError(f"teach: {taught!r} is not a project class ({', '.join(CLASSES)})")
+            if self.classes is None or taught in self.classes.values():
+                raise ValueError(f"teach: {taught!r} is labelled by the source itself; "
+                                 "a teacher adds only what it leaves out")
         if self.holdout_fraction is not None and self.holdout not in (None, self.train):
             raise ValueError("holdout_fraction splits the train folder: set holdout to null")
         return self
+
+
+class TeacherSpec(StrictModel):
+    """A pretrained detector (ONNX with a card) whose boxes label what a source's own labels leave out."""
+
+    model: Path = Field(description="The teacher's ONNX file, relative to the spec file; its card maps its roles.")
+    conf: float = Field(0.4, gt=0, lt=1, description="Its boxes below this score are not used as labels.")
 
 
 class DatasetSpec(StrictModel):
@@ -100,6 +120,7 @@ class DatasetSpec(StrictModel):
     seed: int = Field(0, description="Seed of the per-source image draws.")
     val: SourceName = Field(description="The source whose held-out split ultralytics validates on while training.")
     sources: dict[SourceName, SourceSpec] = Field(min_length=1)
+    teacher: TeacherSpec | None = Field(None, description="Labels the classes each source names under `teach`.")
 
     @model_validator(mode="after")
     def _val_is_a_source(self) -> DatasetSpec:
@@ -115,6 +136,8 @@ class DatasetSpec(StrictModel):
                     raise ValueError(f"sources.{name}.render.paste_from: {other!r} is not another source of real images")
             if pasted and (spec.holdout is not None or spec.holdout_fraction is not None):
                 raise ValueError(f"sources.{name}: scenes with pasted real objects cannot be held out; set holdout: null")
+            if spec.teach and self.teacher is None:
+                raise ValueError(f"sources.{name}.teach: there is no teacher: name one under `teacher`")
         return self
 
 
@@ -128,6 +151,10 @@ class LoadedSpec:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def teacher_model(self) -> Path | None:
+        teacher = self.spec.teacher
+        return None if teacher is None else (self.path.parent / teacher.model).resolve()
 
     def folder(self, source: str) -> Path:
         return (self.path.parent / self.spec.sources[source].path).resolve()
