@@ -125,7 +125,7 @@ sources:
     assert classes_in("train") & taught, "the teacher should box someone or something in 40 street-side photos"
     assert str(CLASSES.index("garbage_pile")) in classes_in("train")
     assert not classes_in("holdout") & taught
-    cached = list((tmp_path / "cache").rglob("*.txt"))
+    cached = list((tmp_path / "cache").rglob("*.json"))
     assert cached, "the teacher's labels are cached for the next run"
 
 
@@ -271,3 +271,36 @@ def test_a_coco_model_is_measured_on_the_road_video_through_its_cards_roles(shar
     result = evaluate_video_labels(detector, video, labels)
     assert result["images"] == 31 and result["per_class"]["vehicle"]["instances"] == 28
     assert result["mAP50"] > 0.3
+
+
+def test_the_hand_labelled_street_garbage_part_is_the_stable_held_out_part_and_well_formed(shared):
+    """The labels cover exactly the photos the stable name hash holds out (so a spec holding out the
+    same share never trains on them), and every box is inside its photo."""
+    import hashlib
+    import json
+
+    from pipeline.train.report import LABELLED_PHOTOS
+
+    doc = json.loads(LABELLED_PHOTOS["street-garbage-amsterdam"].read_text(encoding="utf-8"))
+    folder = REPO / doc["photos"]
+    held_out = {p.name for p in folder.iterdir()
+                if int.from_bytes(hashlib.sha256(p.name.encode()).digest()[:4], "big") / 2**32 < 0.12}
+    assert set(doc["images"]) == held_out and len(held_out) == 23
+    for name, boxes in doc["images"].items():
+        for cls, x1, y1, x2, y2 in boxes:
+            assert cls in doc["classes"] and 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1, name
+
+
+def test_photos_labelled_by_hand_are_measured_per_class(shared):
+    import json
+
+    from pipeline.detect import Detector
+    from pipeline.train.evaluate import EVAL_CONF, evaluate_photo_labels
+    from pipeline.train.report import LABELLED_PHOTOS
+
+    labels = LABELLED_PHOTOS["street-garbage-amsterdam"]
+    boxes = [b for bs in json.loads(labels.read_text(encoding="utf-8"))["images"].values() for b in bs]
+    result = evaluate_photo_labels(Detector(REPO / "models" / "patrol-street.onnx", conf_threshold=EVAL_CONF), labels)
+    assert result["images"] == 23
+    assert {c: v["instances"] for c, v in result["per_class"].items()} == \
+        {c: sum(b[0] == c for b in boxes) for c in ("garbage_pile", "bin", "overflowing_bin")}

@@ -158,3 +158,34 @@ def test_a_model_fine_tuned_from_the_agpl_coco_checkpoint_says_agpl_in_its_card(
     training = json.loads((root / "work-coco" / "training.json").read_text())
     assert training["parent"]["name"] == "yolov8n_coco" and training["freeze"] == 10
     assert load_card(root / "smoke.onnx").licence.startswith("Apache-2.0")  # from scratch: the project's own
+
+
+def test_keeping_the_coco_classes_keeps_the_whole_head_and_maps_roles_in_the_card(trained, shared):
+    """Fine-tuned with --keep-classes, the model still has COCO's 80 outputs (car, bus, person ...)
+    and its card maps them and the four project classes that took the place of unread ones."""
+    import torch
+
+    root, _ = trained
+    coco = shared / "models" / "yolov8n_coco.pt"
+    tuned = root / "kept.onnx"
+    assert patrol("train", str(root / "street.yaml"), "--init", str(coco), "--keep-classes", "--out", str(tuned),
+                  "--work", str(root / "work-kept"), "--epochs", "1", "--imgsz", "64", "--batch", "4") == 0
+    card = load_card(tuned)
+    parent = torch.load(coco, weights_only=False)["model"]
+    assert len(card.classes) == 80 and card.classes[:8] == [parent.names[i] for i in range(8)]
+    assert {card.role_of(c).value for c in ("car", "bus", "truck")} == {"vehicle"}
+    assert [card.role_of(c).value for c in ("stall", "bin", "overflowing_bin", "garbage_pile")] == \
+        ["stall", "bin", "overflowing_bin", "garbage_pile"]
+    labels = (root / "work-kept" / "mix" / "train" / "synthetic" / "labels").glob("*.txt")
+    used = {int(line.split()[0]) for label in labels for line in label.read_text().splitlines()}
+    assert used <= {card.classes.index(c) for c in ("car", "bicycle", "person", "stall", "bin", "overflowing_bin",
+                                                    "garbage_pile")}
+    image = cv2.imread(str(next((root / "synth" / "val" / "images").glob("*.jpg"))))
+    assert Detector(tuned, conf_threshold=0.0).detect([image])[0].role.size > 0
+
+
+def test_keep_classes_without_a_parent_card_is_refused(trained, capsys):
+    root, model = trained
+    assert patrol("train", str(root / "street.yaml"), "--keep-classes", "--out", str(root / "never.onnx"),
+                  "--work", str(root / "work-never-kept"), "--epochs", "1", "--imgsz", "64") == 2
+    assert "--keep-classes: needs an --init with a card" in capsys.readouterr().err

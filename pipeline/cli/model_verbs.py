@@ -40,7 +40,12 @@ def add_model_verbs(verbs: argparse._SubParsersAction) -> None:
     train.add_argument("--hours", type=float, help="wall-time cap; ultralytics fits the epochs to it")
     train.add_argument("--freeze", type=int, default=0, help="keep the first N layers as --init has them (10: the "
                                                              "whole YOLOv8 backbone; fine-tunes faster, forgets less)")
-    train.add_argument("--eval", action="store_true", help="then run `patrol eval` on the result and quote it in the card")
+    train.add_argument("--keep-classes", action="store_true",
+                       help="keep --init's classes and its whole detection head (a COCO checkpoint goes on knowing "
+                            "car, bus, bicycle, person); the project classes it lacks take slots of classes no role "
+                            "reads. Without it the model has the project's seven classes and a new head")
+    train.add_argument("--eval", action="store_true",
+                       help="then run `patrol eval` on the result and quote it in the card")
     train.set_defaults(func=cmd_train)
 
     export = verbs.add_parser("export", help="ONNX (FP32, FP16 or INT8) with its card, from an ultralytics "
@@ -112,8 +117,9 @@ def cmd_train(args) -> int:
     if args.imgsz % 32:
         raise UsageError(f"--imgsz {args.imgsz}: must be a multiple of 32")
     work, out = Path(args.work), Path(args.out)
+    layout = _layout(args)
     sources = open_sources(loaded)
-    counts = build_mix(loaded, sources, work / "mix", teacher=_teacher(loaded, work))
+    counts = build_mix(loaded, sources, work / "mix", teacher=_teacher(loaded, work), layout=layout)
     print(f"train: {sum(counts.values())} images ({', '.join(f'{k} {v}' for k, v in counts.items())}), "
           f"held out: {', '.join(s.name for s in sources.values() if s.holdout_images())}", flush=True)
     start, init = args.base, None
@@ -123,6 +129,7 @@ def cmd_train(args) -> int:
                          hours=args.hours, batch=args.batch, model=start, freeze=args.freeze)
     training = {"dataset": loaded.name, "spec": str(loaded.path), "base": args.base, "init": init,
                 "parent": _parent_record(Path(args.init)) if args.init else None, "epochs": epochs,
+                "classes": list(layout.names), "roles": layout.roles,
                 "imgsz": args.imgsz, "freeze": args.freeze, "train_images": counts, "weights": str(best),
                 "teacher": _teacher_record(loaded),
                 "sources": {s.name: {"licence": s.licence, "attribution": s.attribution} for s in sources.values()}}
@@ -155,20 +162,40 @@ def _teacher_record(loaded) -> dict | None:
     return {"model": model.name, "conf": loaded.spec.teacher.conf, "classes": taught}
 
 
-def _parent_record(init: Path) -> dict:
-    """What the new weights descend from: the file's sha256 and, from its card, its name and licence
-    (a checkpoint's card is the one named like it in models/cards, e.g. yolov8n_coco.pt)."""
-    from pipeline.detect.card import DEFAULT_CARD_DIRS, ModelCardError, load_card, read_card, sha256_file
+def _layout(args):
+    from pipeline.train.layout import PROJECT_LAYOUT, keeping_parent
 
-    card = None
+    if not args.keep_classes:
+        return PROJECT_LAYOUT
+    parent = _parent_card(Path(args.init)) if args.init else None
+    if parent is None:
+        raise UsageError("--keep-classes: needs an --init with a card (its classes and their roles), e.g. "
+                         "../shared/models/yolov8n_coco.pt with models/cards/yolov8n_coco.card.yaml")
     try:
-        card = load_card(init) if init.suffix == ".onnx" else None
-    except ModelCardError:
-        pass
-    for directory in DEFAULT_CARD_DIRS if card is None else ():
-        named = directory / f"{init.stem}.card.yaml"
-        if named.is_file():
-            card = read_card(named)
+        return keeping_parent(parent)
+    except ValueError as exc:
+        raise UsageError(f"--keep-classes: {exc}") from None
+
+
+def _parent_card(init: Path):
+    """The card of what the new weights start from: an ONNX's own, a checkpoint's the one named like
+    it in models/cards (yolov8n_coco.pt: yolov8n_coco.card.yaml); None when there is none."""
+    from pipeline.detect.card import DEFAULT_CARD_DIRS, ModelCardError, load_card, read_card
+
+    if init.suffix == ".onnx":
+        try:
+            return load_card(init)
+        except ModelCardError:
+            return None
+    named = [directory / f"{init.stem}.card.yaml" for directory in DEFAULT_CARD_DIRS]
+    return next((read_card(path) for path in named if path.is_file()), None)
+
+
+def _parent_record(init: Path) -> dict:
+    """What the new weights descend from: the file's sha256, and its card's name and licence."""
+    from pipeline.detect.card import sha256_file
+
+    card = _parent_card(init)
     return {"file": init.name, "sha256": sha256_file(init), "name": card.name if card else init.stem,
             "licence": card.licence if card else None}
 
@@ -249,26 +276,30 @@ def cmd_eval(args) -> int:
 
 
 def _evaluate(model: Path, spec: str, args) -> tuple[dict, Path, Path]:
-    from pipeline.train.report import LABELLED_VIDEOS, PLATE_SETS, evaluate_model, write_report
+    from pipeline.train.report import LABELLED_PHOTOS, LABELLED_VIDEOS, PLATE_SETS, evaluate_model, write_report
     from pipeline.train.sources import open_sources
     from pipeline.train.spec import load_spec
 
     work = Path(args.eval_work)
     sources = open_sources(load_spec(spec), holdout_only_in=work / "holdout")
-    unknown = sorted(set(args.sets or ()) - set(sources) - set(LABELLED_VIDEOS) - set(PLATE_SETS))
+    labelled = [*LABELLED_VIDEOS, *LABELLED_PHOTOS, *PLATE_SETS]
+    unknown = sorted(set(args.sets or ()) - set(sources) - set(labelled))
     if unknown:
-        raise UsageError(f"--sets: {', '.join(unknown)} not among the spec's sources ({', '.join(sources)}), "
-                         f"the labelled videos ({', '.join(LABELLED_VIDEOS)}) nor the plate sets "
-                         f"({', '.join(PLATE_SETS)})")
+        raise UsageError(f"--sets: {', '.join(unknown)} not among the spec's sources ({', '.join(sources)}) "
+                         f"nor the labelled sets ({', '.join(labelled)})")
     measured = {name: s for name, s in sources.items() if not args.sets or name in args.sets}
     videos = {name: (video, labels) for name, (video, labels) in LABELLED_VIDEOS.items()
               if video.is_file() and (not args.sets or name in args.sets)}
     if "parking-lot-cam" in args.events and "parking-lot-cam" not in sources:
         raise UsageError(f"--events parking-lot-cam: the spec {spec} has no parking-lot-cam source")
+    photos = {name: labels for name, labels in LABELLED_PHOTOS.items()
+              if (REPO / json.loads(labels.read_text(encoding="utf-8"))["photos"]).is_dir()
+              and (not args.sets or name in args.sets)}
     plates = {name: folder for name, folder in PLATE_SETS.items()
               if (folder / "labels.json").is_file() and (not args.sets or name in args.sets)}
-    report = evaluate_model(model, measured, work, events=tuple(args.events), parking_lot=sources.get("parking-lot-cam"),
-                            videos=videos, plates=plates)
+    report = evaluate_model(model, measured, work, events=tuple(args.events),
+                            parking_lot=sources.get("parking-lot-cam"), videos=videos, photos=photos,
+                            plates=plates)
     json_path, png_path = write_report(report, Path(args.eval_out))
     for name, result in report["holdout"].items():
         classes = ", ".join(f"{c} {v['mAP50']:.3f}" for c, v in result["per_class"].items())

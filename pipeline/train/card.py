@@ -62,6 +62,7 @@ def trained_card(onnx_path: Path, training: dict, *, name: str, eval_report: dic
     else:
         licence = "Apache-2.0 (the project's own weights). Training data licences per source in `data`."
     teacher = training.get("teacher")
+    roles = training.get("roles", {c: c for c in CLASSES})
     notes = LIMITS if not parent_licence.startswith("AGPL") else PRETRAINED_LIMITS.format(
         parent=parent.get("file"), freeze=training.get("freeze", 0),
         teacher=f"({teacher['model']}, score >= {teacher['conf']})" if teacher else "(none)")
@@ -73,8 +74,8 @@ def trained_card(onnx_path: Path, training: dict, *, name: str, eval_report: dic
         dynamic_shape=True,
         stride=32,
         preprocess=Preprocess(channel_order="rgb", scale=1 / 255, resize="letterbox_center", pad_value=114),
-        classes=list(CLASSES),
-        roles={c: Role(c) for c in CLASSES},
+        classes=training.get("classes", list(CLASSES)),
+        roles={name: Role(project_class) for name, project_class in roles.items()},
         source=f"Trained by this project with ultralytics {training['base']} ({started_from}), "
                f"{training['epochs']} epochs at {training['imgsz']} px on CPU; exported to ONNX "
                "(dynamic batch and size), FP32.",

@@ -19,9 +19,12 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+import pipeline
 from pipeline.detect import Detector
 from pipeline.synth.actors import CLASSES
 from pipeline.train.sources import Source
+
+REPO = Path(pipeline.__file__).resolve().parents[1]
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 EVAL_CONF = 0.001
@@ -160,12 +163,34 @@ def evaluate_video_labels(detector: Detector, video: Path, labels_json: Path) ->
     return evaluate_images(detector, labelled(), [labels["class"]])
 
 
+def evaluate_photo_labels(detector: Detector, labels_json: Path) -> dict:
+    """mAP of ``detector`` on photos labelled by hand: ``labels_json`` names their folder under
+    ``photos`` (relative to the repository), the ``classes`` it labels, and per file name
+    ``[class, x1, y1, x2, y2]`` boxes in 0-1 image coordinates."""
+    doc = json.loads(labels_json.read_text(encoding="utf-8"))
+    folder = REPO / doc["photos"]
+
+    def labelled():
+        for name, boxes in sorted(doc["images"].items()):
+            image = cv2.imread(str(folder / name))
+            if image is None:
+                raise ValueError(f"{folder / name}: not an image ({labels_json})")
+            height, width = image.shape[:2]
+            xyxy = np.array([b[1:] for b in boxes], np.float32).reshape(-1, 4) * [width, height, width, height]
+            yield image, xyxy, np.array([CLASSES.index(b[0]) for b in boxes], int)
+
+    return evaluate_images(detector, labelled(), doc["classes"])
+
+
 def evaluate_holdouts(model: Path, sources: dict[str, Source], *, videos: dict[str, tuple[Path, Path]] | None = None,
-                      progress: bool = True) -> dict[str, dict]:
-    """mAP on each source's held-out images, and on each of ``videos`` (name: video, labels JSON)."""
+                      photos: dict[str, Path] | None = None, progress: bool = True) -> dict[str, dict]:
+    """mAP on each source's held-out images, on each of ``videos`` (name: video, labels JSON) and
+    of ``photos`` (name: labels JSON)."""
     detector = Detector(model, conf_threshold=EVAL_CONF, iou_threshold=EVAL_NMS_IOU)
     measured = {name: evaluate_source(detector, source, progress=progress)
                 for name, source in sources.items() if source.holdout_images()}
     for name, (video, labels_json) in (videos or {}).items():
         measured[name] = evaluate_video_labels(detector, video, labels_json)
+    for name, labels_json in (photos or {}).items():
+        measured[name] = evaluate_photo_labels(detector, labels_json)
     return measured

@@ -29,6 +29,10 @@ LABELLED_VIDEOS = {
                    REPO / "annotations" / "eval" / "car-detection-road.labels.json"),
 }
 
+# held-out real photos labelled by hand: name -> labels JSON (their folder is named inside)
+LABELLED_PHOTOS = {
+    "street-garbage-amsterdam": REPO / "annotations" / "eval" / "street-garbage-amsterdam.labels.json",
+}
 # real photos with their plate text: name -> folder (labels.json, images/)
 PLATE_SETS = {"ccpd-plates": REPO.parent / "shared" / "datasets" / "ccpd-plates"}
 
@@ -41,6 +45,9 @@ METHOD = {
     "plates": "exact match of the plate text read in the crop of the detector's smallest vehicle box over the "
               "labelled plate (cut as a case's evidence is: pipeline/train/plates.py); reader_alone: the reader "
               "on the whole photo",
+    "street-garbage-amsterdam": "garbage_pile, bin and overflowing_bin boxes drawn by hand on 23 held-out real "
+                                "street photos (annotations/eval/street-garbage-amsterdam.labels.json, its method "
+                                "inside); no model here trains on any of the set's photos",
     "road-video": "vehicle boxes on the labelled frames (every 6th with a car in view, every 30th without) of "
                   "../shared/videos/car-detection.mp4, cars driving through a lot seen from above: "
                   "annotations/eval/car-detection-road.labels.json; no model here trains on this video",
@@ -52,7 +59,7 @@ METHOD = {
 
 def evaluate_model(model: Path, sources: dict[str, Source], work: Path, *, events: tuple[str, ...] = EVENT_SETS,
                    parking_lot: Source | None = None, videos: dict[str, tuple[Path, Path]] | None = None,
-                   plates: dict[str, Path] | None = None) -> dict:
+                   photos: dict[str, Path] | None = None, plates: dict[str, Path] | None = None) -> dict:
     """Box accuracy on ``sources``' held-out images and on ``videos`` (name: video, labels JSON),
     case accuracy on ``events``, plate exact-match on ``plates`` (name: folder)."""
     card = load_card(model)
@@ -61,7 +68,7 @@ def evaluate_model(model: Path, sources: dict[str, Source], work: Path, *, event
                   "precision": card.metrics.get("precision", "fp32")},
         "evaluated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "method": METHOD,
-        "holdout": evaluate_holdouts(model, sources, videos=videos),
+        "holdout": evaluate_holdouts(model, sources, videos=videos, photos=photos),
         "events": {},
         "plates": {},
     }
