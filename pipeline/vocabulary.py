@@ -91,4 +91,7 @@ class Metric(StrEnum):
     CORRUPT_PACKETS = "patrol_camera_corrupt_packets"
     CASES_FILED = "patrol_cases_filed"
     SPOOL_ENTRIES = "patrol_spool_entries"
+    SPOOL_REJECTED = "patrol_spool_rejected"
+    SPOOL_HELD = "patrol_spool_held"
+    SPOOL_DISK_FULL = "patrol_spool_disk_full"
     BACKENDS_UP = "patrol_backends_up"

@@ -3,9 +3,12 @@ a live camera's fault policy."""
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,13 +16,27 @@ import numpy as np
 import pytest
 from conftest import SAMPLE_CAMERA
 
+import pipeline.delivery.spool as spool_module
 from pipeline.config import Workspace, load_camera
-from pipeline.engine import BackendOptions, CameraPipeline, OptionError, StageTimer, build_backends
+from pipeline.delivery import CaseFiler, CaseSpool
+from pipeline.engine import (
+    BackendOptions,
+    CameraPipeline,
+    CaseMaker,
+    OptionError,
+    Patrol,
+    ReplaySummary,
+    StageTimer,
+    build_backends,
+)
 from pipeline.engine.episodes import EpisodeKeeper
 from pipeline.engine.faults import FaultWatch
+from pipeline.engine.health import spool_line
 from pipeline.engine.live_camera import CameraEvents, PatrolCamera
+from pipeline.evidence import EvidenceRenderer, LocalEvidenceStore, load_event_codes
 from pipeline.evidence.render import CameraFault
 from pipeline.ingest import SourceStats, StateChange
+from pipeline.queue import SqliteCaseQueue
 from pipeline.rules.memory import FileEpisodeMemory
 from pipeline.types import BackendUnavailable, CaseNote, Detections, Frame
 from pipeline.vocabulary import CameraState
@@ -182,3 +199,50 @@ def test_a_damaged_episode_snapshot_costs_the_episodes_not_the_worker(tmp_path: 
         EpisodeKeeper(FileEpisodeMemory(tmp_path)).restore(camera)
     assert "unreadable" in caplog.text
     assert _parked(camera, 0.0, 25.0, T0) != []  # the camera goes on and files its case
+
+
+def test_a_full_spool_disk_holds_the_case_in_memory_and_commits_it_when_room_returns(tmp_path: Path,
+                                                                                      monkeypatch) -> None:
+    full = threading.Event()
+    full.set()
+    write = spool_module.write_synced
+
+    def write_unless_full(path: Path, data: bytes) -> None:
+        if full.is_set():
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        write(path, data)
+
+    monkeypatch.setattr(spool_module, "write_synced", write_unless_full)
+    filer = CaseFiler(CaseSpool(tmp_path / "spool"), LocalEvidenceStore(tmp_path / "evidence"),
+                      SqliteCaseQueue(tmp_path / "cases.sqlite3"), retry_min_s=0.01, retry_max_s=0.05).start()
+    cases = CaseMaker(EvidenceRenderer(load_event_codes(), "0.1.0"), filer, MODEL)
+    camera = CameraPipeline(load_camera(SAMPLE_CAMERA), "live:shuangshan-sample", wall_clock_ids=True)
+    (violation,) = _parked(camera, 0.0, 25.0, T0)
+    note = CaseNote(f"{violation.case_id}:n", violation.case_id, "2023-11-15T06:13:50.000+08:00", "system",
+                    "camera_recovered", "back")
+    try:
+        cases.file(camera, violation)  # what a patrol's evidence writer calls: no error, nothing dropped
+        filer.add_note(note)
+        assert filer.held == 2 and filer.disk_full
+        assert camera.unfiled_case_ids() == {violation.case_id}  # a kill now: the next run files it
+        line = spool_line(Patrol([], None, cases, loop_files=False).report())
+        assert f"2 case(s) held in memory: disk full at {tmp_path / 'spool'}" in line
+        time.sleep(0.3)  # retried meanwhile, in vain
+        assert filer.held == 2 and filer.spool.entries() == []
+
+        full.clear()
+        assert filer.wait_delivered(timeout_s=30)
+        assert filer.held == 0 and filer.spool_error is None and not filer.disk_full
+        assert camera.unfiled_case_ids() == frozenset()
+        assert filer.queue.get(violation.case_id) is not None
+        assert filer.queue.notes(violation.case_id) == [note]  # the note kept its place behind its case
+    finally:
+        filer.close(drain_timeout_s=5)
+
+
+def test_the_replay_summary_counts_cases_set_aside_and_cases_not_written() -> None:
+    summary = ReplaySummary(100, 50, 2.0, 3, spool="/out/spool", rejected=1)
+    assert summary.line().endswith("; 1 undeliverable case(s) set aside in /out/spool/rejected")
+    assert summary.failure() is None
+    full = ReplaySummary(100, 50, 2.0, 0, spool="/out/spool", unwritten=2, spool_error="disk full at /out/spool")
+    assert full.failure() == "disk full at /out/spool: 2 case(s) not written"

@@ -10,7 +10,15 @@ from prometheus_client import CollectorRegistry, generate_latest
 from queue_contract import LOCATION
 
 from pipeline.engine.faults import FaultWatch, FileFault, Recovered
-from pipeline.engine.health import CameraReport, Counters, PatrolCollector, PatrolReport, Rates, RateWindow
+from pipeline.engine.health import (
+    CameraReport,
+    Counters,
+    PatrolCollector,
+    PatrolReport,
+    Rates,
+    RateWindow,
+    spool_line,
+)
 from pipeline.evidence import CameraInfo, EvidenceRenderer, LocalEvidenceStore, load_event_codes
 from pipeline.evidence.render import CameraFault
 from pipeline.types import Frame
@@ -108,3 +116,19 @@ def test_metrics_endpoint_text_names_each_camera_and_its_state() -> None:
     assert "patrol_cases_filed_total 7.0" in text
     assert "patrol_spool_entries 2.0" in text
     assert "patrol_backends_up 0.0" in text
+
+
+def test_a_full_spool_disk_and_set_aside_cases_show_on_the_health_line_and_in_metrics() -> None:
+    report = PatrolReport(cameras=[], cases_filed=7, spool_entries=0, backend_error=None, spool_path="/var/spool",
+                          spool_rejected=2, spool_held=3, spool_error="disk full at /var/spool", disk_full=True)
+    registry = CollectorRegistry()
+    registry.register(PatrolCollector(lambda: report))
+    text = generate_latest(registry).decode()
+
+    assert 'patrol_spool_disk_full{path="/var/spool"} 1.0' in text
+    assert "patrol_spool_held 3.0" in text
+    assert "patrol_spool_rejected_total 2.0" in text
+    line = spool_line(report)
+    assert "3 case(s) held in memory: disk full at /var/spool" in line
+    assert "2 undeliverable set aside in /var/spool/rejected" in line
+    assert spool_line(PatrolReport([], 7, 0, None, spool_path="/var/spool")) is None

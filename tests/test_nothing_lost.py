@@ -6,6 +6,7 @@ car, the stall and the bin), found, and duplicated.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -29,6 +30,8 @@ from support import (
     wait_for,
 )
 
+import pipeline.delivery.spool as spool_module
+from pipeline.cli.main import main
 from pipeline.config import load_camera
 from pipeline.queue import open_queue
 
@@ -169,6 +172,21 @@ def test_corrupt_video_files_what_it_could_and_names_the_damage(tmp_path: Path, 
     logged = [json.loads(line) for line in (out / "cases.jsonl").read_text().splitlines()]
     confirmed = sorted(c["confirmed_s"] for c in logged)
     assert len(confirmed) >= 2 and confirmed[0] < 35 and confirmed[1] < 50
+
+
+def test_replay_on_a_full_disk_ends_with_one_line_naming_the_path_and_the_cases_not_written(
+        tmp_path: Path, street: Path, monkeypatch, capsys) -> None:
+    def full(path: Path, data: bytes) -> None:  # the spool's disk has no room, from start to end
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(spool_module, "write_synced", full)
+    out = tmp_path / "out"
+    code = main(["replay", str(street), "--camera", str(SAMPLE_CAMERA), "--out", str(out), "--drain-timeout", "1"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    expected = expected_cases(load_camera(SAMPLE_CAMERA), street)
+    assert [line for line in err.splitlines() if line.startswith("patrol replay:")] == [
+        f"patrol replay: disk full at {out / 'spool'}: {len(expected)} case(s) not written"]
 
 
 def test_truncated_video_is_refused_with_the_reason(tmp_path: Path) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import json
 import shutil
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -114,6 +117,77 @@ def test_unreadable_entry_is_set_aside_and_later_cases_go_on(tmp_path: Path, bac
     aside = list(spool.rejected.iterdir())
     assert [p.name.split("--", 1)[1] for p in aside] == [broken.case_id]
     assert "unreadable record" in (aside[0] / "reason.txt").read_text()
+
+
+def test_only_malformed_entries_are_set_aside_one_at_a_time_and_counted(tmp_path: Path, backends) -> None:
+    store, queue = backends
+    spool = CaseSpool(tmp_path / "spool")
+    records = [spool_case(spool, i) for i in range(6)]
+    entries = spool.entries()
+    (entries[0].path / "record.json").write_text("{not json", encoding="utf-8")
+    shape = json.loads((entries[2].path / "record.json").read_text(encoding="utf-8"))
+    del shape["camera_id"]
+    (entries[2].path / "record.json").write_text(json.dumps(shape), encoding="utf-8")
+    (entries[4].path / "files" / records[4].evidence["frame.jpg"].key).unlink()
+    drainer = SpoolDrainer(spool, store, queue)
+
+    assert drainer.drain_once() == 6
+
+    assert drainer.rejected == 3
+    assert [queue.get(r.case_id) for r in records[1::2]] == records[1::2]
+    aside = {p.name.split("--", 1)[1]: (p / "reason.txt").read_text() for p in spool.rejected.iterdir()}
+    assert set(aside) == {records[0].case_id, records[2].case_id, records[4].case_id}
+    assert "camera_id" in aside[records[2].case_id] and "evidence missing" in aside[records[4].case_id]
+    assert spool.entries() == []
+
+
+def test_a_full_evidence_disk_is_waited_out_and_nothing_is_set_aside(tmp_path: Path, backends, monkeypatch) -> None:
+    store, queue = backends
+    spool = CaseSpool(tmp_path / "spool")
+    write = store._write
+    reported: list[str | None] = []  # what the drainer said at each refused try but the first
+
+    def full_for_a_while(key: str, *args) -> None:  # far more refused tries than the old limit of 5
+        if len(reported) < 12:
+            reported.append(drainer.backend_error)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write(key, *args)
+
+    monkeypatch.setattr(store, "_write", full_for_a_while)
+    drainer = SpoolDrainer(spool, store, queue, retry_min_s=0.01, retry_max_s=0.02).start()
+    try:
+        record = spool_case(spool, 1)
+        drainer.wake()
+        assert drainer.wait_empty(timeout_s=30)
+        assert not spool.rejected.exists()
+        assert queue.get(record.case_id) == record
+        assert len(reported) == 12 and drainer.rejected == 0 and drainer.outages == 1
+        assert "No space left on device" in reported[-1] and drainer.backend_error is None
+    finally:
+        drainer.stop()
+
+
+def test_a_locked_queue_database_is_waited_out_and_nothing_is_set_aside(tmp_path: Path) -> None:
+    store = LocalEvidenceStore(tmp_path / "evidence")
+    queue = SqliteCaseQueue(tmp_path / "cases.sqlite3", busy_timeout_s=0.01)
+    other = sqlite3.connect(tmp_path / "cases.sqlite3", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holding the write lock
+    spool = CaseSpool(tmp_path / "spool")
+    drainer = SpoolDrainer(spool, store, queue, retry_min_s=0.01, retry_max_s=0.02).start()
+    try:
+        record = spool_case(spool, 1)
+        drainer.wake()
+        time.sleep(1.0)  # dozens of tries at this back-off, each refused
+        reported = drainer.backend_error
+        other.execute("ROLLBACK")
+        assert drainer.wait_empty(timeout_s=30)
+        assert not spool.rejected.exists()
+        assert queue.get(record.case_id) == record
+        assert drainer.rejected == 0 and "database is locked" in reported
+    finally:
+        drainer.stop()
+        other.close()
+        queue.close()
 
 
 def test_drainer_thread_delivers_what_is_committed_while_it_runs(tmp_path: Path, backends) -> None:

@@ -1,9 +1,11 @@
 """The spool's drainer: delivers committed cases to the evidence store and the case queue, in order.
 
 For each entry, the evidence files go to the store first, then the record to the queue, then the
-entry leaves the spool. When a backend is unreachable the drainer keeps the entry and retries it
-(and everything after it, in order) with back-off. Case ids make each redelivery idempotent: a
-case already on the queue is never uploaded or published again.
+entry leaves the spool. When delivery fails (a backend unreachable, its disk full, its database
+locked) the drainer keeps the entry and retries it (and everything after it, in order) with
+back-off for as long as the fault lasts. Only an entry that can never be delivered, one that cannot
+be read back as a valid case or note, is set aside in the spool's ``rejected`` folder. Case ids make
+each redelivery idempotent: a case already on the queue is never uploaded or published again.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from pipeline.delivery.spool import CaseSpool, SpoolEntry
+from pipeline.delivery.spool import CaseSpool, SpoolEntry, Undeliverable
 from pipeline.evidence import EvidenceStore
 from pipeline.queue.base import CaseQueue
 from pipeline.retry import Backoff, ServiceThread
-from pipeline.types import BackendUnavailable, CaseRecord
+from pipeline.types import CaseNote, CaseRecord
 
 log = logging.getLogger(__name__)
 
@@ -28,17 +30,15 @@ class SpoolDrainer:
     """Thread that delivers spooled cases to the evidence store and the case queue, in order."""
 
     def __init__(self, spool: CaseSpool, store: EvidenceStore, queue: CaseQueue, *,
-                 listeners: Iterable[Listener] = (), retry_min_s: float = 0.5, retry_max_s: float = 30.0,
-                 max_failures: int = 5) -> None:
+                 listeners: Iterable[Listener] = (), retry_min_s: float = 0.5, retry_max_s: float = 30.0) -> None:
         self.spool = spool
         self.store = store
         self.queue = queue
         self.listeners = list(listeners)
         self.delivered = 0  # new cases published
-        self.outages = 0  # times a backend became unreachable
-        self.backend_error: str | None = None  # set while a backend is unreachable
-        self._max_failures = max_failures
-        self._failures: dict[str, int] = {}
+        self.rejected = 0  # undeliverable entries set aside in ``spool.rejected``
+        self.outages = 0  # times delivery started failing
+        self.backend_error: str | None = None  # why delivery fails, while it does
         self._idle = threading.Condition()
         self._service = ServiceThread("spool-drainer", self._turn, Backoff(retry_min_s, retry_max_s), idle_s=1.0)
 
@@ -75,43 +75,34 @@ class SpoolDrainer:
     def _turn(self) -> None:
         try:
             self.drain_once()
-        except BackendUnavailable as exc:
+        except Exception as exc:  # the entry is sound (or it would be set aside): the fault passes, it waits
             if self.backend_error is None:
                 self.outages += 1
-                log.warning("backend unavailable, cases stay in the spool %s: %s", self.spool.root, exc)
-            self.backend_error = str(exc)
-            raise
-        except Exception as exc:  # a backend refusing one entry (bad key, permissions)
-            self._refused(exc)
+                log.warning("delivery failing, cases stay in the spool %s: %s", self.spool.root, exc)
+            self.backend_error = str(exc) or repr(exc)
             raise
         if self.backend_error is not None:
-            log.warning("backends reachable again; spool delivered")
+            log.warning("delivery works again; spool delivered")
             self.backend_error = None
         with self._idle:
             self._idle.notify_all()
 
-    def _refused(self, exc: Exception) -> None:
-        entries = self.spool.entries()
-        if not entries:
-            return
-        head = entries[0]
-        failures = self._failures[head.path.name] = self._failures.get(head.path.name, 0) + 1
-        log.error("delivering spooled case %s failed (%d/%d): %s", head.case_id, failures, self._max_failures, exc)
-        if failures >= self._max_failures:
-            where = self.spool.reject(head, f"refused {failures} times, last: {exc!r}")
-            log.error("spooled case %s set aside in %s; later cases go on", head.case_id, where)
-            del self._failures[head.path.name]
-
     def _deliver(self, entry: SpoolEntry) -> None:
-        if entry.is_note:
-            self._deliver_note(entry)
-            return
         try:
-            record = entry.record()
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            where = self.spool.reject(entry, f"unreadable record: {exc}")
-            log.error("spool entry %s is unreadable and was set aside in %s: %s", entry.path.name, where, exc)
-            return
+            if entry.is_note:
+                self._deliver_note(entry, entry.note())
+            else:
+                self._deliver_case(entry, entry.record())
+        except Undeliverable as exc:
+            self._set_aside(entry, str(exc))
+
+    def _set_aside(self, entry: SpoolEntry, reason: str) -> None:
+        where = self.spool.reject(entry, reason)
+        self.rejected += 1
+        log.error("spool entry %s can never be delivered, set aside in %s (later cases go on): %s",
+                  entry.path.name, where, reason)
+
+    def _deliver_case(self, entry: SpoolEntry, record: CaseRecord) -> None:
         filed = self.queue.get(record.case_id)
         if filed is None:
             files = entry.files
@@ -131,11 +122,9 @@ class SpoolDrainer:
         self.delivered += is_new
         self.spool.remove(entry)
 
-    def _deliver_note(self, entry: SpoolEntry) -> None:
+    def _deliver_note(self, entry: SpoolEntry, note: CaseNote) -> None:
         try:
-            self.queue.add_note(entry.note())
-        except (OSError, ValueError, KeyError, TypeError) as exc:  # unreadable, or its case was set aside
-            where = self.spool.reject(entry, f"undeliverable note: {exc}")
-            log.error("spooled note %s set aside in %s: %s", entry.path.name, where, exc)
-            return
+            self.queue.add_note(note)
+        except KeyError as exc:  # notes go after their case: it was set aside, so this one never goes either
+            raise Undeliverable(f"its case is not on the queue: {exc}") from exc
         self.spool.remove(entry)

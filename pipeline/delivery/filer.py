@@ -1,18 +1,31 @@
 """The case filer: rendered cases onto the write-ahead spool, and from there to the backends.
 
 A case reaches local disk before any backend is asked, so an outage of Redis or S3, or a kill of
-the worker, delays a case but never loses it.
+the worker, delays a case but never loses it. A spool that cannot take a case (its disk full)
+does not lose it either: the case waits in memory, and a retry with back-off commits it once the
+disk has room, before any case that came after it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
 
 from pipeline.delivery.drainer import Listener, SpoolDrainer
-from pipeline.delivery.spool import CaseSpool
+from pipeline.delivery.spool import DISK_FULL, CaseSpool
 from pipeline.evidence import EvidenceStore, RenderedCase
 from pipeline.queue.base import CaseQueue
+from pipeline.retry import Backoff, ServiceThread
 from pipeline.types import BackendUnavailable, CaseNote, CaseRecord
+
+log = logging.getLogger(__name__)
+
+
+def _nothing() -> None:
+    pass
 
 
 class CaseFiler:
@@ -20,17 +33,31 @@ class CaseFiler:
     tells every listener ``(record, is_new)``."""
 
     def __init__(self, spool: CaseSpool, store: EvidenceStore, queue: CaseQueue, *,
-                 listeners: Iterable[Listener] = ()) -> None:
+                 listeners: Iterable[Listener] = (), retry_min_s: float = 0.5, retry_max_s: float = 30.0) -> None:
         self.spool = spool
         self.store = store
         self.queue = queue
-        self.drainer = SpoolDrainer(spool, store, queue, listeners=listeners)
+        self.drainer = SpoolDrainer(spool, store, queue, listeners=listeners, retry_min_s=retry_min_s,
+                                    retry_max_s=retry_max_s)
         self.listeners = self.drainer.listeners  # one list: listeners added later hear deliveries too
+        self.spool_error: str | None = None  # why the spool takes no case, while it does not
+        self.disk_full = False  # while the spool's disk is full (or over quota)
+        # What the spool could not take yet, in commit order, each with what to call once it has.
+        self._held: deque[tuple[RenderedCase | CaseNote, Callable[[], None]]] = deque()
+        self._held_changed = threading.Condition()
+        self._committer = ServiceThread("spool-committer", self._commit_held, Backoff(retry_min_s, retry_max_s),
+                                        idle_s=1.0)
         self._started = False
+
+    @property
+    def held(self) -> int:
+        """Cases and notes waiting in memory for the spool to take them."""
+        return len(self._held)
 
     def start(self) -> CaseFiler:
         if not self._started:
             self.drainer.start()
+            self._committer.start()
             self._started = True
         return self
 
@@ -45,23 +72,78 @@ class CaseFiler:
             return False
         return not self.spool.holds(case_id)
 
-    def commit(self, case: RenderedCase) -> None:
-        self.spool.commit(case)
-        self.drainer.wake()
+    def commit(self, case: RenderedCase, then: Callable[[], None] = _nothing) -> None:
+        """Puts ``case`` on the spool, then calls ``then``. If the spool cannot take it (an
+        OSError: its disk full), the case is held in memory and ``then`` is called once a retry
+        has put it there."""
+        self._put(case, then)
 
     def add_note(self, note: CaseNote) -> None:
-        self.spool.add_note(note)
-        self.drainer.wake()
+        """Queues ``note`` behind every case committed or held before it."""
+        self._put(note, _nothing)
+
+    def wait_delivered(self, timeout_s: float) -> bool:
+        """True once every case is on the spool and delivered from it; False if ``timeout_s`` passed first."""
+        deadline = time.monotonic() + timeout_s
+        self._committer.wake()
+        with self._held_changed:
+            if not self._held_changed.wait_for(lambda: not self._held, timeout_s):
+                return False
+        return self.drainer.wait_empty(max(0.0, deadline - time.monotonic()))
 
     def close(self, drain_timeout_s: float) -> int:
-        """Delivers what it can within ``drain_timeout_s``; returns how many entries stay spooled."""
+        """Delivers what it can within ``drain_timeout_s``; returns how many entries stay spooled.
+        ``held`` then counts the cases that never reached the spool: they go with this process."""
         if self._started:
-            self.drainer.wait_empty(drain_timeout_s)
+            self.wait_delivered(drain_timeout_s)
+            self._committer.stop()
             self.drainer.stop()
         left = len(self.spool.entries())
         self.spool.close()
         self.queue.close()
         return left
+
+    def _put(self, item: RenderedCase | CaseNote, then: Callable[[], None]) -> None:
+        with self._held_changed:
+            written = not self._held  # behind a held case, a later one waits its turn
+            if written:
+                try:
+                    self._write(item)
+                except OSError:
+                    written = False
+            if not written:
+                self._held.append((item, then))
+        if written:
+            then()
+
+    def _commit_held(self) -> None:
+        while True:
+            with self._held_changed:
+                if not self._held:
+                    return
+                item, then = self._held[0]
+                self._write(item)  # an OSError leaves it first in line, tried again after the back-off
+                self._held.popleft()
+                self._held_changed.notify_all()
+            then()
+
+    def _write(self, item: RenderedCase | CaseNote) -> None:
+        try:
+            if isinstance(item, CaseNote):
+                self.spool.add_note(item)
+            else:
+                self.spool.commit(item)
+        except OSError as exc:
+            if self.spool_error is None:
+                log.error("spool %s cannot take cases, holding them in memory until it can: %s", self.spool.root, exc)
+            self.disk_full = exc.errno in DISK_FULL
+            self.spool_error = (f"disk full at {self.spool.root}" if self.disk_full
+                                else f"cannot write to {self.spool.root}: {exc.strerror or exc}")
+            raise
+        if self.spool_error is not None:
+            log.warning("spool %s takes cases again", self.spool.root)
+            self.spool_error, self.disk_full = None, False
+        self.drainer.wake()
 
     def _filed(self, case_id: str) -> CaseRecord | None:
         try:

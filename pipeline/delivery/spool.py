@@ -12,6 +12,7 @@ after an upgrade.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -21,7 +22,9 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 from pipeline.durable import fsync_directory, write_synced
 from pipeline.evidence import LocalEvidenceStore, RenderedCase
@@ -30,6 +33,12 @@ from pipeline.types import CaseNote, CaseRecord
 _RECORD = "record.json"
 _NOTE = "note.json"
 _FILES = "files"
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+_T = TypeVar("_T")
+
+
+class Undeliverable(ValueError):
+    """A spooled entry that cannot be read back as a valid case or note: no retry will ever deliver it."""
 
 
 @dataclass(frozen=True)
@@ -51,10 +60,31 @@ class SpoolEntry:
         return (self.path / _NOTE).is_file()
 
     def record(self) -> CaseRecord:
-        return CaseRecord.from_dict(json.loads((self.path / _RECORD).read_text(encoding="utf-8")))
+        """The case, checked as far as delivery needs; Undeliverable when malformed or missing evidence."""
+        record = self._parsed(_RECORD, CaseRecord.from_dict)
+        try:
+            datetime.fromisoformat(record.confirmed_wall)  # the queue indexes cases by it
+            files = self.files
+            missing = [item.key for item in record.evidence.values() if not files.exists(item.key)]
+        except (ValueError, TypeError) as exc:
+            raise Undeliverable(f"invalid record: {exc}") from exc
+        if missing:
+            raise Undeliverable(f"evidence missing from the spool: {', '.join(missing)}")
+        return record
 
     def note(self) -> CaseNote:
-        return CaseNote.from_dict(json.loads((self.path / _NOTE).read_text(encoding="utf-8")))
+        """The note; Undeliverable when malformed."""
+        return self._parsed(_NOTE, CaseNote.from_dict)
+
+    def _parsed(self, name: str, build: Callable[[dict], _T]) -> _T:
+        # Only a file that is gone or garbled is undeliverable: any other OSError (EIO, EMFILE)
+        # may pass, so it goes up to be retried.
+        try:
+            return build(json.loads((self.path / name).read_text(encoding="utf-8")))
+        except FileNotFoundError as exc:
+            raise Undeliverable(f"{name} is missing") from exc
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # not JSON, or not a record's shape
+            raise Undeliverable(f"unreadable {name}: {exc!r}") from exc
 
 
 class SpoolBusy(RuntimeError):
@@ -134,9 +164,10 @@ class CaseSpool:
     def reject(self, entry: SpoolEntry, reason: str) -> Path:
         """Sets aside an entry no backend will ever accept, keeping it on disk for an operator."""
         self.rejected.mkdir(exist_ok=True)
+        # The reason first: a write that fails (a full disk) leaves the entry in the spool, to be retried.
+        (entry.path / "reason.txt").write_text(reason + "\n", encoding="utf-8")
         target = self.rejected / entry.path.name
         os.replace(entry.path, target)
-        (target / "reason.txt").write_text(reason + "\n", encoding="utf-8")
         return target
 
     def _next_order(self) -> int:

@@ -24,10 +24,12 @@ class CaseMaker:
         self.model = model
 
     def file(self, camera: CameraPipeline, violation: Violation) -> None:
-        """Renders and commits the case; raises (the case stays unfiled on ``camera``) if it could not."""
+        """Renders and commits the case; raises if it cannot be rendered. The case stays unfiled on
+        ``camera`` until it is on the spool, which on a full disk is after the disk has room again."""
         if self.filer.needs_filing(violation.case_id):
-            self.filer.commit(self.render(camera, violation))
-        camera.filed(violation.case_id)
+            self.filer.commit(self.render(camera, violation), then=lambda: camera.filed(violation.case_id))
+        else:
+            camera.filed(violation.case_id)
 
     def render(self, camera: CameraPipeline, violation: Violation) -> RenderedCase:
         try:

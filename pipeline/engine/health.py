@@ -97,6 +97,11 @@ class PatrolReport:
     cases_filed: int  # new cases that reached the queue since start
     spool_entries: int  # cases waiting on local disk for a backend
     backend_error: str | None  # why the spool is not draining, while it is not
+    spool_path: str = ""  # this worker's spool folder
+    spool_rejected: int = 0  # undeliverable (malformed) entries set aside in the spool's rejected folder
+    spool_held: int = 0  # cases in memory that the spool could not take yet
+    spool_error: str | None = None  # why the spool takes no case, while it does not
+    disk_full: bool = False  # the spool's disk, while it is full
 
 
 def health_line(report: CameraReport) -> str:
@@ -114,10 +119,19 @@ def health_line(report: CameraReport) -> str:
 
 
 def spool_line(report: PatrolReport) -> str | None:
-    if not report.spool_entries and report.backend_error is None:
+    """The worker's own line, while any case is not delivered or was set aside."""
+    if not (report.spool_entries or report.backend_error or report.spool_held or report.spool_error
+            or report.spool_rejected):
         return None
     line = f"[health] spool {report.spool_entries} case(s) waiting"
-    return line + (f"; backend unavailable: {report.backend_error}" if report.backend_error else "")
+    if report.backend_error:
+        line += f"; delivery failing: {report.backend_error}"
+    if report.spool_held or report.spool_error:
+        why = f": {report.spool_error}" if report.spool_error else ""
+        line += f"; {report.spool_held} case(s) held in memory{why}"
+    if report.spool_rejected:
+        line += f"; {report.spool_rejected} undeliverable set aside in {report.spool_path}/rejected"
+    return line
 
 
 class PatrolCollector(Collector):
@@ -172,6 +186,14 @@ class PatrolCollector(Collector):
                      [(report.spool_entries,)], ())
         yield _gauge(Metric.BACKENDS_UP, "1 while the case queue and evidence store accept deliveries",
                      [(float(report.backend_error is None),)], ())
+        rejected = CounterMetricFamily(Metric.SPOOL_REJECTED, "Undeliverable (malformed) spool entries set aside "
+                                       "in the spool's rejected folder")
+        rejected.add_metric((), report.spool_rejected)
+        yield rejected
+        yield _gauge(Metric.SPOOL_HELD, "Cases held in memory because the spool could not take them",
+                     [(report.spool_held,)], ())
+        yield _gauge(Metric.SPOOL_DISK_FULL, "1 while the spool's disk is full: new cases wait in memory",
+                     [(report.spool_path, float(report.disk_full))], ("path",))
 
 
 def serve_metrics(address: str, report: Callable[[], PatrolReport]) -> str | None:

@@ -178,6 +178,11 @@ class Patrol:
             cases_filed=drainer.delivered,
             spool_entries=len(self.filer.spool.entries()),
             backend_error=drainer.backend_error,
+            spool_path=str(self.filer.spool.root),
+            spool_rejected=drainer.rejected,
+            spool_held=self.filer.held,
+            spool_error=self.filer.spool_error,
+            disk_full=self.filer.disk_full,
         )
 
     def run(self, duration_s: float | None = None) -> None:

@@ -35,6 +35,10 @@ class ReplaySummary:
     spooled: int = 0  # cases still on local disk, waiting for a backend
     outages: int = 0  # times a backend became unreachable during the run
     frames_gated: int = 0  # analysed frames on which motion gating spared the network
+    spool: str = ""  # the spool folder
+    rejected: int = 0  # undeliverable cases set aside in the spool's rejected folder
+    unwritten: int = 0  # cases the spool could not take before the end (its disk full): not filed
+    spool_error: str | None = None  # why it could not
 
     @property
     def analysed_fps(self) -> float:
@@ -49,7 +53,16 @@ class ReplaySummary:
             line += f"; backends were unreachable {self.outages} time(s), the spool held the cases meanwhile"
         if self.spooled:
             line += f"; {self.spooled} case(s) still wait in the spool for a backend"
+        if self.rejected:
+            line += f"; {self.rejected} undeliverable case(s) set aside in {self.spool}/rejected"
         return line
+
+    def failure(self) -> str | None:
+        """Why some cases were not filed, for an error line and a failed exit; None when all were."""
+        if not self.unwritten:
+            return None
+        why = self.spool_error or f"cannot write to {self.spool}"
+        return f"{why}: {self.unwritten} case(s) not written"
 
 
 PREFETCH_FRAMES = 4  # decoded frames waiting for the network: enough to ride out a slow keyframe
@@ -107,7 +120,8 @@ def replay(video: str, camera: CameraConfig, detector: FrameDetector, cases: Cas
            evidence_root: Path | None, start_wall: float, progress: bool = False,
            drain_timeout_s: float = 60.0) -> ReplaySummary:
     """Runs the patrol over a file with no pacing; appends one JSON line per case to ``cases_path``
-    as each reaches the queue, and waits up to ``drain_timeout_s`` at the end for the spool.
+    as each reaches the queue, and waits up to ``drain_timeout_s`` at the end for the spool (and,
+    on a full disk, for room on it: the summary counts the cases still held).
 
     Decoding, the detector (``detector.parallel_runs`` frames at once) and the rest (tracking,
     rules, filing, in frame order) run on their own threads, so on a multi-core machine the
@@ -167,11 +181,12 @@ def replay(video: str, camera: CameraConfig, detector: FrameDetector, cases: Cas
             analysis.shutdown(wait=True)
             for violation in pipeline.flush():
                 cases.file(pipeline, violation)
-            delivered = filer.drainer.wait_empty(drain_timeout_s)
+            delivered = filer.wait_delivered(drain_timeout_s)
             filer.listeners.remove(record_case)
     spooled = 0 if delivered else len(filer.spool.entries())
     return ReplaySummary(pipeline.stats.received, pipeline.stats.analysed, time.perf_counter() - started, filed,
-                         spooled, filer.drainer.outages, pipeline.gated)
+                         spooled, filer.drainer.outages, pipeline.gated, spool=str(filer.spool.root),
+                         rejected=filer.drainer.rejected, unwritten=filer.held, spool_error=filer.spool_error)
 
 
 def case_summary(record: CaseRecord, evidence_root: Path | None) -> dict:
