@@ -7,8 +7,11 @@ presentation seconds (``pts_s``) unless a name says ``wall``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import reprlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -134,6 +137,83 @@ class EvidenceItem:
         return cls(key=data["key"], sha256=data["sha256"], content_type=data["content_type"])
 
 
+class MalformedRecord(ValueError):
+    """A case record this version cannot read: not JSON, a key it needs missing, or a value of the wrong type."""
+
+
+def _is_text(value: object) -> bool:
+    return isinstance(value, str)
+
+
+def _is_whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON true is no number
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_box(value: object) -> bool:
+    return isinstance(value, list | tuple) and len(value) == 4 and all(map(_is_number, value))
+
+
+def _is_object(value: object) -> bool:
+    return isinstance(value, dict)
+
+
+def _is_wall_clock(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_evidence(value: object) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(item, dict) and all(isinstance(item.get(f.name), str) for f in fields(EvidenceItem))
+        for item in value.values())
+
+
+def _is_plate(value: object) -> bool:
+    return value is None or isinstance(value, dict)
+
+
+# Every key a record is read from, with the JSON value it must hold: checked before a record is built, so a
+# malformed one is refused as a whole instead of failing later in whoever stores, shows or forwards it.
+_RECORD_KEYS: dict[str, tuple[Callable[[object], bool], str]] = {
+    "case_id": (_is_text, "a string"),
+    "violation": (_is_text, "a string"),
+    "event_code": (_is_text, "a string"),
+    "event_name": (_is_text, "a string"),
+    "camera_id": (_is_text, "a string"),
+    "camera_name": (_is_text, "a string"),
+    "zone_id": (_is_text, "a string"),
+    "track_id": (_is_whole, "an integer"),
+    "first_seen_s": (_is_number, "a number"),
+    "confirmed_s": (_is_number, "a number"),
+    "dwell_s": (_is_number, "a number"),
+    "bbox": (_is_box, "4 numbers"),
+    "score": (_is_number, "a number"),
+    "location": (_is_object, "an object"),
+    "first_seen_wall": (_is_wall_clock, "an ISO 8601 time"),
+    "confirmed_wall": (_is_wall_clock, "an ISO 8601 time"),
+    "model": (_is_object, "an object"),
+    "pipeline_version": (_is_text, "a string"),
+    "evidence": (_is_evidence, "an object of {key, sha256, content_type} strings"),
+    "plate": (_is_plate, "an object or null"),
+}
+# Most cases have no plate, and records filed before plates existed never had the key.
+_OPTIONAL_KEYS = frozenset({"plate"})
+
+
+def _refuse_constant(name: str) -> None:
+    # NaN and Infinity are not JSON: the review store's canonical JSON refuses them, so reading must.
+    raise ValueError(f"{name} is not a JSON number")
+
+
 @dataclass(frozen=True, slots=True)
 class CaseRecord:
     """What is published on the case queue: a violation plus where its proof is stored."""
@@ -159,13 +239,16 @@ class CaseRecord:
     evidence: dict[str, EvidenceItem] = field(default_factory=dict)
     # {"text", "confidence", "colour", "frame": "best"|"trigger", "pts_s"} of a parking case's plate
     plate: dict | None = None
+    # Keys of a newer version's record that this one does not know (a rolling upgrade runs both): kept
+    # so the record is stored, sealed and forwarded as it was published.
+    unknown_keys: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready copy; ``CaseRecord.from_dict(record.to_dict()) == record``.
 
         A case without a plate has no ``plate`` key, so records filed before plates existed keep
         their bytes, and the sha256 sealed over them in the review audit still holds."""
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name in _RECORD_KEYS}
         data["bbox"] = list(self.bbox)
         data["location"] = dict(self.location)
         data["model"] = dict(self.model)
@@ -174,23 +257,44 @@ class CaseRecord:
             del data["plate"]
         else:
             data["plate"] = dict(self.plate)
-        return data
+        return {**self.unknown_keys, **data}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CaseRecord:
-        # Strict on purpose: a missing or unknown key raises instead of defaulting or dropping
-        # (only ``plate`` may be missing: most cases have none, and older records never had it).
+        """The record ``data`` holds; MalformedRecord naming every key that is missing or of the wrong type.
+
+        Strict on what this version reads, so a bad record is refused instead of half-read (only ``plate``
+        may be missing); keys it does not know are kept in ``unknown_keys``, not refused."""
+        if not isinstance(data, Mapping):
+            raise MalformedRecord(f"a record is a JSON object, not {type(data).__name__}")
+        problems = []
+        for key, (fits, expected) in _RECORD_KEYS.items():
+            if key not in data:
+                if key not in _OPTIONAL_KEYS:
+                    problems.append(f"{key} missing")
+            elif not fits(data[key]):
+                problems.append(f"{key} must be {expected}, not {reprlib.repr(data[key])}")
+        if problems:
+            raise MalformedRecord("; ".join(problems))
         return cls(
             **{
-                **data,
+                **{key: value for key, value in data.items() if key in _RECORD_KEYS},
                 "bbox": tuple(data["bbox"]),
                 "location": dict(data["location"]),
                 "model": dict(data["model"]),
-                "evidence": {
-                    name: EvidenceItem.from_dict(item) for name, item in data["evidence"].items()
-                },
-            }
+                "evidence": {name: EvidenceItem.from_dict(item) for name, item in data["evidence"].items()},
+            },
+            unknown_keys={key: value for key, value in data.items() if key not in _RECORD_KEYS},
         )
+
+    @classmethod
+    def from_json(cls, text: str) -> CaseRecord:
+        """The record in ``text`` as a queue holds it; MalformedRecord when it is not one."""
+        try:
+            data = json.loads(text, parse_constant=_refuse_constant)
+        except ValueError as exc:
+            raise MalformedRecord(f"not JSON: {exc}") from None
+        return cls.from_dict(data)
 
 
 class BackendUnavailable(ConnectionError):

@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from queue_contract import make_record
+from queue_contract import make_record, publish_raw
 from support import PATROL, REPO, free_port, wait_for
 
 from pipeline.cli.main import main
@@ -275,6 +275,22 @@ def test_connection_errors_and_timeouts_leave_cases_pending(opened, platform, ca
     assert {post.raw_body for post in posts} == {posts[0].raw_body}
     assert {post.headers["Idempotency-Key"] for post in posts} == {late.case_id}
     assert pending_of_forward_group(opened) == 0
+
+
+def test_an_unreadable_case_stays_pending_and_a_newer_workers_case_goes_out_as_published(
+        queue_url, opened, platform, caplog) -> None:
+    publish(opened, 2)
+    newer = {**make_record(2).to_dict(), "weather": "rain"}  # a newer worker's, during a rolling upgrade
+    broken = {**make_record(3).to_dict(), "score": "high"}
+    publish_raw(queue_url, newer)
+    publish_raw(queue_url, broken)
+
+    tally = forwarder_for(opened, platform.url).run(once=True)
+
+    assert tally == Tally(forwarded=3, unreadable=1)
+    assert [post.body for post in platform.posts_of(newer["case_id"])] == [newer]
+    assert platform.posts_of(broken["case_id"]) == [] and pending_of_forward_group(opened) == 1
+    assert f"case {broken['case_id']} cannot be read" in caplog.text and "score must be a number" in caplog.text
 
 
 def test_a_refused_case_stays_pending_without_holding_up_the_others(opened, platform, caplog) -> None:

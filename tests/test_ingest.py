@@ -138,6 +138,20 @@ def test_missing_file_names_camera_and_path(tmp_path):
         next(decode(str(missing), camera_id="cam-7", analysis_fps=5))
 
 
+def test_a_file_url_reads_the_local_file_it_names(tmp_path):
+    video = tmp_path / "双山 street.mp4"  # percent-escaped in its file:// URL
+    video.symlink_to(SAMPLE_VIDEO)
+    frame = next(decode(video.as_uri(), camera_id="cam", analysis_fps=5))
+    assert frame.seq == 0 and frame.image.shape[2] == 3
+
+
+@pytest.mark.parametrize("url", ["ftp://admin:hunter2@nvr.example/street.mp4", "file://nvr.example/street.mp4"])
+def test_a_url_no_camera_is_read_from_is_refused_by_its_scheme_without_its_password(url):
+    with pytest.raises(SourceError, match=r"camera cam-7: .*:// is not a camera URL") as refused:
+        next(decode(url, camera_id="cam-7", analysis_fps=5))
+    assert "hunter2" not in str(refused.value)
+
+
 def test_a_file_that_is_not_video_is_a_clear_error(tmp_path):
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"this is not a video" * 100)

@@ -20,6 +20,7 @@ from support import (
     SAMPLE_CAMERA,
     SAMPLE_VIDEO,
     Replay,
+    camera_file,
     expected_cases,
     match,
     replay_sample,
@@ -120,6 +121,18 @@ def test_a_malformed_camera_file_is_refused_naming_the_field(tmp_path):
                             capture_output=True, text=True, cwd=REPO, timeout=60)
     assert result.returncode == 2
     assert "cam.yaml" in result.stderr and "zones[0].rules[0].dwell_s" in result.stderr
+
+
+def test_patrol_run_refuses_cameras_none_of_which_can_ever_be_opened(tmp_path):
+    gone = camera_file(tmp_path / "gone.yaml", url=str(tmp_path / "gone.mp4"))
+    ftp = camera_file(tmp_path / "ftp.yaml", id="ftp-cam", url="ftp://admin:hunter2@nvr.example/street.mp4")
+    result = subprocess.run([*PATROL, "run", str(gone), str(ftp), "--var", str(tmp_path / "var"),
+                             "--duration", "20", "--metrics", "off"],
+                            capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"{gone}: url {tmp_path / 'gone.mp4'}: video file not found" in result.stderr
+    assert f"{ftp}: url ftp://admin:***@nvr.example/street.mp4: ftp:// is not a camera URL" in result.stderr
+    assert "hunter2" not in result.stdout + result.stderr
 
 
 def cases_on_the_review_page(lines: list[str]) -> int:

@@ -13,9 +13,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from queue_contract import make_record
+from queue_contract import make_record, publish_raw
 
-from pipeline.queue import CaseQueue, RedisCaseQueue, open_queue
+from pipeline.queue import CaseQueue, Delivery, RedisCaseQueue, UnreadableDelivery, open_queue
 from pipeline.types import CaseNote, CaseRecord
 
 Connect = Callable[..., CaseQueue]
@@ -46,6 +46,37 @@ def connect(queue_url: str) -> Iterator[Connect]:
 def test_record_survives_json_round_trip_exactly() -> None:
     record = make_record(3)
     assert CaseRecord.from_dict(json.loads(json.dumps(record.to_dict()))) == record
+
+
+def test_a_newer_workers_record_reads_with_the_keys_this_version_lacks_kept(queue_url: str, connect: Connect) -> None:
+    queue = connect()
+    newer = {**make_record(1).to_dict(), "weather": {"rain_mm": 2.5}}  # a rolling upgrade's newer worker
+    publish_raw(queue_url, newer)
+
+    [delivery] = queue.consume("reviewer-1")
+
+    assert delivery.record.to_dict() == newer  # kept, so it is stored and forwarded as published
+    assert queue.get(newer["case_id"]) == delivery.record
+
+
+def test_a_malformed_record_is_handed_out_apart_and_never_fails_its_batch(queue_url: str, connect: Connect) -> None:
+    queue = connect()
+    first, last = make_record(0), make_record(3)
+    no_camera = {key: value for key, value in make_record(1).to_dict().items() if key != "camera_id"}
+    wrong_type = {**make_record(2).to_dict(), "track_id": "seven"}
+    queue.publish(first)
+    publish_raw(queue_url, no_camera)
+    publish_raw(queue_url, wrong_type)
+    queue.publish(last)
+
+    deliveries = queue.consume("reviewer-1", count=10)
+
+    assert [d.record for d in deliveries if isinstance(d, Delivery)] == [first, last]
+    unreadable = {d.case_id: d.problem for d in deliveries if isinstance(d, UnreadableDelivery)}
+    assert unreadable.keys() == {no_camera["case_id"], wrong_type["case_id"]}
+    assert "camera_id missing" in unreadable[no_camera["case_id"]]
+    assert "track_id must be an integer, not 'seven'" in unreadable[wrong_type["case_id"]]
+    assert queue.pending_count() == 4  # what a consumer does with an unreadable one is its own call
 
 
 def test_published_record_reads_back_identical(connect: Connect) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -19,6 +20,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from pydantic import ValidationError
+from queue_contract import make_record, publish_raw
 from review_support import FAULT_CASE, PASSWORD, copy_of_street, login, running_app
 
 from pipeline.engine.health import CameraReport, Counters, PatrolCollector, PatrolReport, Rates
@@ -549,3 +551,28 @@ def test_intake_survives_an_unreachable_queue(street_var, redis_server, redis_ur
     redis_queue.close()
     source.close()
 
+
+
+def test_intake_sets_a_malformed_record_aside_and_takes_the_rest_of_its_batch(tmp_path, caplog):
+    var = tmp_path / "var"
+    (var / "queue").mkdir(parents=True)
+    queue = SqliteCaseQueue(var / "queue" / "cases.sqlite3")
+    newer = {**make_record(1).to_dict(), "weather": "rain"}  # a newer worker's, during a rolling upgrade
+    broken = {key: value for key, value in make_record(2).to_dict().items() if key != "confirmed_wall"}
+    assert queue.publish(make_record(0))
+    publish_raw(f"sqlite:///{var / 'queue' / 'cases.sqlite3'}", newer)
+    publish_raw(f"sqlite:///{var / 'queue' / 'cases.sqlite3'}", broken)
+    assert queue.publish(make_record(3))
+    taken = [make_record(0).case_id, newer["case_id"], make_record(3).case_id]
+    with caplog.at_level(logging.WARNING, "pipeline.review.intake"), running_app(var, expect_cases=3) as client:
+        review = client.app.state.review
+        assert sorted(review.store.cases.all_case_ids()) == taken
+        assert review.store.cases.get(newer["case_id"]).record.to_dict() == newer  # the unknown key kept
+        assert list(review.intake.set_aside) == [broken["case_id"]]
+        assert "confirmed_wall missing" in review.intake.set_aside[broken["case_id"]]
+        page = client.get("/", headers=login(client, "officer1"))
+        assert page.status_code == 200
+        assert "1 条案件记录无法读取" in page.text and broken["case_id"] in page.text
+    assert any(broken["case_id"] in line and "confirmed_wall missing" in line for line in caplog.messages)
+    assert queue.pending_count() == 1  # left in the queue, not acknowledged: a reader that can read it takes it
+    queue.close()

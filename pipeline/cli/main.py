@@ -43,16 +43,17 @@ def _event_entries(args) -> frozenset[str]:
 
 
 def _load_cameras(paths: list[str], args):
-    from pipeline.config import load_camera, load_cameras
+    """Each camera with the file it was read from."""
+    from pipeline.config import load_camera, load_camera_files
 
     entries = _event_entries(args)
     cameras = []
     for path in paths:
-        cameras.extend(load_cameras(path, event_entries=entries) if Path(path).is_dir()
-                       else [load_camera(path, event_entries=entries)])
+        cameras.extend(load_camera_files(path, event_entries=entries) if Path(path).is_dir()
+                       else [(Path(path), load_camera(path, event_entries=entries))])
     if not cameras:
         raise UsageError(f"no camera files (*.yaml) in {', '.join(paths)}")
-    ids = [camera.id for camera in cameras]
+    ids = [camera.id for _, camera in cameras]
     repeated = sorted({i for i in ids if ids.count(i) > 1})
     if repeated:
         raise UsageError(f"camera id(s) {', '.join(repeated)} given more than once in {', '.join(paths)}")
@@ -108,7 +109,12 @@ def _patrol(args, cameras, *, loop_files: bool, streams_dir: Path | None) -> int
         if review is not None:
             review.stop()
         waiting = f"; {left} case(s) wait in the spool and go out on the next start" if left else ""
-        print(f"patrol: stopped; {filer.drainer.delivered} new case(s) filed{waiting}", flush=True)
+        rejected = filer.drainer.rejected
+        aside = f"; {rejected} undeliverable case(s) set aside in {filer.spool.rejected}" if rejected else ""
+        print(f"patrol: stopped; {filer.drainer.delivered} new case(s) filed{waiting}{aside}", flush=True)
+    if filer.held:  # held in memory for a spool that never took them: they end with this process
+        print(f"patrol {args.verb}: {filer.spool_error}: {filer.held} case(s) not written", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -173,13 +179,18 @@ def _serve_review(args, workspace, backends, streams_dir: Path | None, metrics_u
 
 
 def cmd_run(args) -> int:
+    from pipeline.ingest import require_an_openable_camera
+
     folders = [Path(p) for p in args.cameras if Path(p).is_dir()]
-    return _patrol(args, _load_cameras(args.cameras, args), loop_files=args.loop,
+    camera_files = _load_cameras(args.cameras, args)
+    require_an_openable_camera(camera_files)
+    return _patrol(args, [camera for _, camera in camera_files], loop_files=args.loop,
                    streams_dir=folders[0] if folders else Path(args.cameras[0]).parent)
 
 
 def cmd_demo(args) -> int:
-    return _patrol(args, _load_cameras([str(SAMPLE_CAMERA)], args), loop_files=True, streams_dir=SAMPLE_CAMERA.parent)
+    cameras = [camera for _, camera in _load_cameras([str(SAMPLE_CAMERA)], args)]
+    return _patrol(args, cameras, loop_files=True, streams_dir=SAMPLE_CAMERA.parent)
 
 
 def cmd_replay(args) -> int:
@@ -210,6 +221,9 @@ def cmd_replay(args) -> int:
         filer.close(drain_timeout_s=0)
     print(summary.line())
     print(f"cases: {out / 'cases.jsonl'}")
+    if (failure := summary.failure()) is not None:
+        print(f"patrol replay: {failure}", file=sys.stderr)
+        return 1
     return 0
 
 

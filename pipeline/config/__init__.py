@@ -2,7 +2,7 @@
 
 from .camera import CameraConfig, Location, ZoneConfig
 from .hours import TimeWindow
-from .loader import ConfigError, load_camera, load_cameras
+from .loader import ConfigError, load_camera, load_camera_files, load_cameras
 from .rules import BinOverflowRule, IllegalParkingRule, NonmotorParkingRule, RuleConfig, StallEncroachmentRule
 from .workspace import DEFAULT_WORKSPACE, Workspace
 
@@ -20,5 +20,6 @@ __all__ = [
     "Workspace",
     "ZoneConfig",
     "load_camera",
+    "load_camera_files",
     "load_cameras",
 ]

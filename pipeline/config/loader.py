@@ -39,20 +39,27 @@ def load_cameras(
 ) -> list[CameraConfig]:
     """Every camera file in ``folder``, sorted by file name; camera ids must be unique.
     ``event_entries``: as for ``load_camera``."""
+    return [camera for _, camera in load_camera_files(folder, event_entries=event_entries)]
+
+
+def load_camera_files(
+    folder: str | os.PathLike[str], *, event_entries: Collection[str] | None = None
+) -> list[tuple[Path, CameraConfig]]:
+    """As ``load_cameras``, each camera with the file it was read from."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ConfigError(f"{folder}: not a folder")
     paths = sorted(folder.glob(CAMERA_FILE_PATTERN))
     if not paths:
         raise ConfigError(f"{folder}: no camera files ({CAMERA_FILE_PATTERN})")
-    cameras: list[CameraConfig] = []
+    cameras: list[tuple[Path, CameraConfig]] = []
     path_of_id: dict[str, Path] = {}
     for path in paths:
         camera = load_camera(path, event_entries=event_entries)
         if camera.id in path_of_id:
             raise ConfigError(f"{path}: id: camera id {camera.id!r} is also used by {path_of_id[camera.id]}")
         path_of_id[camera.id] = path
-        cameras.append(camera)
+        cameras.append((path, camera))
     return cameras
 
 

@@ -3,7 +3,7 @@
 from pipeline.ingest.clip import ClipError, PacketRing
 from pipeline.ingest.live import LiveSource, StateChange
 from pipeline.ingest.picture import to_bgr
-from pipeline.ingest.source import SourceError, SourceStats, decode, is_live_url
+from pipeline.ingest.source import SourceError, SourceStats, decode, is_live_url, require_an_openable_camera
 
 __all__ = ["ClipError", "LiveSource", "PacketRing", "SourceError", "SourceStats", "StateChange", "decode",
-           "is_live_url", "to_bgr"]
+           "is_live_url", "require_an_openable_camera", "to_bgr"]

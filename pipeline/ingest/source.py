@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import av
 
+from pipeline.config import CameraConfig
 from pipeline.ingest.clip import PacketRing, StreamParams
 from pipeline.ingest.picture import to_bgr
 from pipeline.types import Frame
@@ -50,8 +52,52 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")  # as the camera file's url field tells a URL from a path
+
+
+def _scheme(url: str) -> str | None:
+    match = _SCHEME.match(url)
+    return match[1].lower() if match else None
+
+
 def is_live_url(url: str) -> bool:
-    return url.split("://", 1)[0].lower() in {"rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt"}
+    return _scheme(url) in STREAM_SCHEMES
+
+
+def video_path(url: str) -> Path | None:
+    """The local file ``url`` names: a path, or ``file:///absolute/path``; None for any other URL."""
+    scheme = _scheme(url)
+    if scheme is None:
+        return Path(url)
+    parts = urlsplit(url)
+    if scheme == "file" and parts.netloc in ("", "localhost"):
+        return Path(unquote(parts.path))
+    return None
+
+
+def never_opens(url: str) -> str | None:
+    """Why ``url`` can never be opened, however often it is tried: a missing video file, or a URL no camera is
+    read from. None when it opens, or may: a stream that is down now may be up later."""
+    if is_live_url(url):
+        return None
+    path = video_path(url)
+    if path is None:
+        # Only the scheme: the rest of the URL may hold a password.
+        return (f"{_scheme(url)}:// is not a camera URL: a camera is a video file path, file:///absolute/path "
+                f"or a stream ({', '.join(f'{scheme}://' for scheme in STREAM_SCHEMES)})")
+    if not path.is_file():
+        return f"video file not found: {path}"
+    return None
+
+
+def require_an_openable_camera(cameras: Sequence[tuple[Path, CameraConfig]]) -> None:
+    """SourceError naming each camera file, its URL and why, when not one of ``cameras`` (with the file each
+    came from) can ever be opened: a patrol of them would watch nothing, then end as if all were well."""
+    reasons = [(file, camera, never_opens(camera.url)) for file, camera in cameras]
+    if all(why is not None for _, _, why in reasons):
+        raise SourceError("no camera can ever be opened:\n" + "\n".join(
+            f"  {file}: url {redact(camera.url)}: {why}" for file, camera, why in reasons))
 
 
 def _reason(exc: Exception, timed_out: bool, timeout_s: float, what: str) -> str:
@@ -68,14 +114,17 @@ def open_container(url: str, camera_id: str, *, open_timeout_s: float = 10.0, re
     interrupt callback); ``read_timeout_s`` bounds every later read, and is also RTSP's socket
     I/O timeout.
     """
+    unusable = never_opens(url)
+    if unusable is not None:
+        raise SourceError(f"camera {camera_id}: {unusable}")
     options = {}
     if url.lower().startswith(("rtsp://", "rtsps://")):
         options = {"rtsp_transport": "tcp", "timeout": str(int(read_timeout_s * 1e6))}
-    elif not is_live_url(url) and not Path(url).is_file():
-        raise SourceError(f"camera {camera_id}: video file not found: {url}")
+    # FFmpeg's file protocol would take a file:// URL's percent escapes literally: it is handed the path.
+    source = url if is_live_url(url) else str(video_path(url))
     started = time.monotonic()
     try:
-        container = av.open(url, options=options, timeout=(open_timeout_s, read_timeout_s))
+        container = av.open(source, options=options, timeout=(open_timeout_s, read_timeout_s))
     except (av.FFmpegError, OSError) as exc:
         timed_out = time.monotonic() - started >= open_timeout_s and is_live_url(url)
         reason = _reason(exc, timed_out, open_timeout_s, "no answer")

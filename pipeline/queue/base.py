@@ -6,7 +6,9 @@ Every backend keeps the same semantics so the review side never changes when the
 - within a consumer group each case is delivered to one consumer (``XREADGROUP``);
 - a delivery stays pending until acknowledged (``XACK``);
 - a pending delivery older than the visibility timeout is handed to the next consumer that asks,
-  with ``attempts`` counting every hand-out (``XAUTOCLAIM`` and the stream's delivery counter).
+  with ``attempts`` counting every hand-out (``XAUTOCLAIM`` and the stream's delivery counter);
+- each record is read on its own: one this version cannot read comes as an :class:`UnreadableDelivery`
+  beside the others of its batch, never failing them.
 
 Delivery is therefore at-least-once: a consumer must tolerate seeing a case again.
 """
@@ -17,7 +19,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from types import TracebackType
 
-from pipeline.types import CaseNote, CaseRecord
+from pipeline.types import CaseNote, CaseRecord, MalformedRecord
 
 REVIEW_GROUP = "review"
 DEFAULT_VISIBILITY_TIMEOUT_S = 300.0
@@ -31,6 +33,28 @@ class Delivery:
     record: CaseRecord
     attempts: int  # 1 on the first delivery, +1 on each redelivery
 
+    @property
+    def case_id(self) -> str:
+        return self.record.case_id
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadableDelivery:
+    """A hand-out whose record this version cannot read (see :class:`MalformedRecord`); ``case_id`` is the
+    one it was published under. It stays pending until acknowledged, like any other delivery."""
+
+    delivery_id: str
+    case_id: str
+    attempts: int
+    problem: str
+
+
+def read_delivery(delivery_id: str, case_id: str, body: str, attempts: int) -> Delivery | UnreadableDelivery:
+    try:
+        return Delivery(delivery_id, CaseRecord.from_json(body), attempts)
+    except MalformedRecord as exc:
+        return UnreadableDelivery(delivery_id, case_id, attempts, str(exc))
+
 
 class CaseQueue(ABC):
     """Durable queue of :class:`CaseRecord` with at-least-once delivery to one consumer group."""
@@ -40,7 +64,7 @@ class CaseQueue(ABC):
         """Enqueue ``record``; False, and nothing stored, if its ``case_id`` was seen before."""
 
     @abstractmethod
-    def consume(self, consumer: str, count: int = 10, block_s: float = 0) -> list[Delivery]:
+    def consume(self, consumer: str, count: int = 10, block_s: float = 0) -> list[Delivery | UnreadableDelivery]:
         """Up to ``count`` deliveries for ``consumer``: timed-out pending ones first, then new ones.
 
         Waits up to ``block_s`` seconds for at least one; returns ``[]`` if none came.

@@ -16,7 +16,9 @@ The forwarder reads the case queue as its own consumer group (``forward``), so t
   redirected would arrive as a GET, or not at all): logged as an error with the status and the
   start of the body, left pending, and the next case is taken. A refused case comes back once per
   visibility timeout, its ``attempts`` growing, until the platform takes it; its group's pending
-  list is where an operator finds it.
+  list is where an operator finds it;
+- a case whose record this version cannot read is logged as an error and left pending the same way,
+  never posted; one a newer worker published with keys this version does not know goes out with them.
 
 Delivery is at-least-once: a crash between the platform's 2xx and the acknowledgement sends the
 case again, which the ``Idempotency-Key`` lets the platform ignore.
@@ -40,7 +42,7 @@ from enum import StrEnum
 from urllib.parse import urlsplit, urlunsplit
 
 import pipeline
-from pipeline.queue.base import CaseQueue, Delivery
+from pipeline.queue.base import CaseQueue, Delivery, UnreadableDelivery
 from pipeline.retry import Backoff
 from pipeline.types import BackendUnavailable, CaseRecord
 
@@ -173,6 +175,7 @@ class Outcome(StrEnum):
     FORWARDED = "forwarded"  # the platform answered 2xx; acknowledged
     REFUSED = "refused"  # the platform answered another 4xx (or 3xx); left pending
     DEFERRED = "deferred"  # the endpoint stayed unavailable, or the forwarder is stopping; left pending
+    UNREADABLE = "unreadable"  # this version cannot read the case's record; left pending, never posted
 
 
 @dataclass
@@ -180,13 +183,15 @@ class Tally:
     forwarded: int = 0
     refused: int = 0
     deferred: int = 0
+    unreadable: int = 0
 
     def count(self, outcome: Outcome) -> None:
         setattr(self, outcome.value, getattr(self, outcome.value) + 1)
 
     def line(self) -> str:
-        return (f"forward: stopped; {self.forwarded} forwarded, {self.refused} refused, {self.deferred} deferred "
-                f"(refused and deferred cases stay pending; the queue offers them again after its visibility timeout)")
+        return (f"forward: stopped; {self.forwarded} forwarded, {self.refused} refused, {self.deferred} deferred, "
+                f"{self.unreadable} unreadable (cases not forwarded stay pending; the queue offers them again after "
+                f"its visibility timeout)")
 
 
 def forwarded_line(delivery: Delivery, reply: Reply, posts: int) -> str:
@@ -248,9 +253,15 @@ class Forwarder:
                 continue
             delivery = deliveries[0]
             if once:
-                if delivery.record.case_id in tried:
+                if delivery.case_id in tried:
                     continue
-                tried.add(delivery.record.case_id)
+                tried.add(delivery.case_id)
+            if isinstance(delivery, UnreadableDelivery):
+                log.error("case %s cannot be read by this forwarder (%s; delivery %d); left pending, it is offered "
+                          "again after the visibility timeout, other cases go on",
+                          delivery.case_id, delivery.problem, delivery.attempts)
+                self.tally.count(Outcome.UNREADABLE)
+                continue
             self.tally.count(self.forward(delivery))
         return self.tally
 

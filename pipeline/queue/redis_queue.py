@@ -31,7 +31,14 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from pipeline.queue.base import DEFAULT_VISIBILITY_TIMEOUT_S, REVIEW_GROUP, CaseQueue, Delivery
+from pipeline.queue.base import (
+    DEFAULT_VISIBILITY_TIMEOUT_S,
+    REVIEW_GROUP,
+    CaseQueue,
+    Delivery,
+    UnreadableDelivery,
+    read_delivery,
+)
 from pipeline.types import BackendUnavailable, CaseNote, CaseRecord
 
 log = logging.getLogger(__name__)
@@ -137,7 +144,7 @@ class RedisCaseQueue(CaseQueue):
             added = self._publish_script(keys=[self._stream, self._ids, self._records], args=[record.case_id, body])
         return added == 1
 
-    def consume(self, consumer: str, count: int = 10, block_s: float = 0) -> list[Delivery]:
+    def consume(self, consumer: str, count: int = 10, block_s: float = 0) -> list[Delivery | UnreadableDelivery]:
         if count < 1:
             raise ValueError(f"count must be >= 1, not {count}")
         deadline = time.monotonic() + max(block_s, 0)
@@ -156,7 +163,7 @@ class RedisCaseQueue(CaseQueue):
     def get(self, case_id: str) -> CaseRecord | None:
         with self._unavailable_as("get"):
             body = self._redis.hget(self._records, case_id)
-        return None if body is None else CaseRecord.from_dict(json.loads(body))
+        return None if body is None else CaseRecord.from_json(body)
 
     def add_note(self, note: CaseNote) -> bool:
         body = json.dumps(note.to_dict(), ensure_ascii=False, sort_keys=True)
@@ -223,7 +230,7 @@ class RedisCaseQueue(CaseQueue):
             self._closed = True
             self._redis.close()
 
-    def _take(self, consumer: str, count: int, deadline: float) -> list[Delivery]:
+    def _take(self, consumer: str, count: int, deadline: float) -> list[Delivery | UnreadableDelivery]:
         """One pass: take over timed-out deliveries, then read new entries, blocking only if none."""
         claimed = self._reclaim(consumer, count)
         wanted = count - len(claimed)
@@ -314,10 +321,9 @@ class RedisCaseQueue(CaseQueue):
         return text
 
 
-def _delivery(entry_id: str, fields: dict[str, Any], attempts: int) -> Delivery:
-    return Delivery(
-        delivery_id=entry_id, record=CaseRecord.from_dict(json.loads(fields["record"])), attempts=attempts
-    )
+def _delivery(entry_id: str, fields: dict[str, Any], attempts: int) -> Delivery | UnreadableDelivery:
+    # An entry added past publish() may lack either field: that is for the reader to refuse, not to raise.
+    return read_delivery(entry_id, fields.get("case_id", entry_id), fields.get("record", ""), attempts)
 
 
 def _parse_entry_id(entry_id: str) -> tuple[int, int]:

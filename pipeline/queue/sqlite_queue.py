@@ -15,6 +15,8 @@ from pipeline.queue.base import (
     REVIEW_GROUP,
     CaseQueue,
     Delivery,
+    UnreadableDelivery,
+    read_delivery,
 )
 from pipeline.types import CaseNote, CaseRecord
 
@@ -114,7 +116,7 @@ class SqliteCaseQueue(CaseQueue):
             )
         return cursor.rowcount == 1
 
-    def consume(self, consumer: str, count: int = 10, block_s: float = 0) -> list[Delivery]:
+    def consume(self, consumer: str, count: int = 10, block_s: float = 0) -> list[Delivery | UnreadableDelivery]:
         if count < 1:
             raise ValueError(f"count must be at least 1, got {count}")
         deadline = time.monotonic() + block_s
@@ -138,7 +140,7 @@ class SqliteCaseQueue(CaseQueue):
             row = self._conn.execute(
                 "SELECT record FROM cases WHERE case_id = ?", (case_id,)
             ).fetchone()
-        return None if row is None else _record_from_json(row[0])
+        return None if row is None else CaseRecord.from_json(row[0])
 
     def add_note(self, note: CaseNote) -> bool:
         with immediate_transaction(self._conn, self._lock) as conn:
@@ -171,12 +173,12 @@ class SqliteCaseQueue(CaseQueue):
                 self._conn.close()
                 self._closed = True
 
-    def _claim(self, consumer: str, count: int) -> list[Delivery]:
+    def _claim(self, consumer: str, count: int) -> list[Delivery | UnreadableDelivery]:
         """One transaction: take over timed-out pending deliveries, then read new cases."""
         now = time.time()
         with immediate_transaction(self._conn, self._lock) as conn:
             reclaimed = conn.execute(
-                "SELECT p.seq, p.attempts + 1, c.record FROM pending p"
+                "SELECT p.seq, p.attempts + 1, c.case_id, c.record FROM pending p"
                 " JOIN cases c ON c.seq = p.seq"
                 " WHERE p.group_name = ? AND p.delivered_at <= ?"
                 " ORDER BY p.seq LIMIT ?",
@@ -185,10 +187,10 @@ class SqliteCaseQueue(CaseQueue):
             conn.executemany(
                 "UPDATE pending SET consumer = ?, delivered_at = ?, attempts = attempts + 1"
                 " WHERE group_name = ? AND seq = ?",
-                [(consumer, now, self._group, seq) for seq, _, _ in reclaimed],
+                [(consumer, now, self._group, seq) for seq, *_ in reclaimed],
             )
             fresh = conn.execute(
-                "SELECT seq, 1, record FROM cases WHERE seq > ("
+                "SELECT seq, 1, case_id, record FROM cases WHERE seq > ("
                 "  SELECT last_delivered_seq FROM consumer_groups WHERE name = ?"
                 ") ORDER BY seq LIMIT ?",
                 (self._group, count - len(reclaimed)),
@@ -197,15 +199,14 @@ class SqliteCaseQueue(CaseQueue):
                 conn.executemany(
                     "INSERT INTO pending (group_name, seq, consumer, delivered_at, attempts)"
                     " VALUES (?, ?, ?, ?, 1)",
-                    [(self._group, seq, consumer, now) for seq, _, _ in fresh],
+                    [(self._group, seq, consumer, now) for seq, *_ in fresh],
                 )
                 conn.execute(
                     "UPDATE consumer_groups SET last_delivered_seq = ? WHERE name = ?",
                     (fresh[-1][0], self._group),
                 )
         return [
-            Delivery(delivery_id=str(seq), record=_record_from_json(record), attempts=attempts)
-            for seq, attempts, record in reclaimed + fresh
+            read_delivery(str(seq), case_id, record, attempts) for seq, attempts, case_id, record in reclaimed + fresh
         ]
 
 
@@ -214,7 +215,3 @@ def _seq_of(delivery_id: str) -> int:
         return int(delivery_id)
     except ValueError:
         raise ValueError(f"{delivery_id!r} is not a delivery id of a SQLite case queue") from None
-
-
-def _record_from_json(text: str) -> CaseRecord:
-    return CaseRecord.from_dict(json.loads(text))

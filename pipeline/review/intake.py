@@ -3,6 +3,11 @@
 At-least-once in, exactly-once in the store: a delivery is acknowledged only after its case is in
 the review store, and storing is idempotent on case id, so a redelivery after a crash changes
 nothing. An unreachable queue is logged and retried with backoff while the app keeps serving.
+
+A record this version cannot read (malformed, or changed by a newer worker beyond what it can
+read) is set aside: logged once with its case id and why, counted for the review page's banner, and
+left pending in the queue, which offers it again after its visibility timeout: a fixed or upgraded
+review service then takes it in. The rest of its batch is taken in meanwhile.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 
-from pipeline.queue import CaseQueue
+from pipeline.queue import CaseQueue, UnreadableDelivery
 from pipeline.retry import Backoff, ServiceThread
 from pipeline.review.cases import CaseRepository
 from pipeline.types import BackendUnavailable, CaseNote
@@ -39,6 +44,12 @@ class CaseIntake:
         self._queue: CaseQueue | None = None
         self._service: ServiceThread | None = None
         self.last_error: str | None = None  # why the queue is not being read, while it is not
+        self._set_aside: dict[str, str] = {}  # case id -> why it cannot be read, since this intake started
+
+    @property
+    def set_aside(self) -> dict[str, str]:
+        """Case id -> why, of the records left in the queue because this version cannot read them."""
+        return dict(self._set_aside)  # a copy: the intake thread adds to it while pages read it
 
     def start(self) -> None:
         """Start taking cases; a no-op while already running (an app's lifespan may run more than once)."""
@@ -78,8 +89,18 @@ class CaseIntake:
 
     def _take(self, queue: CaseQueue) -> None:
         for delivery in queue.consume(self._consumer, count=self._batch, block_s=self._block_s):
+            if isinstance(delivery, UnreadableDelivery):
+                self._set_aside_once(delivery)
+                continue
             self._cases.receive(delivery.record)
             queue.ack(delivery.delivery_id)
+
+    def _set_aside_once(self, delivery: UnreadableDelivery) -> None:
+        # Once per case: the queue offers it again every visibility timeout, and one line says it all.
+        if delivery.case_id not in self._set_aside:
+            log.error("case %s set aside, left pending in the queue: this review service cannot read it (%s)",
+                      delivery.case_id, delivery.problem)
+            self._set_aside[delivery.case_id] = delivery.problem
 
 
 class NotesReader:

@@ -77,6 +77,7 @@ def _render(request: Request, template: str, caller: Caller | None, status_code:
         "user": caller.user if caller else None,
         "csrf_token": caller.session.csrf_token if caller else "",
         "queue_error": review.intake.last_error,
+        "set_aside": review.intake.set_aside,
         **context,
     }, status_code=status_code)
 
