@@ -1,5 +1,5 @@
 """What the test modules share: the repo's paths, the sample street's ground truth, the test camera,
-the `patrol` command, waiting for a condition, free ports, and short cuts of the sample.
+the `patrol` command, waiting for a condition, free ports, unusable SQLite files, and short cuts of the sample.
 
 Tests import from here (``from support import ...``); ``conftest.py`` re-exports the paths for the
 modules that import them from there.
@@ -12,6 +12,7 @@ import os
 import random
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -65,6 +66,23 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def unusable_sqlite_file(path: Path, damage: str) -> Path:
+    """A file SQLite refuses as soon as it is opened: ``"garbage"``, bytes that are no database at
+    all, or ``"malformed"``, a real database whose schema page is overwritten past its header."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if damage == "garbage":
+        path.write_bytes(random.Random(0).randbytes(8192))
+        return path
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    conn.close()
+    data = bytearray(path.read_bytes())
+    data[100:4096] = b"\xff" * 3996
+    path.write_bytes(data)
+    return path
 
 
 # ---- the sample street's ground truth ----

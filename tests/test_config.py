@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import time as time_module
 from datetime import time
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
 from pipeline.cli.main import main as patrol
 from pipeline.config import (
+    BinOverflowRule,
     CameraConfig,
     ConfigError,
     IllegalParkingRule,
@@ -18,6 +21,7 @@ from pipeline.config import (
 )
 from pipeline.evidence import load_event_codes
 from pipeline.types import Role
+from pipeline.vocabulary import ViolationKind
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "streams" / "examples" / "shuangshan-001.yaml"
 
@@ -91,6 +95,38 @@ def test_zone_polygon_in_pixels() -> None:
          "reconnect_min_s (60) is more than reconnect_max_s (30)"),
         ("illegal_parking, dwell_s: 60", "nonmotor_parking, dwell_s: 60, min_count: 0", "zones[0].rules[0].min_count",
          "greater than or equal to 1"),
+        # Numbers that parse but cannot mean anything.
+        ("dwell_s: 60", "dwell_s: .inf", "zones[0].rules[0].dwell_s", "finite number"),
+        ("dwell_s: 60", "dwell_s: 1.0e+308", "zones[0].rules[0].dwell_s", "less than or equal to 604800"),
+        ("dwell_s: 60", "dwell_s: 1e308", "zones[0].rules[0].dwell_s", "valid number"),  # YAML 1.1: a string
+        ("dwell_s: 60", "dwell_s: yes", "zones[0].rules[0].dwell_s", "valid number"),
+        ("dwell_s: 60", "dwell_s: 60, cooldown_s: .inf", "zones[0].rules[0].cooldown_s", "finite number"),
+        ("dwell_s: 60", "dwell_s: 60, cooldown_s: 1.0e+308", "zones[0].rules[0].cooldown_s", "less than or equal"),
+        ("location:", "ingest: {offline_fault_after_s: .nan}\nlocation:", "ingest.offline_fault_after_s",
+         "finite number"),
+        ("[0.6, 0.9], ", "[true, 0.9], ", "zones[0].polygon[2][0]", "valid number"),
+        ("[0.6, 0.9], ", '["0.6", 0.9], ', "zones[0].polygon[2][0]", "valid number"),
+        ("lat: 36.7", 'lat: "36.7"', "location.lat", "valid number"),
+        ("lon: 117.5", "lon: yes", "location.lon", "valid number"),
+        ("lat: 36.7", "lat: .nan", "location.lat", "finite number"),
+        # Outlines without a clear inside.
+        ("[[0.1, 0.5], [0.6, 0.5], [0.6, 0.9], [0.1, 0.9]]", "[[0.1, 0.5], [0.6, 0.9], [0.6, 0.5], [0.1, 0.7]]",
+         "zones[0].polygon", "edges 0 and 2 cross or touch"),
+        ("[0.6, 0.9], [0.1, 0.9]", "[0.6, 0.9], [0.35, 0.5], [0.1, 0.9]", "zones[0].polygon",
+         "edges 0 and 2 cross or touch"),  # corner 3 lies on edge 0
+        ("[0.1, 0.9]]", "[0.1, 0.9], [0.6, 0.5]]", "zones[0].polygon", "corners 1 and 4 are the same point"),
+        ("[0.1, 0.9]]", "[0.1, 0.9], [0.1, 0.5]]", "zones[0].polygon", "the last corner repeats the first"),
+        # Text far longer than any name.
+        ("name: 测试 camera", "name: " + "x" * 201, "name", "at most 200 characters"),
+        ("lon: 117.5", "lon: 117.5, address: " + "x" * 201, "location.address", "at most 200 characters"),
+        ("url: videos/cam1.mp4", "url: rtsp://cam/" + "x" * 2048, "url", "at most 2048 characters"),
+        # Rules watching what they cannot judge.
+        ("dwell_s: 60", "dwell_s: 60, roles: [vehicle, person]", "zones[0].rules[0].roles",
+         "cannot watch person; it watches only vehicle"),
+        ("illegal_parking, dwell_s: 60", "nonmotor_parking, dwell_s: 60, roles: [vehicle]", "zones[0].rules[0].roles",
+         "cannot watch vehicle; it watches only non_motor_vehicle"),
+        ("illegal_parking, dwell_s: 60", "bin_overflow, dwell_s: 60, roles: [bin]", "zones[0].rules[0].roles",
+         "cannot watch bin; it watches only overflowing_bin, garbage_pile"),
     ],
 )
 def test_malformed_file_names_file_and_field(
@@ -105,6 +141,40 @@ def test_malformed_file_names_file_and_field(
     assert str(path) in str(error.value)
     assert f"{field}: " in str(error.value)
     assert reason in str(error.value)
+
+
+def test_a_rule_may_narrow_its_roles_and_each_kind_watches_its_own_role(tmp_path: Path) -> None:
+    text = VALID.replace("illegal_parking, dwell_s: 60", "bin_overflow, dwell_s: 60, roles: [garbage_pile]")
+    assert load_camera(write(tmp_path, text)).zones[0].rules[0].roles == [Role.GARBAGE_PILE]
+
+    for model in (IllegalParkingRule, StallEncroachmentRule, BinOverflowRule, NonmotorParkingRule):
+        kind = ViolationKind(get_args(model.model_fields["type"].annotation)[0])
+        assert kind.role in model.model_fields["roles"].default
+
+
+def test_a_long_value_is_not_echoed_whole(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID.replace("name: 测试 camera", "name: " + "x" * 200_000))
+
+    with pytest.raises(ConfigError, match=r"name: String should have at most 200 characters") as error:
+        load_camera(path)
+
+    assert len(str(error.value)) < 300
+
+
+def test_a_file_over_the_size_cap_is_refused_before_parsing(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID + "# padding\n" * 200_000)  # 2 MB of comments: valid YAML, read for seconds
+
+    started = time_module.monotonic()
+    with pytest.raises(ConfigError, match=r"cam\.yaml: larger than 256 KiB; a camera file is a few KiB"):
+        load_camera(path)
+    assert time_module.monotonic() - started < 0.5
+
+
+def test_yaml_nested_too_deeply_is_a_config_error(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID.replace("name: 测试 camera", "name: " + "[" * 10_000 + "]" * 10_000))
+
+    with pytest.raises(ConfigError, match=r"cam\.yaml: YAML nested too deeply"):
+        load_camera(path)
 
 
 def test_bike_rule_defaults_to_non_motor_vehicles_standing_in_the_zone(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from support import (
     expected_cases,
     match,
     replay_sample,
+    unusable_sqlite_file,
 )
 
 from pipeline.config import Workspace, load_camera
@@ -133,6 +134,31 @@ def test_patrol_run_refuses_cameras_none_of_which_can_ever_be_opened(tmp_path):
     assert f"{gone}: url {tmp_path / 'gone.mp4'}: video file not found" in result.stderr
     assert f"{ftp}: url ftp://admin:***@nvr.example/street.mp4: ftp:// is not a camera URL" in result.stderr
     assert "hunter2" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(("verb", "damaged", "damage", "reason"), [
+    ("run", "queue/cases.sqlite3", "garbage", "not a SQLite database"),
+    ("replay", "queue/cases.sqlite3", "malformed", "database disk image is malformed"),
+    ("serve", "queue/cases.sqlite3", "garbage", "not a SQLite database"),
+    ("serve", "review/review.sqlite3", "malformed", "database disk image is malformed"),
+    ("verify", "review/review.sqlite3", "garbage", "not a SQLite database"),
+])
+def test_a_database_file_that_is_no_database_stops_the_verb_with_one_line(tmp_path, verb, damaged, damage, reason):
+    var = tmp_path / "var"
+    path = unusable_sqlite_file(var / damaged, damage)
+    argv = {
+        "run": ["run", str(SAMPLE_CAMERA), "--var", str(var), "--metrics", "off", "--duration", "5"],
+        "replay": ["replay", str(SAMPLE_VIDEO), "--camera", str(SAMPLE_CAMERA), "--out", str(var)],
+        "serve": ["serve", "--db", str(var / "review" / "review.sqlite3"), "--queue", f"sqlite:///{var}/queue/cases.sqlite3",
+                  "--evidence", str(var / "evidence"), "--port", "0"],
+        "verify": ["verify", "--db", str(path), "--evidence", str(var / "evidence")],
+    }[verb]
+
+    result = subprocess.run([*PATROL, *argv], capture_output=True, text=True, cwd=REPO, timeout=120)
+
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"patrol {verb}: ") and line.endswith(f"{path}: {reason}")
 
 
 def cases_on_the_review_page(lines: list[str]) -> int:

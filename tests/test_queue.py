@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -14,8 +15,10 @@ from pathlib import Path
 
 import pytest
 from queue_contract import make_record, publish_raw
+from support import unusable_sqlite_file
 
-from pipeline.queue import CaseQueue, Delivery, RedisCaseQueue, UnreadableDelivery, open_queue
+from pipeline.durable import DatabaseFileError
+from pipeline.queue import CaseQueue, Delivery, RedisCaseQueue, SqliteCaseQueue, UnreadableDelivery, open_queue
 from pipeline.types import CaseNote, CaseRecord
 
 Connect = Callable[..., CaseQueue]
@@ -290,3 +293,43 @@ def test_unusable_redis_url_is_rejected_without_echoing_it() -> None:
 def test_unusable_url_is_rejected(url: str) -> None:
     with pytest.raises(ValueError, match="sqlite:///"):
         open_queue(url)
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"), [("garbage", "not a SQLite database"), ("malformed", "database disk image is malformed")]
+)
+def test_a_file_that_is_no_usable_database_is_named_with_what_is_wrong(tmp_path: Path, damage: str,
+                                                                       reason: str) -> None:
+    path = unusable_sqlite_file(tmp_path / "cases.sqlite3", damage)
+
+    with pytest.raises(DatabaseFileError) as raised:
+        open_queue(f"sqlite:///{path}")
+
+    assert str(raised.value) == f"{path}: {reason}"
+
+
+def test_opening_and_reading_do_not_wait_for_another_process_holding_the_write_lock(tmp_path: Path) -> None:
+    path = tmp_path / "cases.sqlite3"
+    record = make_record(1)
+    with SqliteCaseQueue(path) as queue:
+        queue.publish(record)
+    other = sqlite3.connect(path, isolation_level=None)  # as another process would
+    other.execute("BEGIN IMMEDIATE")
+    claimed: list = []
+    try:
+        started = time.monotonic()
+        # The review page opens the queue to read a case's notes: opening must not need the write lock ...
+        queue = SqliteCaseQueue(path, busy_timeout_s=5)
+        # ... and a claim waiting for that lock must not hold up this process's reads.
+        claim = threading.Thread(target=lambda: claimed.extend(queue.consume("reviewer-1")))
+        claim.start()
+        time.sleep(0.3)  # the claim is waiting on the lock by now
+        assert queue.get(record.case_id) == record
+        assert queue.notes(record.case_id) == [] and queue.count() == 1
+        assert time.monotonic() - started < 2
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    claim.join(10)
+    queue.close()
+    assert [delivery.record for delivery in claimed] == [record]

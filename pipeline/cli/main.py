@@ -338,11 +338,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from pipeline.config import ConfigError
     from pipeline.detect import ModelCardError
+    from pipeline.durable import DatabaseFileError
     from pipeline.ingest import SourceError
 
     try:
         return args.func(args)
-    except (ConfigError, ModelCardError, SourceError, UsageError) as exc:
+    except (ConfigError, DatabaseFileError, ModelCardError, SourceError, UsageError) as exc:
         print(f"patrol {args.verb}: {exc}", file=sys.stderr)
         return 2
 

@@ -11,7 +11,7 @@ import numpy as np
 from pydantic import Field, Strict, StringConstraints, ValidationInfo, field_validator, model_validator
 
 from .rules import RuleConfig
-from .strict_model import StrictModel
+from .strict_model import Seconds, StrictModel
 
 # Ids end up in case ids and storage keys, so they must be safe on every filesystem and URL.
 Slug = Annotated[
@@ -20,7 +20,13 @@ Slug = Annotated[
     StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$"),
     Field(description="Lowercase letters, digits, '-' and '_' (at most 64), starting alphanumeric."),
 ]
-UnitCoordinate = Annotated[float, Field(ge=0, le=1)]
+# Strict: YAML's `yes` or "0.5" where a number belongs is a mistake, not a coordinate.
+UnitCoordinate = Annotated[float, Strict(), Field(ge=0, le=1)]
+# Bounds on free text: a name or address is shown on every case page and filed with every case.
+MAX_NAME_CHARS = 200
+MAX_URL_CHARS = 2048
+# A zone drawn by hand has a handful of corners; the crossing check compares every pair of edges.
+MAX_CORNERS = 100
 # Smaller than about 14 x 14 px in a 1080p frame: almost certainly collinear or repeated points.
 MIN_POLYGON_AREA = 1e-4
 _URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -29,11 +35,12 @@ _URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 class Location(StrictModel):
     """Where the camera is, as filed with every case."""
 
-    lat: float = Field(ge=-90, le=90, description="Latitude, WGS-84 degrees.")
-    lon: float = Field(ge=-180, le=180, description="Longitude, WGS-84 degrees.")
-    address: str | None = Field(None, description="Street address shown to reviewers.")
+    lat: Annotated[float, Strict()] = Field(ge=-90, le=90, description="Latitude, WGS-84 degrees.")
+    lon: Annotated[float, Strict()] = Field(ge=-180, le=180, description="Longitude, WGS-84 degrees.")
+    address: str | None = Field(None, max_length=MAX_NAME_CHARS, description="Street address shown to reviewers.")
     grid_code: Annotated[str, Strict()] | None = Field(
         None,
+        max_length=64,
         description="City-management grid code (网格编码). Quote it in YAML: leading zeros matter.",
     )
 
@@ -44,7 +51,11 @@ class ZoneConfig(StrictModel):
     id: Slug = Field(description="Zone id, unique within the camera; part of every case id.")
     polygon: list[tuple[UnitCoordinate, UnitCoordinate]] = Field(
         min_length=3,
-        description="Corners [x, y] as fractions 0..1 of frame width and height (not pixels).",
+        max_length=MAX_CORNERS,
+        description=(
+            "Corners [x, y] as fractions 0..1 of frame width and height (not pixels), in order around"
+            " the zone; its edges may not cross."
+        ),
     )
     rules: list[RuleConfig] = Field(
         min_length=1, description="What to enforce here; at most one rule of each type."
@@ -59,6 +70,26 @@ class ZoneConfig(StrictModel):
             raise ValueError(
                 f"polygon encloses almost no area ({area:.2g} of the frame);"
                 " are points collinear, repeated or crossing?"
+            )
+        return polygon
+
+    @field_validator("polygon")
+    @classmethod
+    def _is_simple(cls, polygon: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        # A crossing outline has no clear inside: a bow-tie's middle would be in and out at once.
+        if polygon[-1] == polygon[0]:
+            raise ValueError("the last corner repeats the first: leave it out, the polygon closes itself")
+        first_index: dict[tuple[float, float], int] = {}
+        for index, corner in enumerate(polygon):
+            if corner in first_index:
+                raise ValueError(f"corners {first_index[corner]} and {index} are the same point")
+            first_index[corner] = index
+        crossing = _first_crossing(np.asarray(polygon, dtype=np.float64))
+        if crossing is not None:
+            first, second = crossing
+            raise ValueError(
+                f"edges {first} and {second} cross or touch (edge i runs from corner i to the next);"
+                " list the corners in order around the zone"
             )
         return polygon
 
@@ -78,6 +109,29 @@ class ZoneConfig(StrictModel):
         return np.round(np.asarray(self.polygon) * (width, height)).astype(np.int32)
 
 
+def _first_crossing(corners: np.ndarray) -> tuple[int, int] | None:
+    """The first edges ``(i, j)``, ``i < j``, that cross or touch anywhere but at a corner they share;
+    None for a simple polygon. Edge i runs from corner i to the next; corners must not repeat."""
+    p, q = corners[:, None], np.roll(corners, -1, axis=0)[:, None]  # edge i, along the first axis
+    r, s = p.transpose(1, 0, 2), q.transpose(1, 0, 2)  # edge j, along the second
+
+    def turn(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+        """Sign of the turn a -> b -> c: which side of line ab point c lies on (0: on it)."""
+        cross = (b[..., 0] - a[..., 0]) * (c[..., 1] - a[..., 1]) - (b[..., 1] - a[..., 1]) * (c[..., 0] - a[..., 0])
+        return np.sign(cross)
+
+    def lies_on(a: np.ndarray, b: np.ndarray, c: np.ndarray, side: np.ndarray) -> np.ndarray:
+        """Point c on segment ab, other than at its ends (where neighbouring edges meet): on the line,
+        with the ends in opposite directions from it."""
+        return (side == 0) & (((a - c) * (b - c)).sum(-1) < 0)
+
+    r_side, s_side, p_side, q_side = turn(p, q, r), turn(p, q, s), turn(r, s, p), turn(r, s, q)
+    crossing = (r_side * s_side < 0) & (p_side * q_side < 0)
+    touching = lies_on(p, q, r, r_side) | lies_on(p, q, s, s_side) | lies_on(r, s, p, p_side) | lies_on(r, s, q, q_side)
+    first, second = np.nonzero(np.triu(crossing | touching, k=1))
+    return (int(first[0]), int(second[0])) if len(first) else None
+
+
 class IngestConfig(StrictModel):
     """How the camera's stream is read, watched and reconnected (all optional).
 
@@ -88,13 +142,13 @@ class IngestConfig(StrictModel):
     FFmpeg's RTSP reader hands over the packets it still holds, at the second it gives up.)
     """
 
-    open_timeout_s: float = Field(
+    open_timeout_s: Seconds = Field(
         10.0, gt=0, description="Seconds allowed for connecting and for each step of reading the stream headers."
     )
-    read_timeout_s: float = Field(
+    read_timeout_s: Seconds = Field(
         10.0, gt=0, description="Seconds without data after which a connected stream is dropped and reconnected."
     )
-    stall_after_s: float = Field(
+    stall_after_s: Seconds = Field(
         10.0,
         gt=0,
         description=(
@@ -102,13 +156,13 @@ class IngestConfig(StrictModel):
             " (best at or below read_timeout_s)."
         ),
     )
-    reconnect_min_s: float = Field(
+    reconnect_min_s: Seconds = Field(
         0.5, gt=0, description="Shortest wait before reconnecting; waits double per failure, with full jitter."
     )
-    reconnect_max_s: float = Field(
+    reconnect_max_s: Seconds = Field(
         30.0, gt=0, description="Longest wait between reconnect attempts."
     )
-    offline_fault_after_s: float = Field(
+    offline_fault_after_s: Seconds = Field(
         300.0, gt=0, description="Seconds offline after which the camera is reported faulty (a camera-fault case)."
     )
 
@@ -142,7 +196,7 @@ class MotionGatingConfig(StrictModel):
             " average) that must change since the last detected frame for the detector to run again."
         ),
     )
-    refresh_s: float = Field(
+    refresh_s: Seconds = Field(
         2.0,
         gt=0,
         description=(
@@ -163,9 +217,12 @@ class CameraConfig(StrictModel):
     """One street camera: its stream, where it stands and the zones it watches."""
 
     id: Slug = Field(description="Camera id; part of case ids and evidence keys.")
-    name: str = Field(min_length=1, description="Human-readable name shown to reviewers.")
+    name: str = Field(
+        min_length=1, max_length=MAX_NAME_CHARS, description="Human-readable name shown to reviewers."
+    )
     url: str = Field(
         min_length=1,
+        max_length=MAX_URL_CHARS,
         description=(
             "Stream URL (rtsp://, http://, ...) or a video file path; a relative path is taken"
             " from the folder of the camera file."
@@ -176,6 +233,7 @@ class CameraConfig(StrictModel):
     )
     timezone: str = Field(
         "Asia/Shanghai",
+        max_length=64,
         description="IANA time zone of the camera's local clock, used for rule hours and case times.",
     )
     location: Location = Field(description="Where the camera is.")

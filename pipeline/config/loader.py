@@ -14,6 +14,10 @@ from .camera import CameraConfig
 from .rules import RULE_TYPES
 
 CAMERA_FILE_PATTERN = "*.yaml"
+# A camera file is a few KiB. PyYAML takes seconds for a few hundred KiB of coordinates, so a
+# bigger file is a mistake (a video, a log) that would stall the start before failing anyway.
+MAX_CAMERA_FILE_BYTES = 256 * 1024
+MAX_SHOWN_INPUT_CHARS = 80
 
 
 class ConfigError(ValueError):
@@ -80,11 +84,19 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def _read_yaml(path: Path) -> Any:
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            raw = file.read(MAX_CAMERA_FILE_BYTES + 1)  # never more: the file may be huge, or endless
+        if len(raw) > MAX_CAMERA_FILE_BYTES:
+            raise ConfigError(
+                f"{path}: larger than {MAX_CAMERA_FILE_BYTES // 1024} KiB; a camera file is a few KiB of YAML"
+            )
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: cannot read: {error}") from None
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)
+    except RecursionError:  # PyYAML builds nested collections recursively
+        raise ConfigError(f"{path}: YAML nested too deeply") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -110,4 +122,7 @@ def _reason(error: Any) -> str:
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] in {"missing", "value_error"} or isinstance(error["input"], (dict, list)):
         return message
-    return f"{message} (got {error['input']!r})"
+    shown = repr(error["input"])
+    if len(shown) > MAX_SHOWN_INPUT_CHARS:  # a 1 MiB name would otherwise be echoed whole
+        shown = shown[:MAX_SHOWN_INPUT_CHARS] + "..."
+    return f"{message} (got {shown})"

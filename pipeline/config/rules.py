@@ -10,7 +10,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pipeline.types import Role
 
 from .hours import HoursWindow
-from .strict_model import StrictModel
+from .strict_model import Seconds, StrictModel
 
 Containment = Literal["bottom_center", "overlap"]
 
@@ -50,7 +50,7 @@ def _max_drift_field(default: float | None) -> Any:
 
 
 class _RuleBase(StrictModel):
-    drift_window_s: float = Field(
+    drift_window_s: Seconds = Field(
         3.0,
         gt=0,
         description=(
@@ -59,7 +59,7 @@ class _RuleBase(StrictModel):
             " its spot is not restarted later by detector jitter around the spot."
         ),
     )
-    dwell_s: float = Field(
+    dwell_s: Seconds = Field(
         gt=0, description="Seconds (stream time) an object must stay in the zone to file a case."
     )
     hours: list[HoursWindow] = Field(
@@ -76,7 +76,7 @@ class _RuleBase(StrictModel):
         le=1,
         description="With containment 'overlap': fraction of the box area that must lie in the zone.",
     )
-    max_gap_s: float = Field(
+    max_gap_s: Seconds = Field(
         5.0,
         gt=0,
         description=(
@@ -84,7 +84,7 @@ class _RuleBase(StrictModel):
             " restarts."
         ),
     )
-    cooldown_s: float = Field(
+    cooldown_s: Seconds = Field(
         120.0,
         ge=0,
         description=(
@@ -104,6 +104,7 @@ class _RuleBase(StrictModel):
     event: str | None = Field(
         None,
         min_length=1,
+        max_length=64,
         description=(
             "Entry of the event code table (--event-codes) this zone's cases are filed under, e.g."
             " shop_spillover (0504 店外经营) for stalls in front of shops. null: the entry named like"
@@ -122,6 +123,19 @@ class _RuleBase(StrictModel):
                 f"{event!r} is not an entry of the event code table (entries: {', '.join(sorted(entries))})"
             )
         return event
+
+    @field_validator("roles", check_fields=False)
+    @classmethod
+    def _roles_the_rule_can_judge(cls, roles: list[Role]) -> list[Role]:
+        # The default names every role that can commit the violation: a file may narrow it (only
+        # garbage piles), never widen it (a parking rule watching people would file them as cars).
+        allowed: list[Role] = cls.model_fields["roles"].default
+        foreign = [role.value for role in roles if role not in allowed]
+        if foreign:
+            raise ValueError(
+                f"this rule cannot watch {', '.join(foreign)}; it watches only {', '.join(allowed)}"
+            )
+        return roles
 
     @model_validator(mode="after")
     def _cooldown_covers_gap(self) -> _RuleBase:

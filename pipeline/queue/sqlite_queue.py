@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import sqlite3
+import re
 import threading
 import time
 from datetime import datetime
 from pathlib import Path
 
-from pipeline.durable import immediate_transaction
+from pipeline.durable import READ_BUSY_TIMEOUT_S, immediate_transaction, naming_unusable_file, open_wal
 from pipeline.queue.base import (
     DEFAULT_VISIBILITY_TIMEOUT_S,
     REVIEW_GROUP,
@@ -58,13 +58,16 @@ CREATE TABLE IF NOT EXISTS notes (
 CREATE INDEX IF NOT EXISTS notes_by_case ON notes (case_id, seq);
 COMMIT;
 """
+# What the schema creates: a file holding all of it needs no write to open.
+_SCHEMA_OBJECTS = tuple(re.findall(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS (\w+)", _SCHEMA))
 
 
 class SqliteCaseQueue(CaseQueue):
     """Durable :class:`CaseQueue` on a SQLite file, shareable by threads and by processes.
 
-    One connection guarded by a lock serves all threads of a process; other processes open
-    their own queue on the same file and wait on each other through SQLite's busy timeout.
+    One connection guarded by a lock serves the writes of all threads of a process, another the
+    reads; other processes open their own queue on the same file and wait on each other's writes
+    through SQLite's busy timeout. Reads (WAL) wait for no one's writes.
     """
 
     def __init__(
@@ -82,21 +85,39 @@ class SqliteCaseQueue(CaseQueue):
         self._visibility_timeout_s = visibility_timeout_s
         self._poll_interval_s = poll_interval_s
         self._lock = threading.Lock()
-        # isolation_level=None: transactions are explicit, so each publish is exactly one.
-        self._conn = sqlite3.connect(
-            path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-        )
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
+        # Explicit transactions (open_wal), so each publish is exactly one.
+        self._conn = open_wal(path, busy_timeout_s)
+        try:
+            with naming_unusable_file(path):
+                self._create_schema_and_group()
+            # Reads have their own connection: a claim waiting out another process's write lock
+            # would otherwise hold up every read behind this process's lock.
+            self._read_lock = threading.Lock()
+            self._reader = open_wal(path, min(busy_timeout_s, READ_BUSY_TIMEOUT_S), read_only=True)
+        except BaseException:
+            self._conn.close()
+            raise
+        self._closed = False
+
+    def _create_schema_and_group(self) -> None:
+        # Only when missing: opening to read (the review page's notes) must not wait for the write
+        # lock that another process may hold for long.
+        present = self._conn.execute(
+            f"SELECT COUNT(*) FROM sqlite_master WHERE name IN ({', '.join('?' * len(_SCHEMA_OBJECTS))})",
+            _SCHEMA_OBJECTS,
+        ).fetchone()[0]
+        if present == len(_SCHEMA_OBJECTS) and self._conn.execute(
+            "SELECT 1 FROM consumer_groups WHERE name = ?", (self._group,)
+        ).fetchone():
+            return
         self._conn.executescript(_SCHEMA)
         # Like XGROUP CREATE ... 0: a new group starts at the beginning, so cases published
         # before the first reader started are still delivered.
         self._conn.execute(
             "INSERT INTO consumer_groups (name, last_delivered_seq) VALUES (?, 0)"
             " ON CONFLICT (name) DO NOTHING",
-            (group,),
+            (self._group,),
         )
-        self._closed = False
 
     def publish(self, record: CaseRecord) -> bool:
         row = (
@@ -136,8 +157,8 @@ class SqliteCaseQueue(CaseQueue):
             )
 
     def get(self, case_id: str) -> CaseRecord | None:
-        with self._lock:
-            row = self._conn.execute(
+        with self._read_lock:
+            row = self._reader.execute(
                 "SELECT record FROM cases WHERE case_id = ?", (case_id,)
             ).fetchone()
         return None if row is None else CaseRecord.from_json(row[0])
@@ -153,24 +174,25 @@ class SqliteCaseQueue(CaseQueue):
         return cursor.rowcount == 1
 
     def notes(self, case_id: str) -> list[CaseNote]:
-        with self._lock:
-            rows = self._conn.execute("SELECT note FROM notes WHERE case_id = ? ORDER BY seq", (case_id,)).fetchall()
+        with self._read_lock:
+            rows = self._reader.execute("SELECT note FROM notes WHERE case_id = ? ORDER BY seq", (case_id,)).fetchall()
         return [CaseNote.from_dict(json.loads(row[0])) for row in rows]
 
     def count(self) -> int:
-        with self._lock:
-            return self._conn.execute("SELECT COUNT(*) FROM cases").fetchone()[0]
+        with self._read_lock:
+            return self._reader.execute("SELECT COUNT(*) FROM cases").fetchone()[0]
 
     def pending_count(self) -> int:
-        with self._lock:
-            return self._conn.execute(
+        with self._read_lock:
+            return self._reader.execute(
                 "SELECT COUNT(*) FROM pending WHERE group_name = ?", (self._group,)
             ).fetchone()[0]
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
             if not self._closed:
                 self._conn.close()
+                self._reader.close()
                 self._closed = True
 
     def _claim(self, consumer: str, count: int) -> list[Delivery | UnreadableDelivery]:
