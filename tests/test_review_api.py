@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
@@ -12,6 +13,7 @@ import threading
 import time
 import urllib.request
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, quote, urlsplit
@@ -26,6 +28,9 @@ from review_support import FAULT_CASE, PASSWORD, copy_of_street, login, running_
 from pipeline.engine.health import CameraReport, Counters, PatrolCollector, PatrolReport, Rates
 from pipeline.evidence import LocalEvidenceStore, open_evidence_store
 from pipeline.queue import RedisCaseQueue, SqliteCaseQueue
+from pipeline.review import auth
+from pipeline.review.body_limit import MAX_BODY_BYTES, BodyLimit
+from pipeline.review.login_throttle import ACCOUNT_LIMIT, ADDRESS_LIMIT, LoginThrottle
 from pipeline.review.settings import ReviewSettings
 
 
@@ -66,7 +71,7 @@ def test_review_imports_no_analysis_stage():
 
 
 def test_every_api_route_needs_a_user(client):
-    spec = client.get("/openapi.json").json()
+    spec = client.get("/openapi.json", headers=login(client, "root")).json()
     checked = 0
     for path, operations in spec["paths"].items():
         for method in operations:
@@ -106,6 +111,146 @@ def test_passwords_are_stored_as_argon2id_and_logout_ends_the_token(client):
     headers = login(client, "officer1")
     assert client.post("/api/logout", headers=headers).status_code == 204
     assert client.get("/api/me", headers=headers).status_code == 401
+
+
+def test_the_api_schema_is_for_supervisors_and_admins_and_no_cdn_docs_are_served(client):
+    assert client.get("/openapi.json").status_code == 401
+    assert client.get("/openapi.json", headers=login(client, "officer1")).status_code == 403
+    for name in ("chief", "root"):
+        schema = client.get("/openapi.json", headers=login(client, name))
+        assert schema.status_code == 200 and "/api/cases" in schema.json()["paths"]
+    for page in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+        assert client.get(page).status_code == 404, f"{page} is still served"
+    policy = client.get("/login").headers["content-security-policy"]
+    assert "script-src 'self';" in policy and "default-src 'self'" in policy
+
+
+def _login_trail(client) -> list[tuple[str, str, dict]]:
+    return [(entry.actor, entry.action, entry.detail) for entry in client.app.state.review.store.audit.entries()
+            if entry.action in ("login_failed", "login_refused")]
+
+
+def test_five_failed_logins_lock_the_account_for_15_minutes_and_are_audited(client):
+    wrong = {"name": "officer1", "password": "wrong-password"}
+    answers = [client.post("/api/login", json=wrong) for _ in range(5)]
+    assert [answer.status_code for answer in answers] == [401, 401, 401, 401, 429]
+    locked = client.post("/api/login", json={"name": "officer1", "password": PASSWORD})  # the right one, too late
+    assert locked.status_code == 429 and locked.json()["detail"] == "该账号登录失败次数过多，已锁定，请 15 分钟后再试"
+    assert 890 <= int(locked.headers["retry-after"]) <= 900
+    page = client.post("/login", data={"name": "officer1", "password": PASSWORD}, follow_redirects=False)
+    assert page.status_code == 429 and "已锁定" in page.text and page.headers["retry-after"]
+    login(client, "officer2")  # the lock is officer1's alone
+    assert client.post("/api/login", json={"name": "no.such.user", "password": PASSWORD}).status_code == 401
+    failed = {"name": "officer1", "address": "testclient", "locked": None}
+    refused = {"name": "officer1", "address": "testclient", "locked": "account"}
+    assert _login_trail(client) == [
+        *[("anonymous", "login_failed", failed)] * 4,
+        ("anonymous", "login_failed", {**failed, "locked": "account"}),
+        ("anonymous", "login_refused", refused),  # once per lockout: the page's try adds none
+        ("anonymous", "login_failed", {"name": None, "address": "testclient", "locked": None}),
+    ]
+
+
+def test_an_address_with_twenty_failures_is_refused_for_every_account(client):
+    for attempt in range(ADDRESS_LIMIT.failures - 1):
+        answer = client.post("/api/login", json={"name": f"guess{attempt}", "password": "wrong-password"})
+        assert answer.status_code == 401, f"attempt {attempt}: {answer.status_code}"
+    last = client.post("/api/login", json={"name": "officer1", "password": "wrong-password"})
+    assert last.status_code == 429 and last.json()["detail"] == "此地址登录失败次数过多，请 15 分钟后再试"
+    refused = client.post("/api/login", json={"name": "officer2", "password": PASSWORD})
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
+    assert _login_trail(client)[-1] == ("anonymous", "login_refused",
+                                        {"name": "officer2", "address": "testclient", "locked": "address"})
+
+
+def test_lockouts_end_and_a_good_login_clears_only_its_account():
+    now = [0.0]
+    throttle = LoginThrottle(clock=lambda: now[0])
+    for _ in range(ACCOUNT_LIMIT.failures - 1):
+        assert throttle.record_failure("officer1", "10.0.0.1") is None
+    throttle.record_success("officer1")
+    assert throttle.record_failure("officer1", "10.0.0.1") is None  # counting starts again after a success
+    now[0] += ACCOUNT_LIMIT.window_s + 1  # failures older than the window no longer count
+    for _ in range(ACCOUNT_LIMIT.failures - 1):
+        assert throttle.record_failure("officer1", "10.0.0.2") is None
+    lockout = throttle.record_failure("officer1", "10.0.0.3")
+    assert lockout is not None and lockout.kind == "account" and lockout.retry_after_s == ACCOUNT_LIMIT.lockout_s
+    now[0] += ACCOUNT_LIMIT.lockout_s - 60
+    assert throttle.refusal("officer1", "10.0.0.4").retry_after_s == 60
+    now[0] += 60
+    assert throttle.refusal("officer1", "10.0.0.4") is None
+
+
+class _SlowHasher:
+    """Takes a while per password and says every one is right, counting how many run at once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.running = self.most_at_once = 0
+
+    def verify(self, stored: str, password: str) -> bool:
+        with self._lock:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        time.sleep(0.1)
+        with self._lock:
+            self.running -= 1
+        return True
+
+    def check_needs_rehash(self, stored: str) -> bool:
+        return False
+
+
+def test_password_checks_run_a_few_at_a_time_and_a_login_kept_waiting_gets_503(client, monkeypatch):
+    hasher = _SlowHasher()
+    monkeypatch.setattr(auth, "_hasher", hasher)
+    review = client.app.state.review
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        users = list(pool.map(lambda _: auth.check_password(review, "officer1", "any-password"), range(16)))
+    assert all(user is not None and user.name == "officer1" for user in users)
+    assert hasher.most_at_once <= auth.MAX_CONCURRENT_HASHES, f"{hasher.most_at_once} hashes ran at once"
+    monkeypatch.setattr(auth, "HASH_WAIT_S", 0.1)
+    for _ in range(auth.MAX_CONCURRENT_HASHES):
+        auth._hash_slots.acquire()
+    try:
+        busy = client.post("/api/login", json={"name": "officer1", "password": PASSWORD})
+    finally:
+        for _ in range(auth.MAX_CONCURRENT_HASHES):
+            auth._hash_slots.release()
+    assert busy.status_code == 503 and busy.json()["detail"] == "登录的人太多，请稍后再试"
+    assert busy.headers["retry-after"] == "5"
+
+
+def test_request_bodies_over_1_mib_are_refused_with_413(client):
+    too_big = b" " * (MAX_BODY_BYTES + 1)
+    declared = client.post("/api/login", content=too_big, headers={"content-type": "application/json"})
+    assert declared.status_code == 413, declared.status_code
+    assert declared.headers["x-content-type-options"] == "nosniff"
+    chunked = client.post("/api/login", content=iter([too_big]), headers={"content-type": "application/json"})
+    assert chunked.status_code == 413, chunked.status_code
+    padded = b'{"name": "officer1", "password": "%s"}' % PASSWORD.encode() + b" " * (MAX_BODY_BYTES - 100)
+    assert client.post("/api/login", content=padded, headers={"content-type": "application/json"}).status_code == 200
+    assert _login_trail(client) == []
+
+
+def test_a_streamed_body_is_cut_off_as_soon_as_it_passes_the_limit():
+    chunk, chunks = b"x" * (64 * 1024), 64  # 4 MiB in all
+    reads, reached_app, sent = [], [], []
+
+    async def receive():
+        reads.append(len(chunk))
+        return {"type": "http.request", "body": chunk, "more_body": len(reads) < chunks}
+
+    async def send(message):
+        sent.append(message)
+
+    async def app(scope, receive, send):
+        reached_app.append(scope)
+
+    asyncio.run(BodyLimit(app)({"type": "http", "headers": []}, receive, send))
+    assert not reached_app, "the app was handed a 4 MiB body"
+    assert sent[0]["status"] == 413
+    assert sum(reads) <= MAX_BODY_BYTES + len(chunk)
 
 
 ROLE_MATRIX = [
@@ -397,7 +542,7 @@ def test_bundle_holds_evidence_metadata_audit_and_checksums(client):
     files = {name.removeprefix(f"{case_id}/"): archive.read(name) for name in archive.namelist()}
     record = client.app.state.review.store.cases.get(case_id).record
     assert set(files) == {f"evidence/{name}" for name in record.evidence} | {
-        "case.json", "audit.jsonl", "manifest.json", "SHA256SUMS"}
+        "case.json", "audit.jsonl", "signed_head.json", "audit-public-key.pem", "manifest.json", "SHA256SUMS"}
     for name, item in record.evidence.items():
         assert hashlib.sha256(files[f"evidence/{name}"]).hexdigest() == item.sha256
     sums = dict(reversed(line.split("  ", 1)) for line in files["SHA256SUMS"].decode().splitlines())
@@ -415,6 +560,57 @@ def test_bundle_holds_evidence_metadata_audit_and_checksums(client):
     manifest = json.loads(files["manifest.json"])
     assert manifest["audit_head"]["sha256"] == entries[-1]["sha256"]
     assert all(check["intact"] for check in manifest["evidence"])
+    assert json.loads(files["signed_head.json"])["sha256"] == entries[-1]["sha256"]
+
+
+def test_tampered_evidence_is_shown_blocks_decisions_until_acknowledged_and_is_marked_in_the_bundle(
+        client, street_var):
+    officer, chief = login(client, "officer1"), login(client, "chief")
+    case_id = all_cases(client, officer, violation="illegal_parking")[0]["case_id"]
+    record = client.app.state.review.store.cases.get(case_id).record
+    annotated = street_var / "evidence" / record.evidence["annotated.jpg"].key
+    annotated.write_bytes((street_var / "evidence" / record.evidence["frame.jpg"].key).read_bytes())  # swapped
+    assert client.get(f"/api/cases/{case_id}/evidence/annotated.jpg", headers=officer).headers[
+        "x-evidence-intact"] == "false"
+
+    page = client.get(f"/cases/{case_id}", headers=officer)
+    assert page.status_code == 200 and 'id="tamper-warning"' in page.text
+    assert "证据文件校验失败：</strong>annotated.jpg（sha256 与案件记录不符）" in page.text
+    tampered = client.get(f"/api/cases/{case_id}", headers=officer).json()["tampered_evidence"]
+    assert tampered == [{"name": "annotated.jpg", "recorded_sha256": record.evidence["annotated.jpg"].sha256,
+                         "actual_sha256": hashlib.sha256(annotated.read_bytes()).hexdigest(), "acknowledged": False}]
+    for action, body in (("confirm", {}), ("reject", {"reason": "detector_error"})):
+        refused = client.post(f"/api/cases/{case_id}/{action}", headers=officer, json=body)
+        assert refused.status_code == 409, refused.text
+        assert "annotated.jpg" in refused.json()["detail"] and "acknowledge-tampering" in refused.json()["detail"]
+    assert client.get(f"/api/cases/{case_id}", headers=officer).json()["status"] == "new"
+
+    archive = zipfile.ZipFile(io.BytesIO(client.get(f"/api/cases/{case_id}/bundle", headers=officer).content))
+    files = {name.removeprefix(f"{case_id}/"): archive.read(name) for name in archive.namelist()}
+    sums = dict(reversed(line.split("  ", 1)) for line in files["SHA256SUMS"].decode().splitlines())
+    assert sums["evidence/annotated.jpg"] == record.evidence["annotated.jpg"].sha256  # the record's, not the bytes'
+    assert hashlib.sha256(files["evidence/annotated.jpg"]).hexdigest() != sums["evidence/annotated.jpg"]
+    assert "evidence/annotated.jpg: recorded sha256" in files["TAMPERED.txt"].decode()
+    assert "crop.jpg" not in files["TAMPERED.txt"].decode()
+    manifest = json.loads(files["manifest.json"])
+    assert [check["name"] for check in manifest["evidence"] if not check["intact"]] == ["annotated.jpg"]
+
+    assert client.post(f"/api/cases/{case_id}/acknowledge-tampering", headers=officer, json={}).status_code == 403
+    acknowledged = client.post(f"/api/cases/{case_id}/acknowledge-tampering", headers=chief,
+                               json={"note": "已联系设备厂家核实"})
+    assert acknowledged.status_code == 200 and acknowledged.json()["tampered_evidence"][0]["acknowledged"]
+    entry = audit_of(client, officer, case_id)[-1]
+    assert (entry["action"], entry["actor"]) == ("evidence_tamper_ack", "chief")
+    assert entry["detail"]["note"] == "已联系设备厂家核实"
+    assert entry["detail"]["files"] == [{key: value for key, value in tampered[0].items() if key != "acknowledged"}]
+    assert client.post(f"/api/cases/{case_id}/acknowledge-tampering", headers=chief, json={}).status_code == 409
+
+    # Bytes changed after the acknowledgement are not covered by it.
+    (street_var / "evidence" / record.evidence["crop.jpg"].key).write_bytes(b"not the crop")
+    refused = client.post(f"/api/cases/{case_id}/confirm", headers=officer, json={})
+    assert refused.status_code == 409 and "evidence crop.jpg is missing or" in refused.json()["detail"]
+    assert client.post(f"/api/cases/{case_id}/acknowledge-tampering", headers=chief, json={}).status_code == 200
+    assert client.post(f"/api/cases/{case_id}/confirm", headers=officer, json={}).status_code == 200
 
 
 # -- CSRF, cameras, intake ----------------------------------------------------------------------

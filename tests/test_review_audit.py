@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import itertools
 import json
 import sqlite3
+import stat
+import zipfile
 from dataclasses import replace
 
 import cv2
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from review_support import copy_of_street, login, running_app
 
 from pipeline.cli.main import main
-from pipeline.review.audit import GENESIS_SHA256, first_broken_link
+from pipeline.review.audit import GENESIS_SHA256, canonical_json, first_broken_link, seal
 from pipeline.review.dataset import CLASSES
 from pipeline.review.db import ReviewDatabase
 from pipeline.review.store import ReviewStore
@@ -253,3 +259,166 @@ def test_verify_of_a_store_that_is_not_there_is_an_error_not_an_empty_success(tm
     assert run.returncode == 2
     assert "no review store there" in run.stderr and "Traceback" not in run.stderr
     assert not missing.parent.exists()
+
+
+# -- signed heads (the chain's head signed with Ed25519, kept outside the database) ----------------
+
+
+def _last_entry_seq(var) -> int:
+    conn = db(var)
+    try:
+        return conn.execute("SELECT MAX(seq) FROM audit").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_an_untouched_chain_matches_its_signed_heads_and_the_key_stays_out_of_the_database(reviewed, capsys):
+    var, _ = reviewed
+    key, heads = var / "review" / "audit-signing.key", var / "review" / "audit-heads.jsonl"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert key.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+    secret = key.read_bytes().splitlines()[1]
+    assert not [path for path in (var / "review").glob("review.sqlite3*") if secret in path.read_bytes()]
+    conn = db(var)
+    try:
+        seq, sha256 = conn.execute("SELECT seq, sha256 FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    finally:
+        conn.close()
+    assert json.loads(heads.read_text().splitlines()[-1])["seq"] == seq  # every append signs its head
+    code, output = verify(var, capsys, "--expect-head", f"{seq}:{sha256}")
+    assert code == 0, output
+    assert f"signed head(s) up to seq {seq} match it, as do the 1 expected head(s)" in output
+
+
+def test_a_deleted_last_entry_is_named_as_truncation(reviewed, capsys):
+    var, _ = reviewed
+    seq = _last_entry_seq(var)
+    conn = db(var)
+    conn.execute("DROP TRIGGER audit_is_append_only_delete")
+    conn.execute("DELETE FROM audit WHERE seq = ?", (seq,))
+    conn.close()
+    code, output = verify(var, capsys)
+    assert code == 1
+    assert f"first broken: audit chain truncated: seq {seq} (sha256" in output
+    assert f"the chain, which ends at seq {seq - 1}" in output
+
+
+def test_a_rewritten_and_resealed_decision_is_named_by_its_signed_head(reviewed, capsys):
+    """Someone with the file makes officer2 the one who rejected, in the entry and the case, and
+    re-seals every later entry: the chain recomputes, but no longer to the heads signed before."""
+    var, cases = reviewed
+    store = ReviewStore(var / "review" / "review.sqlite3")
+    entries = store.audit.entries()
+    store.close()
+    target = next(entry for entry in entries if entry.action == "reject" and entry.case_id == cases["false_detection"])
+    conn = db(var)
+    conn.execute("DROP TRIGGER audit_is_append_only_update")
+    prev_sha256 = entries[target.seq - 2].sha256
+    for entry in entries[target.seq - 1:]:
+        fields = {name: value for name, value in entry.to_dict().items() if name != "sha256"}
+        if entry is target:
+            fields.update(actor="officer2", after={**entry.after, "decided_by": "officer2"})
+        resealed = seal(**{**fields, "prev_sha256": prev_sha256})
+        conn.execute("UPDATE audit SET actor = ?, after = ?, prev_sha256 = ?, sha256 = ? WHERE seq = ?",
+                     (resealed.actor, canonical_json(resealed.after).decode() if resealed.after else None,
+                      resealed.prev_sha256, resealed.sha256, resealed.seq))
+        prev_sha256 = resealed.sha256
+    conn.execute("UPDATE cases SET decided_by = 'officer2' WHERE case_id = ?", (cases["false_detection"],))
+    conn.close()
+    store = ReviewStore(var / "review" / "review.sqlite3")
+    assert first_broken_link(store.audit.entries()).intact  # the chain alone cannot tell
+    store.close()
+    code, output = verify(var, capsys)
+    assert code == 1
+    assert f"first broken: audit seq {target.seq}: sha256" in output
+    assert "does not match its signed head" in output and "re-sealed" in output
+
+
+def test_a_head_noted_down_that_the_chain_no_longer_holds_fails(reviewed, capsys):
+    var, _ = reviewed
+    seq = _last_entry_seq(var)
+    code, output = verify(var, capsys, "--expect-head", f"{seq}:{'ab' * 32}")
+    assert code == 1 and f"expected head seq {seq}: the chain holds sha256" in output
+    code, output = verify(var, capsys, "--expect-head", f"{seq + 5}:{'ab' * 32}")
+    assert code == 1 and f"expected head seq {seq + 5} (sha256 abababab" in output and "truncated" in output
+    with pytest.raises(SystemExit) as usage_error:
+        verify(var, capsys, "--expect-head", "12:not-a-hash")
+    assert usage_error.value.code == 2 and "SEQ:SHA256" in capsys.readouterr().err
+
+
+def test_a_bundles_public_key_checks_the_signed_heads_and_its_own_head(reviewed, capsys, tmp_path):
+    """What a third party holds: the bundle's signed head and public key."""
+    var, cases = reviewed
+    with running_app(var) as client:
+        response = client.get(f"/api/cases/{cases['confirmed']}/bundle", headers=login(client, "chief"))
+    archive = zipfile.ZipFile(io.BytesIO(response.content))
+    public_pem = archive.read(f"{cases['confirmed']}/audit-public-key.pem")
+    signed = json.loads(archive.read(f"{cases['confirmed']}/signed_head.json"))
+    last_entry = json.loads(archive.read(f"{cases['confirmed']}/audit.jsonl").splitlines()[-1])
+    assert [signed[k] for k in ("seq", "sha256", "at")] == [last_entry[k] for k in ("seq", "sha256", "at")]
+    assert signed["signed_payload"] == canonical_json({k: signed[k] for k in ("at", "seq", "sha256")}).decode()
+    public_key = serialization.load_pem_public_key(public_pem)
+    public_key.verify(base64.b64decode(signed["signature"]), signed["signed_payload"].encode())  # raises if forged
+    (tmp_path / "public.pem").write_bytes(public_pem)
+    code, output = verify(var, capsys, "--audit-key", str(tmp_path / "public.pem"),
+                          "--signed-heads", str(var / "review" / "audit-heads.jsonl"),
+                          "--expect-head", f"{signed['seq']}:{signed['sha256']}")
+    assert code == 0, output
+    (tmp_path / "other.pem").write_bytes(Ed25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    code, output = verify(var, capsys, "--audit-key", str(tmp_path / "other.pem"),
+                          "--signed-heads", str(var / "review" / "audit-heads.jsonl"))
+    assert code == 1 and "not a head signed by the key" in output
+
+
+def test_reads_go_through_while_a_write_waits_on_another_process(tmp_path, monkeypatch) -> None:
+    import threading
+    import time
+
+    from pipeline.review import db as review_db
+
+    monkeypatch.setattr(review_db, "BUSY_TIMEOUT_S", 5.0)  # the write's wait; reads once waited it out too
+    path = tmp_path / "review.sqlite3"
+    database = ReviewDatabase(path)
+    other = sqlite3.connect(path, isolation_level=None)  # as `patrol users add` in another process would
+    other.execute("BEGIN IMMEDIATE")
+
+    def add_user() -> None:
+        with database.unaudited_write() as conn:
+            conn.execute("INSERT INTO users (name, role, password_hash, created_at)"
+                         " VALUES ('u', 'officer', 'x', 'now')")
+
+    writer = threading.Thread(target=add_user)  # the intake or a decision, waiting for the lock
+    try:
+        writer.start()
+        time.sleep(0.3)  # the write is waiting on the lock by now
+        started = time.monotonic()
+        with database.reading() as conn:
+            assert conn.execute("SELECT COUNT(*) FROM users").fetchone()[0] == 0
+        assert time.monotonic() - started < 2
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    writer.join(10)
+    with database.reading() as conn:  # the reads' own connection sees the write once committed
+        assert conn.execute("SELECT name FROM users").fetchall() == [("u",)]
+    database.close()
+
+
+def test_verify_of_a_store_damaged_past_its_schema_names_the_file(tmp_path, capsys) -> None:
+    path = tmp_path / "review.sqlite3"
+    ReviewDatabase(path).close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executemany("INSERT INTO audit (at, actor, action, detail, prev_sha256, sha256)"
+                     " VALUES ('t', 'a', 'x', '{}', ?, ?)", [("0" * 64, "1" * 64)] * 3000)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    data = bytearray(path.read_bytes())
+    pages = len(data) // 4096
+    data[pages // 4 * 4096: pages * 3 // 4 * 4096] = b"\xff" * ((pages * 3 // 4 - pages // 4) * 4096)
+    path.write_bytes(data)  # the schema reads fine; the audit trail's pages do not
+
+    code = main(["verify", "--db", str(path), "--evidence", str(tmp_path / "evidence")])
+
+    assert code == 2
+    assert capsys.readouterr().err == f"patrol verify: {path}: database disk image is malformed\n"

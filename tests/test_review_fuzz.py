@@ -48,7 +48,7 @@ def review_api(tmp_path_factory):
     with running_app(var) as client:
         tokens = {"supervisor": login(client, "chief"), "admin": login(client, "root")}
         case_ids = client.app.state.review.store.cases.all_case_ids()
-        yield schemathesis.openapi.from_asgi("/openapi.json", client.app), tokens, case_ids
+        yield schemathesis.openapi.from_asgi("/openapi.json", client.app, headers=tokens["admin"]), tokens, case_ids
 
 
 def test_every_operation_is_fuzzed():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
+import re
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -60,6 +61,7 @@ def cmd_serve(args) -> int:
         streams = "streams"
     try:
         settings = ReviewSettings(db_path=args.db, queue_url=args.queue or os.environ.get("REDIS_URL") or DEFAULT_QUEUE,
+                                  audit_key=args.audit_key, signed_heads=args.signed_heads,
                                   evidence_url=args.evidence, streams_dir=streams,
                                   metrics_urls=tuple(args.metrics_url), secure_cookies=args.secure_cookies,
                                   display_timezone=args.timezone)
@@ -68,10 +70,13 @@ def cmd_serve(args) -> int:
     try:
         app = create_app(settings)
     except ValueError as exc:
-        raise UsageError(f"--queue/--evidence: {exc}") from exc
+        raise UsageError(f"--queue/--evidence/--audit-key: {exc}") from exc
+    except OSError as exc:
+        raise UsageError(f"--audit-key/--signed-heads: {exc}") from exc
     if not app.state.review.store.accounts.users():
         print("serve: no users yet; add one with `patrol users add NAME --role supervisor`", flush=True)
-    print(f"serve: review page on http://{args.host}:{args.port}/ (API docs at /docs); Ctrl-C stops", flush=True)
+    print(f"serve: review page on http://{args.host}:{args.port}/ (API schema at /openapi.json for a supervisor "
+          "or admin); Ctrl-C stops", flush=True)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower())
     except SystemExit as exc:  # uvicorn's way of saying it could not bind
@@ -128,22 +133,28 @@ def cmd_users_list(args) -> int:
 
 def cmd_verify(args) -> int:
     from pipeline.review.errors import NotFound
+    from pipeline.review.signed_heads import anchor_paths
     from pipeline.review.verify import verify
     from pipeline.types import BackendUnavailable
 
+    key_path, heads_path = anchor_paths(Path(args.db), _path_or_none(args.audit_key), _path_or_none(args.signed_heads))
     store = _store(args, must_exist=True)
     try:
-        report = verify(store, _evidence(args), args.case)
+        report = verify(store, _evidence(args), args.case, key_path=key_path, heads_path=heads_path,
+                        expected_heads=args.expect_head)
     except NotFound as exc:
         raise UsageError(f"--case {args.case}: {exc}") from exc
     except BackendUnavailable as exc:
         raise UsageError(f"--evidence: {exc}") from exc
     finally:
         store.close()
-    chain = report.chain
+    chain, latest = report.chain, report.heads.latest
     if report.ok:
+        signed = (f"{report.heads.signed} signed head(s) up to seq {latest.seq} match it" if latest
+                  else "no signed heads yet")
+        expected = f", as do the {len(args.expect_head)} expected head(s)" if args.expect_head else ""
         print(f"verify: OK — audit chain of {chain.entries} entries intact (head sha256 {chain.head_sha256}); "
-              f"evidence of {report.cases_checked} case(s) matches its sha256s")
+              f"{signed}{expected}; evidence of {report.cases_checked} case(s) matches its sha256s")
         return 0
     print(f"verify: FAILED — first broken: {report.problems[0]}", file=sys.stderr)
     for problem in report.problems[1:]:
@@ -170,6 +181,17 @@ def cmd_dataset_export(args) -> int:
     return 0
 
 
+def _path_or_none(text: str | None) -> Path | None:
+    return Path(text) if text else None
+
+
+def _expected_head(text: str) -> tuple[int, str]:
+    seq, _, digest = text.partition(":")
+    if not (seq.isdigit() and re.fullmatch(r"[0-9a-fA-F]{64}", digest)):
+        raise argparse.ArgumentTypeError(f"{text} is not SEQ:SHA256 (an audit seq, a colon, 64 hex digits)")
+    return int(seq), digest.lower()
+
+
 def _timezone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
@@ -189,6 +211,14 @@ def add_review_verbs(verbs: argparse._SubParsersAction) -> None:
         parser.add_argument("--timezone", type=_timezone, default=ZoneInfo(DEFAULT_DISPLAY_TIMEZONE),
                             help=f"the district's IANA time zone, {use} (default {DEFAULT_DISPLAY_TIMEZONE})")
 
+    def signing_options(parser: argparse.ArgumentParser, key_use: str) -> None:
+        from pipeline.review.signed_heads import HEADS_ENV, HEADS_NAME, KEY_ENV, KEY_NAME
+
+        parser.add_argument("--audit-key", default=os.environ.get(KEY_ENV),
+                            help=f"Ed25519 key file {key_use} (default: ${KEY_ENV}, else {KEY_NAME} beside --db)")
+        parser.add_argument("--signed-heads", default=os.environ.get(HEADS_ENV),
+                            help=f"the signed heads file (default: ${HEADS_ENV}, else {HEADS_NAME} beside the key)")
+
     def evidence_option(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--evidence", help="evidence store: a path, file:///path or s3://bucket "
                             "(default: S3_* environment, else var/evidence)")
@@ -203,6 +233,8 @@ def add_review_verbs(verbs: argparse._SubParsersAction) -> None:
     serve.add_argument("--metrics-url", action="append", default=[],
                        help="a worker's Prometheus /metrics URL, for live camera state (repeatable)")
     serve.add_argument("--secure-cookies", action="store_true", help="mark the session cookie Secure (HTTPS)")
+    signing_options(serve, "that signs the audit chain's head, made (mode 0600) if absent; keep it where "
+                    "whoever can write the database cannot")
     timezone_option(serve, "for times shown and times typed without an offset")
     serve.set_defaults(func=cmd_serve)
 
@@ -219,10 +251,15 @@ def add_review_verbs(verbs: argparse._SubParsersAction) -> None:
     db_option(listing)
     listing.set_defaults(func=cmd_users_list)
 
-    check = verbs.add_parser("verify", help="check the audit chain and the evidence sha256s; names the first break")
+    check = verbs.add_parser("verify", help="check the audit chain against its signed heads, and the evidence sha256s; "
+                             "names the first break")
     check.add_argument("--case", help="check only this case's evidence (the chain is always checked whole)")
+    check.add_argument("--expect-head", type=_expected_head, action="append", default=[], metavar="SEQ:SHA256",
+                       help="an audit head noted down outside the system; the chain must still hold it (repeatable)")
     db_option(check)
     evidence_option(check)
+    signing_options(check, "whose public half checks the signed heads: the service's key, or a public key PEM "
+                    "such as a bundle's audit-public-key.pem")
     check.set_defaults(func=cmd_verify)
 
     dataset = verbs.add_parser("dataset", help="training data from reviewed cases")

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import quote
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
@@ -19,13 +19,16 @@ import pipeline
 from pipeline.evidence import open_evidence_store
 from pipeline.queue import CaseQueue, open_queue
 from pipeline.review import pages, routers
-from pipeline.review.auth import LoginRequired
+from pipeline.review.auth import LoginRequired, api_roles
+from pipeline.review.body_limit import BodyLimit
 from pipeline.review.cameras import CameraBoard
 from pipeline.review.errors import Conflict, Invalid, NotAllowed, NotFound, ReviewError
 from pipeline.review.intake import CaseIntake, NotesReader
 from pipeline.review.services import ReviewServices
 from pipeline.review.settings import ReviewSettings
+from pipeline.review.signed_heads import HeadSigner, anchor_paths
 from pipeline.review.store import ReviewStore
+from pipeline.review.vocabulary import AccountRole
 from pipeline.types import BackendUnavailable
 
 STATIC = Path(__file__).parent / "web" / "static"
@@ -37,7 +40,8 @@ def create_app(settings: ReviewSettings, *, environ: Mapping[str, str] = os.envi
     first request); the queue intake runs while the app does. ``app.state.review.close()`` releases
     the stores once the app is done with.
 
-    ValueError for an unusable queue or evidence setting, ConfigError for a bad camera file.
+    ValueError for an unusable queue or evidence setting or audit signing key, OSError for a key or
+    signed heads file it cannot write, ConfigError for a bad camera file.
     """
     def queue() -> CaseQueue:
         return open_queue(settings.queue_url)
@@ -46,11 +50,12 @@ def create_app(settings: ReviewSettings, *, environ: Mapping[str, str] = os.envi
     cameras = CameraBoard(settings.streams_dir, [str(url) for url in settings.metrics_urls],
                           timeout_s=settings.metrics_timeout_s)
     evidence = open_evidence_store(settings.evidence_url, environ)
-    store = ReviewStore(settings.db_path)
+    signer = HeadSigner(*anchor_paths(settings.db_path, settings.audit_key, settings.signed_heads))
+    store = ReviewStore(settings.db_path, signer)
     intake = CaseIntake(queue, store.cases, consumer=settings.consumer, block_s=settings.intake_block_s,
                         max_backoff_s=settings.intake_max_backoff_s)
     review = ReviewServices(settings=settings, store=store, evidence=evidence, intake=intake,
-                            notes=NotesReader(queue), cameras=cameras)
+                            notes=NotesReader(queue), cameras=cameras, signer=signer)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -70,19 +75,33 @@ def create_app(settings: ReviewSettings, *, environ: Mapping[str, str] = os.envi
                     "Every route needs a user: POST /api/login for a bearer token.",
         lifespan=lifespan,
         openapi_tags=routers.OPENAPI_TAGS,
+        # FastAPI's /docs and /redoc load their scripts from a public CDN; the schema is served below, to a user.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.review = review
+    _add_openapi_route(app)
     app.include_router(routers.api_router)
     app.include_router(pages.router)
     # Style sheet, script and icons only, no case data: served without a user so the login page has them.
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _add_error_handlers(app)
+    app.add_middleware(BodyLimit)  # added before the security headers, so its 413 gets them too
     _add_security_headers(app, getattr(review.evidence, "endpoint", None))
     return app
 
 
+def _add_openapi_route(app: FastAPI) -> None:
+    # Supervisors and admins, who script against the API; officers work on the page.
+    @app.get("/openapi.json", include_in_schema=False,
+             dependencies=[Depends(api_roles(AccountRole.SUPERVISOR, AccountRole.ADMIN))])
+    def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+
 def _wants_html(request: Request) -> bool:
-    return not request.url.path.startswith(("/api/", "/openapi", "/docs", "/redoc"))
+    return not request.url.path.startswith(("/api/", "/openapi"))
 
 
 def _add_error_handlers(app: FastAPI) -> None:

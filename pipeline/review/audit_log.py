@@ -48,10 +48,19 @@ class AuditLog:
         with self._db.reading() as conn:
             rows = (conn.execute(query + " WHERE case_id = ? ORDER BY seq", (case_id,)) if case_id
                     else conn.execute(query + " ORDER BY seq")).fetchall()
-        return [AuditEntry(seq=seq, at=at, actor=actor, action=action, case_id=case, before=_json_or_none(before),
-                           after=_json_or_none(after), detail=json.loads(detail), prev_sha256=prev_sha256,
-                           sha256=sha256)
-                for seq, at, actor, action, case, before, after, detail, prev_sha256, sha256 in rows]
+        return [_entry_from_row(row) for row in rows]
+
+    def head(self) -> AuditEntry | None:
+        """The newest entry; None for an empty trail."""
+        with self._db.reading() as conn:
+            row = conn.execute(f"SELECT {_COLUMNS} FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        return None if row is None else _entry_from_row(row)
+
+
+def _entry_from_row(row: tuple) -> AuditEntry:
+    seq, at, actor, action, case_id, before, after, detail, prev_sha256, sha256 = row
+    return AuditEntry(seq=seq, at=at, actor=actor, action=action, case_id=case_id, before=_json_or_none(before),
+                      after=_json_or_none(after), detail=json.loads(detail), prev_sha256=prev_sha256, sha256=sha256)
 
 
 def _json_or_null(value: dict | None) -> str | None:

@@ -14,7 +14,9 @@ naming this host.
 # No `from __future__ import annotations` here: FastAPI must evaluate the closure's dependency
 # annotation in _role_check, which a string annotation would hide.
 import secrets
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -25,6 +27,7 @@ from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
 from pipeline.review.accounts import Session, User
+from pipeline.review.login_throttle import Refusal
 from pipeline.review.services import ReviewServices, services
 from pipeline.review.vocabulary import AccountRole
 
@@ -33,34 +36,108 @@ CSRF_HEADER = "X-CSRF-Token"
 CSRF_FORM_FIELD = "csrf_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 MIN_PASSWORD_LENGTH = 10
+# Each argon2id hash takes 64 MiB (the library's memory cost) while it runs: however many log in at
+# once, at most this many hashes run, so logins cannot take more than 4 x 64 MiB.
+MAX_CONCURRENT_HASHES = 4
+# A login waits this long for a free hash before it is answered 503; the waiting holds a worker thread.
+HASH_WAIT_S = 2.0
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
 # Checked when the name is unknown, so a wrong name costs as long as a wrong password.
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+_hash_slots = threading.BoundedSemaphore(MAX_CONCURRENT_HASHES)
 
 bearer_scheme = HTTPBearer(auto_error=False, description="A token from POST /api/login")
 cookie_scheme = APIKeyCookie(name=SESSION_COOKIE, auto_error=False, description="The officers' page session")
 
 
+class LoginRefused(Exception):
+    """A login turned away before its password decides: a lockout (429) or too many at once (503)."""
+
+    def __init__(self, status_code: int, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.status_code, self.message, self.retry_after_s = status_code, message, retry_after_s
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
 def hash_password(password: str) -> str:
     if len(password) < MIN_PASSWORD_LENGTH:
         raise ValueError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
-    return _hasher.hash(password)
+    with _hash_slots:  # an admin or the CLI, never an anonymous caller: it may wait its turn
+        return _hasher.hash(password)
+
+
+@contextmanager
+def _hash_slot_for_login() -> Iterator[None]:
+    if not _hash_slots.acquire(timeout=HASH_WAIT_S):
+        raise LoginRefused(status.HTTP_503_SERVICE_UNAVAILABLE, "登录的人太多，请稍后再试", retry_after_s=5)
+    try:
+        yield
+    finally:
+        _hash_slots.release()
 
 
 def check_password(review: ReviewServices, name: str, password: str) -> User | None:
-    """The user when ``password`` is theirs, else None; upgrades an outdated hash on success."""
+    """The user when ``password`` is theirs, else None; upgrades an outdated hash on success.
+
+    LoginRefused (503) when every hash slot stays busy for HASH_WAIT_S.
+    """
     found = review.store.accounts.password_hash(name)
-    try:
-        _hasher.verify(found[1] if found else _DUMMY_HASH, password)
-    except (VerificationError, InvalidHashError):
-        return None
-    if found is None:
-        return None
-    user, stored = found
-    if _hasher.check_needs_rehash(stored):
-        review.store.accounts.replace_password_hash(user.name, _hasher.hash(password))
+    with _hash_slot_for_login():
+        try:
+            _hasher.verify(found[1] if found else _DUMMY_HASH, password)
+        except (VerificationError, InvalidHashError):
+            return None
+        if found is None:
+            return None
+        user, stored = found
+        if _hasher.check_needs_rehash(stored):
+            review.store.accounts.replace_password_hash(user.name, _hasher.hash(password))
     return user
+
+
+def log_in(review: ReviewServices, name: str, password: str, address: str) -> User | None:
+    """check_password behind the lockouts of login_throttle, with every failure and lockout audited.
+
+    None for a wrong name or password; LoginRefused for a locked account or address (429), also
+    when this failure locks it, or when too many log in at once (503).
+    """
+    throttle = review.login_throttle
+    refusal = throttle.refusal(name, address)
+    if refusal is not None:
+        if refusal.first_of_its_lockout:
+            _audit_login_trouble(review, "login_refused", name, address, locked=refusal.kind)
+        raise _too_many(refusal)
+    user = check_password(review, name, password)
+    if user is not None:
+        throttle.record_success(name)
+        return user
+    lockout = throttle.record_failure(name, address)
+    _audit_login_trouble(review, "login_failed", name, address, locked=lockout.kind if lockout else None)
+    if lockout is not None:
+        raise _too_many(lockout)
+    return None
+
+
+def _audit_login_trouble(review: ReviewServices, action: str, name: str, address: str, locked: str | None) -> None:
+    # Nobody is logged in, so the actor is "anonymous". A name that is no account is left out: the
+    # log is append-only for good, and what was typed as a name is now and then a password.
+    known = review.store.accounts.password_hash(name) is not None
+    detail = {"name": name if known else None, "address": address, "locked": locked}
+    review.store.audit.record_event("anonymous", action, None, detail)
+
+
+def _too_many(refusal: Refusal) -> LoginRefused:
+    return LoginRefused(status.HTTP_429_TOO_MANY_REQUESTS, refusal.message, refusal.retry_after_s)
+
+
+def client_address(request: Request) -> str:
+    """The caller's address as the server saw it; behind a proxy, uvicorn's --forwarded-allow-ips
+    must name the proxy, or every officer counts as the proxy's one address."""
+    return request.client.host if request.client else "unknown"
 
 
 @dataclass(frozen=True, slots=True)

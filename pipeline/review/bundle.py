@@ -1,9 +1,12 @@
 """A case bundle: one zip with everything needed to show a case to someone outside the system.
 
 Layout: ``evidence/<name>`` (the stored files as they are), ``case.json`` (record, review state,
-notes), ``audit.jsonl`` (the case's audit entries, this export's own included), ``manifest.json``
-(each file's sha256 and, for evidence, whether it still matches the sha256 filed with the case),
-and ``SHA256SUMS`` (checkable with ``sha256sum -c``).
+notes), ``audit.jsonl`` (the case's audit entries, this export's own included), ``signed_head.json``
+(this export's entry, the chain's head then, signed with the service's Ed25519 key) and
+``audit-public-key.pem`` (that key's public half), ``manifest.json`` (each file's sha256 and, for
+evidence, whether it still matches the sha256 filed with the case), and ``SHA256SUMS`` (checkable
+with ``sha256sum -c``). Evidence is listed with the sha256 its case record holds, never one taken
+from its bytes now: a file changed since shows up as FAILED there, and in ``TAMPERED.txt``.
 """
 
 from __future__ import annotations
@@ -17,23 +20,36 @@ from typing import Any
 from pipeline.evidence import EvidenceStore
 from pipeline.review.audit import AuditEntry
 from pipeline.review.cases import ReviewCase
+from pipeline.review.signed_heads import SignedHead
 from pipeline.types import CaseNote
+
+TAMPERED_HEADER = ("证据文件校验失败：以下证据文件与案件记录中的 sha256 不符或已缺失。"
+                   "SHA256SUMS 列出的是案件记录中的 sha256。\n"
+                   "Evidence that no longer matches the sha256 in the case record; "
+                   "SHA256SUMS lists the recorded sha256.\n")
 
 
 def build_bundle(case: ReviewCase, evidence: EvidenceStore, audit: list[AuditEntry], notes: list[CaseNote] | None,
-                 *, exported_by: str, exported_at: str) -> bytes:
+                 *, exported_by: str, exported_at: str, signed_head: SignedHead, public_key_pem: str) -> bytes:
     files: dict[str, bytes] = {}
+    recorded: dict[str, str] = {}  # bundle path of each evidence file -> the sha256 its case record holds
     evidence_checks: list[dict[str, Any]] = []
+    tampered: list[str] = []
     for name, item in sorted(case.record.evidence.items()):
+        path = f"evidence/{name}"
+        recorded[path] = item.sha256
         try:
             data = evidence.get(item.key)
         except KeyError:
             evidence_checks.append({"name": name, "key": item.key, "recorded_sha256": item.sha256, "missing": True})
+            tampered.append(f"{path}: recorded sha256 {item.sha256}, missing from the evidence store\n")
             continue
-        files[f"evidence/{name}"] = data
+        files[path] = data
         actual = hashlib.sha256(data).hexdigest()
         evidence_checks.append({"name": name, "key": item.key, "recorded_sha256": item.sha256,
                                 "sha256": actual, "intact": actual == item.sha256})
+        if actual != item.sha256:
+            tampered.append(f"{path}: recorded sha256 {item.sha256}, its bytes here {actual}\n")
     files["case.json"] = _json({
         "record": case.record.to_dict(),
         "record_sha256": case.record_sha256,
@@ -42,17 +58,24 @@ def build_bundle(case: ReviewCase, evidence: EvidenceStore, audit: list[AuditEnt
     })
     files["audit.jsonl"] = "".join(json.dumps(entry.to_dict(), ensure_ascii=False, sort_keys=True) + "\n"
                                    for entry in audit).encode()
+    files["signed_head.json"] = _json({**signed_head.to_dict(), "algorithm": "Ed25519",
+                                       "signed_payload": signed_head.payload().decode()})
+    files["audit-public-key.pem"] = public_key_pem.encode()
+    if tampered:
+        files["TAMPERED.txt"] = (TAMPERED_HEADER + "".join(tampered)).encode()
     head = audit[-1] if audit else None
+    sums = {path: recorded.get(path) or hashlib.sha256(data).hexdigest() for path, data in files.items()}
+    sums.update(recorded)  # a missing file is listed too, so sha256sum -c names it
     files["manifest.json"] = _json({
         "case_id": case.case_id,
         "exported_by": exported_by,
         "exported_at": exported_at,
         "audit_head": {"seq": head.seq, "sha256": head.sha256} if head else None,
         "evidence": evidence_checks,
-        "files": {path: hashlib.sha256(data).hexdigest() for path, data in files.items()},
+        "files": sums,
     })
-    files["SHA256SUMS"] = "".join(f"{hashlib.sha256(data).hexdigest()}  {path}\n"
-                                  for path, data in files.items()).encode()
+    sums["manifest.json"] = hashlib.sha256(files["manifest.json"]).hexdigest()
+    files["SHA256SUMS"] = "".join(f"{digest}  {path}\n" for path, digest in sums.items()).encode()
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for path, data in files.items():

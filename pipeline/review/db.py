@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 from pipeline.config.workspace import DEFAULT_WORKSPACE
-from pipeline.durable import immediate_transaction
+from pipeline.durable import READ_BUSY_TIMEOUT_S, immediate_transaction, naming_unusable_file, open_wal
 from pipeline.review.audit import AuditEntry
 from pipeline.review.audit_log import append_entry
 
@@ -100,26 +100,43 @@ class AuditedChange:
 
 
 class ReviewDatabase:
-    """Thread-safe: one connection behind a lock serves the app's threads; other processes (the
-    CLI's ``verify`` and ``users add``) open their own and wait on SQLite's busy timeout."""
+    """Thread-safe: one connection behind a lock serves the app's threads' writes, another their
+    reads; other processes (the CLI's ``verify`` and ``users add``) open their own and wait on
+    SQLite's busy timeout for each other's writes. Reads (WAL) wait for no one's writes.
+
+    A file that is no SQLite database, or a damaged one, raises DatabaseFileError naming it."""
+
+    # Set where heads are signed (ReviewStore): called with each entry once its transaction has
+    # committed, so an entry rolled back is never signed.
+    entry_committed: Callable[[AuditEntry], None] | None = None
 
     def __init__(self, path: str | Path) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._path = Path(path)
+        self._path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.executescript(_SCHEMA)
+        self._conn = open_wal(self._path, BUSY_TIMEOUT_S)
+        try:
+            with naming_unusable_file(self._path):
+                self._conn.executescript(_SCHEMA)
+            # Reads have their own connection: a write waiting out another process's write lock
+            # would otherwise hold up every page and session check behind this process's lock.
+            self._read_lock = threading.Lock()
+            self._reader = open_wal(self._path, READ_BUSY_TIMEOUT_S, read_only=True)
+        except BaseException:
+            self._conn.close()
+            raise
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
             self._conn.close()
+            self._reader.close()
 
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
-        """The connection for reads, kept from the app's other threads for the block."""
-        with self._lock:
-            yield self._conn
+        """The read-only connection, kept from the app's other threads for the block; it sees
+        every committed change."""
+        with self._read_lock, naming_unusable_file(self._path):
+            yield self._reader
 
     @contextmanager
     def change(self, actor: str, action: str, case_id: str | None = None) -> Iterator[AuditedChange]:
@@ -127,11 +144,13 @@ class ReviewDatabase:
 
         Any exception in the block rolls back the change and its entry together.
         """
-        with immediate_transaction(self._conn, self._lock) as conn:
+        with naming_unusable_file(self._path), immediate_transaction(self._conn, self._lock) as conn:
             change = AuditedChange(conn, actor, action, case_id)
             yield change
             if change.entry is None and not change.is_no_op:
                 raise RuntimeError(f"{action} changed the review store without recording its audit entry")
+        if change.entry is not None and self.entry_committed is not None:
+            self.entry_committed(change.entry)
 
     def unaudited_write(self) -> AbstractContextManager[sqlite3.Connection]:
         """A write transaction without an audit entry, for bookkeeping that decides nothing: an

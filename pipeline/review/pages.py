@@ -23,8 +23,10 @@ from pipeline.review.auth import (
     REVIEWERS,
     SESSION_COOKIE,
     Caller,
-    check_password,
+    LoginRefused,
+    client_address,
     hash_password,
+    log_in,
     page_caller,
     page_roles,
     same_origin,
@@ -97,7 +99,12 @@ def login_form(request: Request, review: Review, name: Annotated[str, Form(max_l
     target = _safe_next(next)
     if not same_origin(request):
         return error_page(request, 403, "login from another site refused")
-    user = check_password(review, name, password)
+    try:
+        user = log_in(review, name, password, client_address(request))
+    except LoginRefused as refused:
+        page = _render(request, "login.html", None, status_code=refused.status_code, next=target, error=refused.message)
+        page.headers.update(refused.headers)
+        return page
     if user is None:
         return _render(request, "login.html", None, status_code=401, next=target, error="用户名或密码错误")
     token, _ = review.store.accounts.create_session(user, review.settings.session_ttl_s)

@@ -11,6 +11,7 @@ from pipeline.review.accounts import User
 from pipeline.review.audit import AuditEntry
 from pipeline.review.cameras import CameraSnapshot, CameraStatus
 from pipeline.review.cases import CasePage, ReviewCase
+from pipeline.review.evidence_check import TamperedFile
 from pipeline.review.vocabulary import (
     ACTION_LABELS,
     CAMERA_STATE_LABELS,
@@ -78,6 +79,10 @@ class ReopenIn(BaseModel):
     note: str = Field(min_length=1, max_length=NOTE_MAX, description="Why the decision is reopened.")
 
 
+class AcknowledgeTamperingIn(BaseModel):
+    note: str = Field("", max_length=NOTE_MAX, description="What the supervisor found, e.g. 已联系设备厂家核实.")
+
+
 class AssignIn(BaseModel):
     assignee: str | None = Field(None, max_length=64, description="An officer or supervisor; null unassigns.")
 
@@ -87,6 +92,18 @@ class EvidenceOut(BaseModel):
     content_type: str
     sha256: str
     url: str
+
+
+class TamperedOut(BaseModel):
+    name: str
+    recorded_sha256: str
+    actual_sha256: str | None = Field(description="null when the file is gone from the evidence store")
+    acknowledged: bool = Field(description="a supervisor acknowledged these bytes; the case may then be decided")
+
+    @classmethod
+    def of(cls, file: TamperedFile) -> TamperedOut:
+        return cls(name=file.name, recorded_sha256=file.recorded_sha256, actual_sha256=file.actual_sha256,
+                   acknowledged=file.acknowledged)
 
 
 class NoteOut(BaseModel):
@@ -188,13 +205,16 @@ class CaseDetail(CaseSummary):
     location: LocationOut
     decision: DecisionOut
     evidence: list[EvidenceOut]
+    tampered_evidence: list[TamperedOut] = Field(
+        description="evidence files whose bytes no longer match the sha256 in the case record, or are missing")
     notes: list[NoteOut] | None = Field(description="null when the case queue cannot be reached right now")
     audit: list[AuditEntryOut]
     record_sha256: str
     plate: dict[str, Any] | None = Field(None, description="a parking case's plate: text, confidence, colour, frame")
 
     @classmethod
-    def build(cls, case: ReviewCase, notes: list[CaseNote] | None, audit: list[AuditEntry]) -> CaseDetail:
+    def build(cls, case: ReviewCase, notes: list[CaseNote] | None, audit: list[AuditEntry],
+              tampered: list[TamperedFile]) -> CaseDetail:
         record = case.record
         location = record.location
         return cls(
@@ -210,6 +230,7 @@ class CaseDetail(CaseSummary):
             evidence=[EvidenceOut(name=name, content_type=item.content_type, sha256=item.sha256,
                                   url=evidence_url(record.case_id, name))
                       for name, item in sorted(record.evidence.items())],
+            tampered_evidence=[TamperedOut.of(file) for file in tampered],
             notes=None if notes is None else [NoteOut.of(note) for note in notes],
             audit=[AuditEntryOut.of(entry) for entry in audit])
 

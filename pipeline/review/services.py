@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request
 
 from pipeline.evidence import EvidenceStore
 from pipeline.review.cameras import CameraBoard
 from pipeline.review.cases import ReviewCase
+from pipeline.review.errors import Conflict
+from pipeline.review.evidence_check import TamperedFile, tampered_evidence
 from pipeline.review.intake import CaseIntake, NotesReader
+from pipeline.review.login_throttle import LoginThrottle
 from pipeline.review.schemas import CaseDetail
 from pipeline.review.settings import ReviewSettings
+from pipeline.review.signed_heads import HeadSigner
 from pipeline.review.store import ReviewStore
 
 
@@ -23,10 +27,25 @@ class ReviewServices:
     intake: CaseIntake
     notes: NotesReader
     cameras: CameraBoard
+    signer: HeadSigner
+    login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
     def case_detail(self, case: ReviewCase) -> CaseDetail:
         """The case as the API and the page show it, with its notes from the queue and its audit trail."""
-        return CaseDetail.build(case, self.notes.notes(case.case_id), self.store.audit.entries(case.case_id))
+        audit = self.store.audit.entries(case.case_id)
+        return CaseDetail.build(case, self.notes.notes(case.case_id), audit,
+                                tampered_evidence(self.evidence, case, audit))
+
+    def tampered_evidence(self, case: ReviewCase) -> list[TamperedFile]:
+        return tampered_evidence(self.evidence, case, self.store.audit.entries(case.case_id))
+
+    def refuse_unacknowledged_tampering(self, case: ReviewCase) -> None:
+        """Conflict while any evidence file differs from its record and no supervisor has acknowledged it."""
+        names = [file.name for file in self.tampered_evidence(case) if not file.acknowledged]
+        if names:
+            raise Conflict(f"case {case.case_id}: evidence {', '.join(names)} is missing or no longer matches the "
+                           f"sha256 in its record (证据文件校验失败); a supervisor must acknowledge it first "
+                           f"(POST /api/cases/{case.case_id}/acknowledge-tampering), or escalate the case")
 
     def close(self) -> None:
         """Release everything, for whoever made the app; an app's lifespan only stops the intake."""

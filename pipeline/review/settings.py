@@ -16,6 +16,11 @@ class ReviewSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     db_path: Path = Field(DEFAULT_REVIEW_DB, description="The review store (SQLite, WAL).")
+    audit_key: Path | None = Field(
+        None, description="Ed25519 key that signs the audit chain's head, made (mode 0600) if absent; None: "
+                          "audit-signing.key beside the database. Better on storage the database's writers lack.")
+    signed_heads: Path | None = Field(
+        None, description="Append-only JSON lines of signed heads; None: audit-heads.jsonl beside the key.")
     queue_url: str | None = Field(
         None, description="Case queue URL (open_queue's forms); None: SQLite at var/queue/cases.sqlite3.")
     evidence_url: str | None = Field(

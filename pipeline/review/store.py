@@ -2,7 +2,8 @@
 
 ``store.cases`` (cases.py), ``store.accounts`` (accounts.py: users and sessions) and
 ``store.audit`` (audit_log.py) each own their tables; db.py holds the schema and the transaction
-that pairs every change with its audit entry.
+that pairs every change with its audit entry. Given a ``HeadSigner`` (the service has one), the
+store signs the chain's head now and after every committed entry (signed_heads.py).
 """
 
 from __future__ import annotations
@@ -13,14 +14,18 @@ from pipeline.review.accounts import AccountRepository
 from pipeline.review.audit_log import AuditLog
 from pipeline.review.cases import CaseRepository
 from pipeline.review.db import ReviewDatabase
+from pipeline.review.signed_heads import HeadSigner
 
 
 class ReviewStore:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, signer: HeadSigner | None = None) -> None:
         self._db = ReviewDatabase(path)
         self.cases = CaseRepository(self._db)
         self.accounts = AccountRepository(self._db)
         self.audit = AuditLog(self._db)
+        if signer is not None:
+            signer.catch_up(self.audit.head())
+            self._db.entry_committed = signer.publish_committed
 
     def close(self) -> None:
         self._db.close()

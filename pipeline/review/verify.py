@@ -1,4 +1,9 @@
-"""`patrol verify`: is the audit chain whole, and is each case's evidence what was filed?
+"""`patrol verify`: is the audit chain whole and the one its signed heads vouch for, and is each
+case's evidence what was filed?
+
+The chain must hold every head signed outside the database (signed_heads.py) and every head a
+third party noted down (``--expect-head``), with the same sha256: a chain cut short or rewritten
+and re-sealed recomputes cleanly, but not to the heads signed before.
 
 A case holds when: its record hashes to the sha256 its ``case_received`` entry sealed into the
 chain; its status and decision are what its last audit entry says they became; and every
@@ -10,12 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pipeline.evidence import EvidenceStore
-from pipeline.review.audit import ChainCheck, first_broken_link
+from pipeline.review.audit import AuditEntry, ChainCheck, first_broken_link
 from pipeline.review.cases import ReviewCase, record_sha256
+from pipeline.review.signed_heads import HeadsCheck, check_signed_heads
 from pipeline.review.store import ReviewStore
 
 METADATA = "metadata.json"
@@ -24,6 +31,7 @@ METADATA = "metadata.json"
 @dataclass(frozen=True)
 class VerifyReport:
     chain: ChainCheck
+    heads: HeadsCheck
     cases_checked: int
     problems: list[str] = field(default_factory=list)  # in the order found; the chain's first
 
@@ -32,11 +40,17 @@ class VerifyReport:
         return not self.problems
 
 
-def verify(store: ReviewStore, evidence: EvidenceStore, case_id: str | None = None) -> VerifyReport:
-    """Check the whole chain, then one case or every case; errors.NotFound for an unknown ``case_id``."""
+def verify(store: ReviewStore, evidence: EvidenceStore, case_id: str | None = None, *, key_path: Path,
+           heads_path: Path, expected_heads: Sequence[tuple[int, str]] = ()) -> VerifyReport:
+    """Check the whole chain against the signed heads (with the public half of ``key_path``) and the
+    ``expected_heads`` (seq, sha256), then one case or every case; errors.NotFound for an unknown ``case_id``."""
     trail = store.audit.entries()
     chain = first_broken_link(trail)
+    heads = check_signed_heads(trail, key_path, heads_path)
     problems = [chain.problem] if chain.problem else []
+    problems.extend(heads.problems)
+    problems.extend(problem for seq, sha256 in expected_heads
+                    if (problem := expected_head_problem(trail, seq, sha256)) is not None)
     case_ids = [case_id] if case_id else store.cases.all_case_ids()
     if not case_id:
         stored = set(case_ids)
@@ -44,7 +58,20 @@ def verify(store: ReviewStore, evidence: EvidenceStore, case_id: str | None = No
                         for entry in trail if entry.action == "case_received" and entry.case_id not in stored)
     for one in case_ids:
         problems.extend(case_problems(store, evidence, store.cases.get(one)))
-    return VerifyReport(chain, len(case_ids), problems)
+    return VerifyReport(chain, heads, len(case_ids), problems)
+
+
+def expected_head_problem(trail: Sequence[AuditEntry], seq: int, sha256: str) -> str | None:
+    """Whether the chain still holds a head noted down outside the system (a print-out, a bundle)."""
+    entry = next((entry for entry in trail if entry.seq == seq), None)
+    if entry is None:
+        end = trail[-1].seq if trail else 0
+        return (f"expected head seq {seq} (sha256 {sha256[:16]}…) is not in the audit chain, which ends at "
+                f"seq {end}: the chain was truncated")
+    if entry.sha256 != sha256:
+        return (f"expected head seq {seq}: the chain holds sha256 {entry.sha256[:16]}… there, not the "
+                f"{sha256[:16]}… noted down: the chain was rewritten")
+    return None
 
 
 def case_problems(store: ReviewStore, evidence: EvidenceStore, case: ReviewCase) -> Iterator[str]:

@@ -94,11 +94,14 @@ ACTION_LABELS = {
     "reopen": "重新打开",
     "assign": "分派",
     "evidence_view": "查看证据",
+    "evidence_tamper_ack": "确认知悉证据异常",
     "bundle_export": "导出证据包",
     "dataset_export": "导出训练数据",
     "user_add": "新增用户",
     "password_reset": "重置密码",
     "login": "登录",
+    "login_failed": "登录失败",
+    "login_refused": "登录被拒（锁定中）",
 }
 
 

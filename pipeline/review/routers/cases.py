@@ -89,6 +89,9 @@ def case_audit(case_id: CaseId, caller: Reviewer, review: Review) -> list[AuditE
 
 
 def _decide(review: ReviewServices, caller: Caller, case_id: str, decision: Decision, **fields) -> CaseDetail:
+    # Escalating stays open: it is what an officer should do with evidence that does not hold.
+    if decision is not Decision.ESCALATE:
+        review.refuse_unacknowledged_tampering(review.store.cases.get(case_id))
     return review.case_detail(review.store.cases.decide(case_id, caller.user, decision, **fields))
 
 

@@ -1,4 +1,5 @@
-"""A case's evidence, one file at a time or as a bundle; every look is an audit entry."""
+"""A case's evidence, one file at a time or as a bundle; every look is an audit entry. A supervisor
+acknowledges evidence that no longer matches its record here, so the case can be decided."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from fastapi.responses import RedirectResponse
 
 from pipeline.review.audit import now_iso
 from pipeline.review.bundle import build_bundle
-from pipeline.review.errors import NotFound
-from pipeline.review.routers.dependencies import CASE_ERRORS, CaseId, Review, Reviewer
+from pipeline.review.errors import Conflict, NotFound
+from pipeline.review.evidence_check import ACKNOWLEDGE_ACTION
+from pipeline.review.routers.dependencies import CASE_ERRORS, DECISION_ERRORS, CaseId, Review, Reviewer, Supervisor
+from pipeline.review.schemas import AcknowledgeTamperingIn, CaseDetail
 
 router = APIRouter(prefix="/cases", tags=["evidence"])
 NO_STORE = {"Cache-Control": "private, no-store"}
@@ -61,14 +64,29 @@ def evidence_file(
 
 @router.get("/{case_id}/bundle", response_class=Response, responses={
     **CASE_ERRORS, 200: {"content": {"application/zip": {}}, "description": "Evidence, case, audit, checksums"}},
-    summary="Export the case as a zip (evidence + metadata + audit entries + SHA256SUMS)")
+    summary="Export the case as a zip (evidence, metadata, audit entries, signed head, SHA256SUMS)")
 def export_bundle(case_id: CaseId, caller: Reviewer, review: Review) -> Response:
     case = review.store.cases.get(case_id)
     exported_at = now_iso()
-    review.store.audit.record_event(caller.user.name, "bundle_export", case_id,
-                                    {"files": sorted(case.record.evidence), "exported_at": exported_at})
+    entry = review.store.audit.record_event(caller.user.name, "bundle_export", case_id,
+                                            {"files": sorted(case.record.evidence), "exported_at": exported_at})
     archive = build_bundle(case, review.evidence, review.store.audit.entries(case_id),
-                           review.notes.notes(case_id), exported_by=caller.user.name, exported_at=exported_at)
+                           review.notes.notes(case_id), exported_by=caller.user.name, exported_at=exported_at,
+                           signed_head=review.signer.head(entry), public_key_pem=review.signer.public_key_pem)
     filename = f"{case_id}-bundle.zip"
     return Response(archive, media_type="application/zip", headers={
         **NO_STORE, "Content-Disposition": f"attachment; filename*=UTF-8''{quote(filename, safe='')}"})
+
+
+@router.post("/{case_id}/acknowledge-tampering", response_model=CaseDetail, responses={
+    **DECISION_ERRORS, 409: {"description": "No evidence of the case differs from its record, or all is acknowledged"}},
+    summary="确认知悉证据异常 (supervisor): the case may be decided on evidence that no longer matches its record")
+def acknowledge_tampering(case_id: CaseId, body: AcknowledgeTamperingIn, caller: Supervisor,
+                          review: Review) -> CaseDetail:
+    case = review.store.cases.get(case_id)
+    files = [file for file in review.tampered_evidence(case) if not file.acknowledged]
+    if not files:
+        raise Conflict(f"case {case_id}: no evidence file awaits acknowledgement")
+    review.store.audit.record_event(caller.user.name, ACKNOWLEDGE_ACTION, case_id,
+                                    {"files": [file.to_detail() for file in files], "note": body.note.strip()})
+    return review.case_detail(case)

@@ -124,6 +124,15 @@ function setUpCase(root) {
       window.location.reload();
     } catch (error) { showError(error.message); }
   });
+  const acknowledgeButton = document.getElementById("btn-ack-tamper");
+  if (acknowledgeButton) {
+    acknowledgeButton.addEventListener("click", async () => {
+      try {
+        await postJson(`${api}/acknowledge-tampering`, {});
+        window.location.reload();
+      } catch (error) { showError(error.message); }
+    });
+  }
   const assignForm = document.getElementById("assign-form");
   if (assignForm) {
     assignForm.addEventListener("submit", async (event) => {

@@ -1,0 +1,45 @@
+"""Which of a case's evidence files no longer hash to the sha256 in its record, and which of those a
+supervisor has acknowledged (an ``evidence_tamper_ack`` audit entry naming the file and the sha256
+its bytes had then). Until then the case may not be decided on that evidence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from pipeline.evidence import EvidenceStore
+from pipeline.review.audit import AuditEntry
+from pipeline.review.cases import ReviewCase
+
+ACKNOWLEDGE_ACTION = "evidence_tamper_ack"
+
+
+@dataclass(frozen=True, slots=True)
+class TamperedFile:
+    name: str
+    recorded_sha256: str
+    actual_sha256: str | None  # None: gone from the evidence store
+    acknowledged: bool  # these very bytes (or their absence) were acknowledged by a supervisor
+
+    def to_detail(self) -> dict[str, str | None]:
+        return {"name": self.name, "recorded_sha256": self.recorded_sha256, "actual_sha256": self.actual_sha256}
+
+
+def tampered_evidence(evidence: EvidenceStore, case: ReviewCase, audit: Iterable[AuditEntry]) -> list[TamperedFile]:
+    """The case's files whose bytes differ from its record, or are missing, by name.
+
+    ``sha256_of`` hashes a local file's bytes, and reads an S3 object's stored sha256 instead of
+    downloading it (the page and every decision ask); `patrol verify` and the bundle hash bytes.
+    """
+    acknowledged = {(file["name"], file["actual_sha256"]) for entry in audit if entry.action == ACKNOWLEDGE_ACTION
+                    for file in entry.detail["files"]}
+    found = []
+    for name, item in sorted(case.record.evidence.items()):
+        try:
+            actual: str | None = evidence.sha256_of(item.key)
+        except KeyError:
+            actual = None
+        if actual != item.sha256:
+            found.append(TamperedFile(name, item.sha256, actual, (name, actual) in acknowledged))
+    return found
