@@ -304,3 +304,15 @@ def test_photos_labelled_by_hand_are_measured_per_class(shared):
     assert result["images"] == 23
     assert {c: v["instances"] for c, v in result["per_class"].items()} == \
         {c: sum(b[0] == c for b in boxes) for c in ("garbage_pile", "bin", "overflowing_bin")}
+
+
+def test_cars_added_by_hand_to_the_parking_truth_stand_in_their_zone():
+    from pipeline.rules.zone_mask import ZoneMask
+    from pipeline.train.report import PARKING_CAMERA, PARKING_UNLABELLED, unlabelled_cars
+
+    camera = load_camera(PARKING_CAMERA)
+    zones = {zone.id: zone for zone in camera.zones}
+    for episode in unlabelled_cars(PARKING_UNLABELLED):
+        assert episode.kind == "illegal_parking" and episode.end_s > episode.start_s
+        inside = ZoneMask(zones[episode.zone_id]).bottom_centres_inside(np.array([episode.box]), (854, 480))
+        assert inside.all(), episode
