@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import itertools
 import json
@@ -18,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from review_support import copy_of_street, login, running_app
 
 from pipeline.cli.main import main
+from pipeline.cli.review_verbs import _cli_actor
 from pipeline.review.audit import GENESIS_SHA256, canonical_json, first_broken_link, seal
 from pipeline.review.dataset import CLASSES
 from pipeline.review.db import ReviewDatabase
@@ -213,6 +215,75 @@ def test_users_add_hashes_the_password_and_refuses_a_second_of_a_name(tmp_path, 
     password_file.write_text("short\n")
     assert main(["users", "add", "li.si", "--role", "admin", "--password-file", str(password_file),
                  "--db", str(database)]) == 2
+
+
+def test_users_verbs_disable_enable_set_role_reset_and_revoke_with_audit(tmp_path, capsys):
+    password_file = tmp_path / "password"
+    password_file.write_text("a-long-enough-password\n")
+    database = tmp_path / "review.sqlite3"
+
+    def users(*argv: str) -> tuple[int, str]:
+        code = main(["users", *argv, "--db", str(database)])
+        captured = capsys.readouterr()
+        return code, captured.out + captured.err
+
+    for name, role in (("boss", "admin"), ("wang.wu", "officer")):
+        assert users("add", name, "--role", role, "--password-file", str(password_file))[0] == 0
+    store = ReviewStore(database)
+    wang = next(user for user in store.accounts.users() if user.name == "wang.wu")
+    token, _ = store.accounts.create_session(wang, 3600)
+
+    code, output = users("disable", "wang.wu")
+    assert code == 0 and output == "users: disabled wang.wu: it cannot log in, and its sessions have ended\n"
+    assert store.accounts.session(token, 3600) is None
+    code, output = users("disable", "boss")
+    assert code == 2 and "last active admin" in output
+    assert users("list") == (0, "boss\tadmin\tactive\nwang.wu\tofficer\tdisabled\n")
+    assert users("enable", "wang.wu")[0] == 0
+    assert users("set-role", "wang.wu", "--role", "supervisor") == (0, "users: wang.wu is now supervisor\n")
+    assert users("reset-password", "wang.wu", "--password-file", str(password_file))[0] == 0
+    assert users("list")[1].splitlines()[1] == "wang.wu\tsupervisor\tmust-change-password"
+    store.accounts.create_session(wang, 3600)
+    assert users("revoke-sessions", "wang.wu") == (0, "users: ended 1 session(s) of wang.wu\n")
+    code, output = users("revoke-sessions", "nobody")
+    assert code == 2 and "no user nobody" in output
+
+    entries = store.audit.entries()
+    store.close()
+    changes = [(entry.action, entry.before, entry.after, entry.detail) for entry in entries
+               if entry.action not in ("user_add", "login")]
+    assert changes == [
+        ("user_disable", {"name": "wang.wu", "active": True}, {"name": "wang.wu", "active": False},
+         {"sessions_ended": 1}),
+        ("user_enable", {"name": "wang.wu", "active": False}, {"name": "wang.wu", "active": True},
+         {"sessions_ended": 0}),
+        ("role_change", {"name": "wang.wu", "role": "officer"}, {"name": "wang.wu", "role": "supervisor"}, {}),
+        ("password_reset", None, None, {"name": "wang.wu", "must_change_password": True, "sessions_ended": 0}),
+        ("sessions_revoke", None, None, {"name": "wang.wu", "sessions_ended": 1}),
+    ]
+    assert {entry.actor for entry in entries if entry.action != "login"} == {_cli_actor()}
+
+
+def test_an_older_store_gains_the_account_columns_and_its_sessions_end(tmp_path):
+    path = tmp_path / "review.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None)  # the tables as the first release made them
+    conn.executescript("""
+        CREATE TABLE users (name TEXT PRIMARY KEY, role TEXT NOT NULL, password_hash TEXT NOT NULL,
+                            created_at TEXT NOT NULL);
+        CREATE TABLE sessions (token_sha256 TEXT PRIMARY KEY, user_name TEXT NOT NULL REFERENCES users (name),
+                               csrf_token TEXT NOT NULL, expires_at REAL NOT NULL);
+        INSERT INTO users VALUES ('wang.wu', 'officer', 'x', 'now');""")
+    conn.execute("INSERT INTO sessions VALUES (?, 'wang.wu', 'c', 9e9)", (hashlib.sha256(b"token").hexdigest(),))
+    conn.close()
+    store = ReviewStore(path)
+    try:
+        [user] = store.accounts.users()
+        assert user.active and not user.must_change_password
+        assert store.accounts.session("token", 1800) is None  # its last request is unknown: it counts as idle
+        assert store.accounts.set_active("wang.wu", False, actor="test").active is False
+    finally:
+        store.close()
+    ReviewStore(path).close()  # opening it again adds nothing twice
 
 
 def test_dataset_export_writes_positives_and_hard_negatives(reviewed, capsys):

@@ -7,12 +7,17 @@ import getpass
 import os
 import re
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pipeline.cli.errors import UsageError
 from pipeline.config.workspace import DEFAULT_WORKSPACE
+
+if TYPE_CHECKING:  # the verbs import the review modules only when they run
+    from pipeline.review.accounts import AccountRepository
 
 DEFAULT_DB = str(DEFAULT_WORKSPACE.review_db)
 DEFAULT_QUEUE = DEFAULT_WORKSPACE.queue_url  # what `patrol demo` writes
@@ -125,10 +130,71 @@ def cmd_users_list(args) -> int:
     store = _store(args, must_exist=True)
     try:
         for user in store.accounts.users():
-            print(f"{user.name}\t{user.role.value}")
+            state = "disabled" if not user.active else "must-change-password" if user.must_change_password else "active"
+            print(f"{user.name}\t{user.role.value}\t{state}")
     finally:
         store.close()
     return 0
+
+
+def _change_account(args, change: Callable[[AccountRepository, str], str]) -> int:
+    """``change(accounts, actor)`` on the store at --db, printing the line it returns; what the store
+    refuses (no such user, the last active admin) is a usage error."""
+    from pipeline.review.errors import ReviewError
+
+    store = _store(args, must_exist=True)
+    try:
+        line = change(store.accounts, _cli_actor())
+    except ReviewError as exc:
+        raise UsageError(f"users {args.users_verb} {args.name}: {exc}") from exc
+    finally:
+        store.close()
+    print(f"users: {line}")
+    return 0
+
+
+def cmd_users_disable(args) -> int:
+    def disable(accounts: AccountRepository, actor: str) -> str:
+        accounts.set_active(args.name, False, actor=actor)
+        return f"disabled {args.name}: it cannot log in, and its sessions have ended"
+    return _change_account(args, disable)
+
+
+def cmd_users_enable(args) -> int:
+    def enable(accounts: AccountRepository, actor: str) -> str:
+        accounts.set_active(args.name, True, actor=actor)
+        return f"enabled {args.name}"
+    return _change_account(args, enable)
+
+
+def cmd_users_set_role(args) -> int:
+    from pipeline.review.vocabulary import AccountRole
+
+    def set_role(accounts: AccountRepository, actor: str) -> str:
+        accounts.set_role(args.name, AccountRole(args.role), actor=actor)
+        return f"{args.name} is now {args.role}"
+    return _change_account(args, set_role)
+
+
+def cmd_users_reset_password(args) -> int:
+    from pipeline.review.auth import hash_password
+
+    try:
+        password_hash = hash_password(_read_password(args))
+    except ValueError as exc:
+        raise UsageError(f"password: {exc}") from exc
+
+    def reset(accounts: AccountRepository, actor: str) -> str:
+        accounts.set_password(args.name, password_hash, actor=actor, must_change=args.must_change)
+        then = "; it must be changed at the next login" if args.must_change else ""
+        return f"reset the password of {args.name}, whose sessions have ended{then}"
+    return _change_account(args, reset)
+
+
+def cmd_users_revoke_sessions(args) -> int:
+    def revoke(accounts: AccountRepository, actor: str) -> str:
+        return f"ended {accounts.revoke_sessions(args.name, actor=actor)} session(s) of {args.name}"
+    return _change_account(args, revoke)
 
 
 def cmd_verify(args) -> int:
@@ -247,9 +313,28 @@ def add_review_verbs(verbs: argparse._SubParsersAction) -> None:
     add.add_argument("--password-file", help="file whose first line is the password")
     db_option(add)
     add.set_defaults(func=cmd_users_add)
-    listing = user_verbs.add_parser("list", help="list accounts and roles")
+    listing = user_verbs.add_parser("list", help="list accounts, roles and states (active, disabled, "
+                                    "must-change-password)")
     db_option(listing)
     listing.set_defaults(func=cmd_users_list)
+
+    def account_verb(verb: str, func: Callable[..., int], what: str) -> argparse.ArgumentParser:
+        parser = user_verbs.add_parser(verb, help=what)
+        parser.add_argument("name")
+        db_option(parser)
+        parser.set_defaults(func=func)
+        return parser
+
+    account_verb("disable", cmd_users_disable, "disable an account: it cannot log in, its sessions end now")
+    account_verb("enable", cmd_users_enable, "enable a disabled account")
+    set_role = account_verb("set-role", cmd_users_set_role, "change an account's role, in force from its next request")
+    set_role.add_argument("--role", required=True, choices=[role.value for role in AccountRole])
+    reset = account_verb("reset-password", cmd_users_reset_password, "a one-time password (--password-file, "
+                         f"${PASSWORD_ENV} or a prompt); the account's sessions end")
+    reset.add_argument("--password-file", help="file whose first line is the password")
+    reset.add_argument("--must-change", action=argparse.BooleanOptionalAction, default=True,
+                       help="the user must choose their own password at the next login (default: yes)")
+    account_verb("revoke-sessions", cmd_users_revoke_sessions, "end every session of an account now")
 
     check = verbs.add_parser("verify", help="check the audit chain against its signed heads, and the evidence sha256s; "
                              "names the first break")

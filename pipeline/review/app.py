@@ -19,10 +19,10 @@ import pipeline
 from pipeline.evidence import open_evidence_store
 from pipeline.queue import CaseQueue, open_queue
 from pipeline.review import pages, routers
-from pipeline.review.auth import LoginRequired, api_roles
+from pipeline.review.auth import LoginRequired, PasswordChangeRequired, api_roles
 from pipeline.review.body_limit import BodyLimit
 from pipeline.review.cameras import CameraBoard
-from pipeline.review.errors import Conflict, Invalid, NotAllowed, NotFound, ReviewError
+from pipeline.review.errors import ReviewError
 from pipeline.review.intake import CaseIntake, NotesReader
 from pipeline.review.services import ReviewServices
 from pipeline.review.settings import ReviewSettings
@@ -32,7 +32,6 @@ from pipeline.review.vocabulary import AccountRole
 from pipeline.types import BackendUnavailable
 
 STATIC = Path(__file__).parent / "web" / "static"
-_STATUS_OF_ERROR = {NotFound: 404, Conflict: 409, NotAllowed: 403, Invalid: 422}
 
 
 def create_app(settings: ReviewSettings, *, environ: Mapping[str, str] = os.environ) -> FastAPI:
@@ -107,10 +106,9 @@ def _wants_html(request: Request) -> bool:
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ReviewError)
     async def review_error(request: Request, exc: ReviewError) -> Response:
-        status_code = next(code for kind, code in _STATUS_OF_ERROR.items() if isinstance(exc, kind))
         if _wants_html(request):
-            return pages.error_page(request, status_code, str(exc))
-        return JSONResponse({"detail": str(exc)}, status_code=status_code)
+            return pages.error_page(request, exc.status_code, str(exc))
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status_code)
 
     @app.exception_handler(BackendUnavailable)
     async def backend_unavailable(request: Request, exc: BackendUnavailable) -> Response:
@@ -123,6 +121,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def login_required(request: Request, exc: LoginRequired) -> Response:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
+
+    @app.exception_handler(PasswordChangeRequired)
+    async def password_change_required(request: Request, exc: PasswordChangeRequired) -> Response:
+        return RedirectResponse("/password", status_code=303)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -2,7 +2,8 @@
 
 One session mechanism serves both clients: the API takes ``Authorization: Bearer <token>``, the
 officers' page the same token in an HttpOnly, SameSite=Strict cookie. Tokens are random and
-stored only as their sha256, with an expiry.
+stored only as their sha256, with an expiry and the time of their latest request (the idle
+timeout). A user whose password an admin reset holds a session that can only change it.
 
 CSRF, for the cookie only (a bearer token is never sent by a browser on its own): the cookie is
 SameSite=Strict, so no other site's request carries it; and every unsafe request authenticated by
@@ -26,7 +27,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
-from pipeline.review.accounts import Session, User
+from pipeline.review.accounts import MIN_PASSWORD_LENGTH, Session, User
+from pipeline.review.errors import Invalid
 from pipeline.review.login_throttle import Refusal
 from pipeline.review.services import ReviewServices, services
 from pipeline.review.vocabulary import AccountRole
@@ -35,7 +37,6 @@ SESSION_COOKIE = "patrol_session"
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FORM_FIELD = "csrf_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-MIN_PASSWORD_LENGTH = 10
 # Each argon2id hash takes 64 MiB (the library's memory cost) while it runs: however many log in at
 # once, at most this many hashes run, so logins cannot take more than 4 x 64 MiB.
 MAX_CONCURRENT_HASHES = 4
@@ -52,15 +53,16 @@ cookie_scheme = APIKeyCookie(name=SESSION_COOKIE, auto_error=False, description=
 
 
 class LoginRefused(Exception):
-    """A login turned away before its password decides: a lockout (429) or too many at once (503)."""
+    """A login turned away whatever its password: a lockout (429), too many at once (503), a disabled
+    account (403, no Retry-After: waiting does not help)."""
 
-    def __init__(self, status_code: int, message: str, retry_after_s: int) -> None:
+    def __init__(self, status_code: int, message: str, retry_after_s: int | None = None) -> None:
         super().__init__(message)
         self.status_code, self.message, self.retry_after_s = status_code, message, retry_after_s
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after_s)}
+        return {} if self.retry_after_s is None else {"Retry-After": str(self.retry_after_s)}
 
 
 def hash_password(password: str) -> str:
@@ -103,7 +105,7 @@ def log_in(review: ReviewServices, name: str, password: str, address: str) -> Us
     """check_password behind the lockouts of login_throttle, with every failure and lockout audited.
 
     None for a wrong name or password; LoginRefused for a locked account or address (429), also
-    when this failure locks it, or when too many log in at once (503).
+    when this failure locks it, when too many log in at once (503), or for a disabled account (403).
     """
     throttle = review.login_throttle
     refusal = throttle.refusal(name, address)
@@ -112,6 +114,14 @@ def log_in(review: ReviewServices, name: str, password: str, address: str) -> Us
             _audit_login_trouble(review, "login_refused", name, address, locked=refusal.kind)
         raise _too_many(refusal)
     user = check_password(review, name, password)
+    if user is not None and not user.active:
+        # Only the right password hears that the account is disabled, so a guesser learns nothing; it
+        # still counts as a failure, or a departed officer could fill the audit log with refusals.
+        lockout = throttle.record_failure(name, address)
+        _audit_login_trouble(review, "login_refused", name, address, locked="disabled")
+        if lockout is not None:
+            raise _too_many(lockout)
+        raise LoginRefused(status.HTTP_403_FORBIDDEN, "该账号已停用，请联系管理员")
     if user is not None:
         throttle.record_success(name)
         return user
@@ -150,8 +160,26 @@ class Caller:
     by_cookie: bool
 
 
+def change_password(review: ReviewServices, caller: Caller, current: str, new: str, address: str) -> None:
+    """The caller's own new password, once ``current`` checks out; their other sessions end.
+
+    Invalid for a wrong current password or an unchanged one, ValueError for one too short,
+    LoginRefused as for log_in.
+    """
+    # Checked as a login, behind its lockouts: a stolen session must not become a way to guess passwords.
+    if log_in(review, caller.user.name, current, address) is None:
+        raise Invalid("the current password is wrong (当前密码错误)")
+    if new == current:
+        raise Invalid("the new password must differ from the current one (新密码不能与当前密码相同)")
+    review.store.accounts.change_own_password(caller.user.name, hash_password(new), keeping_token=caller.token)
+
+
 class LoginRequired(Exception):
     """Raised by page routes instead of a 401, so the app can send the browser to the login page."""
+
+
+class PasswordChangeRequired(Exception):
+    """Raised by page routes for a user whose password was reset, so the app sends them to change it."""
 
 
 def _unauthorised(message: str) -> HTTPException:
@@ -178,7 +206,7 @@ async def _caller_or_none(
         token, by_cookie = cookie_token, True
     else:
         return None
-    session = review.store.accounts.session(token)
+    session = review.store.accounts.session(token, review.settings.session_idle_timeout_s)
     if session is None:
         return None
     if by_cookie and request.method not in SAFE_METHODS:
@@ -192,15 +220,30 @@ async def _caller_or_none(
     return Caller(session.user, session, token, by_cookie)
 
 
-async def api_caller(caller: Annotated[Caller | None, Depends(_caller_or_none)]) -> Caller:
+async def api_session(caller: Annotated[Caller | None, Depends(_caller_or_none)]) -> Caller:
+    """Any logged-in user, also one who must change their password first: for who-am-I, log out and
+    changing the password."""
     if caller is None:
         raise _unauthorised("log in first: POST /api/login, then send Authorization: Bearer <token>")
     return caller
 
 
-async def page_caller(caller: Annotated[Caller | None, Depends(_caller_or_none)]) -> Caller:
+async def api_caller(caller: Annotated[Caller, Depends(api_session)]) -> Caller:
+    if caller.user.must_change_password:
+        raise HTTPException(status.HTTP_403_FORBIDDEN,
+                            "your password was reset: choose your own first (POST /api/me/password)")
+    return caller
+
+
+async def page_session(caller: Annotated[Caller | None, Depends(_caller_or_none)]) -> Caller:
     if caller is None:
         raise LoginRequired
+    return caller
+
+
+async def page_caller(caller: Annotated[Caller, Depends(page_session)]) -> Caller:
+    if caller.user.must_change_password:
+        raise PasswordChangeRequired
     return caller
 
 

@@ -51,12 +51,14 @@ CREATE TABLE IF NOT EXISTS users (
     role TEXT NOT NULL,
     password_hash TEXT NOT NULL,  -- argon2id, from auth.py
     created_at TEXT NOT NULL
+    -- and the _ADDED_COLUMNS below
 );
 CREATE TABLE IF NOT EXISTS sessions (
     token_sha256 TEXT PRIMARY KEY,  -- the token itself is never stored
     user_name TEXT NOT NULL REFERENCES users (name),
     csrf_token TEXT NOT NULL,
     expires_at REAL NOT NULL
+    -- and the _ADDED_COLUMNS below
 );
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY,
@@ -77,6 +79,13 @@ CREATE TRIGGER IF NOT EXISTS audit_is_append_only_delete BEFORE DELETE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 COMMIT;
 """
+# Columns that came after the tables: CREATE TABLE IF NOT EXISTS leaves an older file's tables as
+# they were, so each is added where it is missing.
+_ADDED_COLUMNS = {
+    "users": ("disabled INTEGER NOT NULL DEFAULT 0", "must_change_password INTEGER NOT NULL DEFAULT 0"),
+    # An older file's sessions read as idle since 1970: their users log in again once.
+    "sessions": ("last_seen_at REAL NOT NULL DEFAULT 0",),
+}
 
 
 class AuditedChange:
@@ -118,6 +127,7 @@ class ReviewDatabase:
         try:
             with naming_unusable_file(self._path):
                 self._conn.executescript(_SCHEMA)
+                self._add_missing_columns()
             # Reads have their own connection: a write waiting out another process's write lock
             # would otherwise hold up every page and session check behind this process's lock.
             self._read_lock = threading.Lock()
@@ -125,6 +135,14 @@ class ReviewDatabase:
         except BaseException:
             self._conn.close()
             raise
+
+    def _add_missing_columns(self) -> None:
+        with immediate_transaction(self._conn, self._lock) as conn:
+            for table, columns in _ADDED_COLUMNS.items():
+                present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+                for column in columns:
+                    if column.split()[0] not in present:
+                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
     def close(self) -> None:
         with self._lock, self._read_lock:
@@ -154,5 +172,5 @@ class ReviewDatabase:
 
     def unaudited_write(self) -> AbstractContextManager[sqlite3.Connection]:
         """A write transaction without an audit entry, for bookkeeping that decides nothing: an
-        upgraded password hash, an ended session."""
+        upgraded password hash, an ended session, the time of a session's latest request."""
         return immediate_transaction(self._conn, self._lock)

@@ -24,11 +24,13 @@ from pipeline.review.auth import (
     SESSION_COOKIE,
     Caller,
     LoginRefused,
+    change_password,
     client_address,
     hash_password,
     log_in,
     page_caller,
     page_roles,
+    page_session,
     same_origin,
 )
 from pipeline.review.cases import CaseFilter
@@ -117,11 +119,33 @@ def login_form(request: Request, review: Review, name: Annotated[str, Form(max_l
 
 
 @router.post("/logout")
-def logout_form(caller: Annotated[Caller, Depends(page_caller)], review: Review) -> Response:
+def logout_form(caller: Annotated[Caller, Depends(page_session)], review: Review) -> Response:
     review.store.accounts.end_session(caller.token)
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
+
+
+@router.get("/password", response_class=HTMLResponse)
+def password_page(request: Request, caller: Annotated[Caller, Depends(page_session)]) -> Response:
+    return _render(request, "password.html", caller, error=None)
+
+
+@router.post("/password", response_class=HTMLResponse)
+def password_form(request: Request, caller: Annotated[Caller, Depends(page_session)], review: Review,
+                  current: Annotated[str, Form(max_length=1024)], new: Annotated[str, Form(max_length=1024)],
+                  again: Annotated[str, Form(max_length=1024)]) -> Response:
+    if new != again:
+        return _render(request, "password.html", caller, status_code=400, error="两次输入的新密码不一致")
+    try:
+        change_password(review, caller, current, new, client_address(request))
+    except (Invalid, ValueError) as exc:
+        return _render(request, "password.html", caller, status_code=400, error=str(exc))
+    except LoginRefused as refused:
+        page = _render(request, "password.html", caller, status_code=refused.status_code, error=refused.message)
+        page.headers.update(refused.headers)
+        return page
+    return RedirectResponse("/", status_code=303)
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -153,7 +177,7 @@ def case_page(request: Request, case_id: str, caller: Annotated[Caller, Depends(
         older_url=f"/cases/{around.older}?{query}" if around.older else None,
         done=done, done_action=request.query_params.get("did"),
         is_supervisor=caller.user.role is AccountRole.SUPERVISOR,
-        assignable=[user.name for user in review.store.accounts.users() if user.role in REVIEWERS],
+        assignable=[user.name for user in review.store.accounts.users() if user.role in REVIEWERS and user.active],
         reasons=list(RejectReason))
 
 

@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, Field
 
-from pipeline.review.accounts import User
+from pipeline.review.accounts import MIN_PASSWORD_LENGTH, USER_NAME_PATTERN, User
 from pipeline.review.audit import AuditEntry
 from pipeline.review.cameras import CameraSnapshot, CameraStatus
 from pipeline.review.cases import CasePage, ReviewCase
@@ -29,6 +29,12 @@ NOTE_MAX = 2000
 THUMBNAIL_ORDER = ("crop.jpg", "last_frame.jpg", "annotated.jpg")
 
 
+class ErrorOut(BaseModel):
+    """Every refusal but a request that fails validation (422: FastAPI's list of errors, each naming its field)."""
+
+    detail: str = Field(description="What is wrong, for a person to read.")
+
+
 class UserOut(BaseModel):
     name: str
     role: AccountRole
@@ -39,6 +45,16 @@ class UserOut(BaseModel):
         return cls(name=user.name, role=user.role, role_label=ROLE_LABELS[user.role])
 
 
+class AccountOut(UserOut):
+    active: bool = Field(description="false: disabled, the account cannot log in")
+    must_change_password: bool = Field(description="an admin reset the password; the user must choose their own")
+
+    @classmethod
+    def of(cls, user: User) -> AccountOut:
+        return cls(**UserOut.of(user).model_dump(), active=user.active,
+                   must_change_password=user.must_change_password)
+
+
 class LoginIn(BaseModel):
     name: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=1024)
@@ -47,14 +63,35 @@ class LoginIn(BaseModel):
 class TokenOut(BaseModel):
     access_token: str
     token_type: str = "bearer"
-    expires_at: float = Field(description="Unix time the token stops working.")
+    expires_at: float = Field(description="Unix time the token stops working (earlier when left idle).")
+    must_change_password: bool = Field(
+        description="true: the token works only for POST /api/me/password (and /api/me, /api/logout) until then")
     user: UserOut
 
 
 class NewUserIn(BaseModel):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
+    name: str = Field(pattern=USER_NAME_PATTERN.pattern)
     role: AccountRole
-    password: str = Field(min_length=10, max_length=1024)
+    password: str = Field(min_length=MIN_PASSWORD_LENGTH, max_length=1024)
+
+
+class PasswordResetIn(BaseModel):
+    password: str = Field(min_length=MIN_PASSWORD_LENGTH, max_length=1024, description="A one-time password.")
+    must_change: bool = Field(True, description="The user must choose their own password at the next login.")
+
+
+class PasswordChangeIn(BaseModel):
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=MIN_PASSWORD_LENGTH, max_length=1024)
+
+
+class RoleIn(BaseModel):
+    role: AccountRole
+
+
+class SessionsRevokedOut(BaseModel):
+    name: str
+    sessions_ended: int = Field(description="How many sessions were open; each stopped working at once.")
 
 
 class ConfirmIn(BaseModel):

@@ -93,7 +93,7 @@ def _ensure_demo_user(db_path: Path, password: str) -> None:
     store = ReviewStore(db_path)
     try:
         try:
-            store.accounts.set_password(DEMO_USER, hash_password(password), actor="demo")
+            store.accounts.set_password(DEMO_USER, hash_password(password), actor="demo", must_change=False)
         except NotFound:
             store.accounts.add_user(DEMO_USER, AccountRole.SUPERVISOR, hash_password(password), actor="demo")
     finally:

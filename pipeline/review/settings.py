@@ -32,6 +32,8 @@ class ReviewSettings(BaseModel):
     intake_block_s: float = Field(1.0, gt=0, le=30, description="How long one queue read waits for new cases.")
     intake_max_backoff_s: float = Field(30.0, gt=0, description="Longest wait between tries of an unreachable queue.")
     session_ttl_s: float = Field(12 * 3600, gt=0, description="A login lasts this long (one shift).")
+    session_idle_timeout_s: float = Field(
+        30 * 60, gt=0, description="A login also ends after this long without a request (a screen left unlocked).")
     evidence_url_expiry_s: int = Field(300, ge=1, le=3600, description="Presigned S3 evidence URLs expire after this.")
     metrics_timeout_s: float = Field(1.5, gt=0, description="How long the camera list waits for a worker.")
     secure_cookies: bool = Field(False, description="Mark the session cookie Secure (set when served over HTTPS).")

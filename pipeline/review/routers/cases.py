@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, tzinfo
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Depends, Query
+from fastapi.exceptions import RequestValidationError
+from pydantic import BeforeValidator
 
 from pipeline.review.auth import Caller
 from pipeline.review.cases import CaseFilter
 from pipeline.review.local_time import read_local
 from pipeline.review.routers.dependencies import (
-    BAD_BODY,
     CASE_ERRORS,
     DECISION_ERRORS,
     FORBIDDEN,
@@ -19,6 +21,7 @@ from pipeline.review.routers.dependencies import (
     Review,
     Reviewer,
     Supervisor,
+    bad_request,
 )
 from pipeline.review.schemas import (
     AssignIn,
@@ -35,8 +38,19 @@ from pipeline.review.services import ReviewServices
 from pipeline.review.vocabulary import Decision, Status
 
 MAX_PAGE = 100_000
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 router = APIRouter(prefix="/cases", tags=["cases"])
+
+
+def _iso_8601_only(value: object) -> object:
+    # pydantic also reads a bare number as Unix time: in a time filter that is far likelier a slip.
+    if isinstance(value, str) and not _ISO_DATE.match(value):
+        raise ValueError("expected an ISO 8601 date or time, such as 2026-03-02 or 2026-03-02T08:00")
+    return value
+
+
+IsoTime = Annotated[datetime, BeforeValidator(_iso_8601_only)]
 
 
 def case_filter(
@@ -46,23 +60,26 @@ def case_filter(
     camera: Annotated[str | None, Query(max_length=64, description="camera id")] = None,
     zone: Annotated[str | None, Query(max_length=64, description="zone id")] = None,
     assignee: Annotated[str | None, Query(max_length=64)] = None,
-    since: Annotated[datetime | None, Query(
+    since: Annotated[IsoTime | None, Query(
         description="confirmed at or after (ISO 8601; no offset: the service's display time zone)")] = None,
-    until: Annotated[datetime | None, Query(description="confirmed before")] = None,
+    until: Annotated[IsoTime | None, Query(description="confirmed before (ISO 8601)")] = None,
     q: Annotated[str | None, Query(max_length=100, description="text in case id, camera, address or grid code")] = None,
 ) -> CaseFilter:
     zone_info = review.settings.display_timezone
     return CaseFilter(status=status_, violation=violation, camera_id=camera, zone_id=zone, assignee=assignee,
-                      since=_local_or_422(since, zone_info), until=_local_or_422(until, zone_info), text=q)
+                      since=_local_or_422("since", since, zone_info), until=_local_or_422("until", until, zone_info),
+                      text=q)
 
 
-def _local_or_422(moment: datetime | None, zone_info: tzinfo) -> datetime | None:
+def _local_or_422(parameter: str, moment: datetime | None, zone_info: tzinfo) -> datetime | None:
     if moment is None:
         return None
     try:
         return read_local(moment, zone_info)
     except (OverflowError, ValueError):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"time {moment} is out of range") from None
+        # Out of range only on the district's clock, so after validation; answered as validation is.
+        raise RequestValidationError([{"type": "value_error", "loc": ("query", parameter),
+                                       "msg": f"time {moment} is out of range", "input": str(moment)}]) from None
 
 
 @router.get("", response_model=CasePageOut, responses=FORBIDDEN, summary="Cases, newest first, filtered")
@@ -102,7 +119,7 @@ def confirm(case_id: CaseId, body: ConfirmIn, caller: Reviewer, review: Review) 
 
 
 @router.post("/{case_id}/reject", response_model=CaseDetail, responses={
-    **DECISION_ERRORS, 422: {"description": "Reason 'other' without a note"}}, summary="驳回, with a reason")
+    **DECISION_ERRORS, **bad_request("the reason is 'other' without a note")}, summary="驳回, with a reason")
 def reject(case_id: CaseId, body: RejectIn, caller: Reviewer, review: Review) -> CaseDetail:
     return _decide(review, caller, case_id, Decision.REJECT, reason=body.reason, note=body.note)
 
@@ -114,20 +131,20 @@ def escalate(case_id: CaseId, body: EscalateIn, caller: Reviewer, review: Review
 
 
 @router.post("/{case_id}/duplicate", response_model=CaseDetail, responses={
-    **DECISION_ERRORS, 422: {"description": "duplicate_of names no case, itself, or another duplicate"}},
+    **DECISION_ERRORS, **bad_request("duplicate_of names no case, itself, or another duplicate")},
     summary="重复: the same episode as another case")
 def duplicate(case_id: CaseId, body: DuplicateIn, caller: Reviewer, review: Review) -> CaseDetail:
     return _decide(review, caller, case_id, Decision.DUPLICATE, duplicate_of=body.duplicate_of, note=body.note)
 
 
-@router.post("/{case_id}/reopen", response_model=CaseDetail, responses=DECISION_ERRORS,
-             summary="重新打开 a decided case (supervisor)")
+@router.post("/{case_id}/reopen", response_model=CaseDetail, responses={
+    **DECISION_ERRORS, **bad_request("the note is only blanks")}, summary="重新打开 a decided case (supervisor)")
 def reopen(case_id: CaseId, body: ReopenIn, caller: Supervisor, review: Review) -> CaseDetail:
     return review.case_detail(review.store.cases.reopen(case_id, caller.user, body.note))
 
 
 @router.post("/{case_id}/assign", response_model=CaseDetail, responses={
-    **CASE_ERRORS, **BAD_BODY, 422: {"description": "Not an officer or supervisor account"}},
+    **CASE_ERRORS, **bad_request("the assignee is no officer or supervisor account")},
     summary="分派 a case to an officer (supervisor)")
 def assign(case_id: CaseId, body: AssignIn, caller: Supervisor, review: Review) -> CaseDetail:
     return review.case_detail(review.store.cases.assign(case_id, caller.user, body.assignee))

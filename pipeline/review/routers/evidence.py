@@ -14,7 +14,15 @@ from pipeline.review.audit import now_iso
 from pipeline.review.bundle import build_bundle
 from pipeline.review.errors import Conflict, NotFound
 from pipeline.review.evidence_check import ACKNOWLEDGE_ACTION
-from pipeline.review.routers.dependencies import CASE_ERRORS, DECISION_ERRORS, CaseId, Review, Reviewer, Supervisor
+from pipeline.review.routers.dependencies import (
+    CASE_ERRORS,
+    DECISION_ERRORS,
+    CaseId,
+    Review,
+    Reviewer,
+    Supervisor,
+    refusal,
+)
 from pipeline.review.schemas import AcknowledgeTamperingIn, CaseDetail
 
 router = APIRouter(prefix="/cases", tags=["evidence"])
@@ -79,7 +87,7 @@ def export_bundle(case_id: CaseId, caller: Reviewer, review: Review) -> Response
 
 
 @router.post("/{case_id}/acknowledge-tampering", response_model=CaseDetail, responses={
-    **DECISION_ERRORS, 409: {"description": "No evidence of the case differs from its record, or all is acknowledged"}},
+    **DECISION_ERRORS, **refusal(409, "No evidence of the case differs from its record, or all is acknowledged")},
     summary="确认知悉证据异常 (supervisor): the case may be decided on evidence that no longer matches its record")
 def acknowledge_tampering(case_id: CaseId, body: AcknowledgeTamperingIn, caller: Supervisor,
                           review: Review) -> CaseDetail:

@@ -1,21 +1,25 @@
-"""Logging in and out with a bearer token, and who the token belongs to."""
+"""Logging in and out with a bearer token, who the token belongs to, and changing one's own password."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
 
-from pipeline.review.auth import LoginRefused, client_address, log_in
-from pipeline.review.routers.dependencies import BAD_BODY, UNAUTHORISED, AnyUser, Review
-from pipeline.review.schemas import LoginIn, TokenOut, UserOut
+from pipeline.review.auth import LoginRefused, change_password, client_address, log_in
+from pipeline.review.routers.dependencies import UNAUTHORISED, LoggedIn, Review, bad_request, refusal
+from pipeline.review.schemas import LoginIn, PasswordChangeIn, TokenOut, UserOut
 
 router = APIRouter(tags=["session"])
 
 
+LOCKOUTS = {
+    **refusal(429, "Too many failed logins of this account or from this address: locked, see Retry-After"),
+    **refusal(503, "Too many logins at once: try again after Retry-After"),
+}
 LOGIN_ERRORS = {
-    **BAD_BODY,
-    401: {"description": "Wrong name or password"},
-    429: {"description": "Too many failed logins of this account or from this address: locked, see Retry-After"},
-    503: {"description": "Too many logins at once: try again after Retry-After"},
+    **bad_request(),
+    **refusal(401, "Wrong name or password"),
+    **refusal(403, "The account is disabled"),
+    **LOCKOUTS,
 }
 
 
@@ -29,16 +33,28 @@ def login(request: Request, body: LoginIn, review: Review) -> TokenOut:
     if user is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong name or password")
     token, session = review.store.accounts.create_session(user, review.settings.session_ttl_s)
-    return TokenOut(access_token=token, expires_at=session.expires_at, user=UserOut.of(user))
+    return TokenOut(access_token=token, expires_at=session.expires_at,
+                    must_change_password=user.must_change_password, user=UserOut.of(user))
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=UNAUTHORISED,
              summary="End this token's session")
-def logout(caller: AnyUser, review: Review) -> Response:
+def logout(caller: LoggedIn, review: Review) -> Response:
     review.store.accounts.end_session(caller.token)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/me", response_model=UserOut, responses=UNAUTHORISED)
-def me(caller: AnyUser) -> UserOut:
+def me(caller: LoggedIn) -> UserOut:
     return UserOut.of(caller.user)
+
+
+@router.post("/me/password", status_code=status.HTTP_204_NO_CONTENT, responses={
+    **UNAUTHORISED, **bad_request("the current password is wrong or the new one the same"), **LOCKOUTS},
+    summary="Choose a new password (required after an admin reset it); the user's other sessions end")
+def change_own_password(request: Request, body: PasswordChangeIn, caller: LoggedIn, review: Review) -> Response:
+    try:
+        change_password(review, caller, body.current_password, body.new_password, client_address(request))
+    except LoginRefused as refused:
+        raise HTTPException(refused.status_code, refused.message, headers=refused.headers) from None
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
