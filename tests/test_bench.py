@@ -15,7 +15,9 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 import pytest
-from support import PATROL, REPO, short_street
+from support import DEFAULT_MODEL, PATROL, REPO, short_street
+
+from pipeline.detect import load_card
 
 sys.path.insert(0, str(REPO))  # benchmarks/ lives in the checkout, not in the package
 
@@ -108,7 +110,8 @@ def test_compare_reports_the_ratios_of_the_medians(results, settings) -> None:
     results("compare")
     document = written(settings, "compare")
     (run,) = document["videos"]
-    assert run["input_size"] == [320, 192]  # the 16:9 street at the model's 320 px, rectangular
+    side = load_card(DEFAULT_MODEL).input.width
+    assert run["input_size"] == [side, side * 9 // 16]  # the 16:9 street at the model's long side, rectangular
     assert set(run["median_fps"]) == {"replay", "ultralytics", "bare_ort", "bare_ort_defaults"}
     for name, runs in run["runs"].items():
         assert len(runs) == TINY.rounds

@@ -66,6 +66,9 @@ def trained_card(onnx_path: Path, training: dict, *, name: str, eval_report: dic
     notes = LIMITS if not parent_licence.startswith("AGPL") else PRETRAINED_LIMITS.format(
         parent=parent.get("file"), freeze=training.get("freeze", 0),
         teacher=f"({teacher['model']}, score >= {teacher['conf']})" if teacher else "(none)")
+    if len(roles) < len(training.get("classes", CLASSES)):
+        notes += (f"\nIt kept its parent's {len(training['classes'])} classes and whole detection head "
+                  "(--keep-classes); the classes no role maps are still in its output and read by no rule.")
     return ModelCard(
         name=name,
         sha256=sha256_file(onnx_path),
