@@ -26,7 +26,7 @@ from pipeline.synth import Scenario, render_video, sample_scenario
 
 REPO = Path(pipeline.__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-DEFAULT_MODEL = REPO / "models" / "patrol-street.onnx"
+DEFAULT_MODEL = REPO / "models" / "patrol-street-int8.onnx"
 STREET_CAMERA = REPO / "streams" / "sample-street.yaml"  # its zones are fractions: they fit any size of the street
 SAMPLE_VIDEO = REPO / "streams" / "samples" / "sample-street.mp4"
 CAR_LOT_CAMERA = Path(__file__).resolve().parent / "streams" / "car-lot.yaml"

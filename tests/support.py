@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 SAMPLE_VIDEO = REPO / "streams" / "samples" / "sample-street.mp4"
 SAMPLE_CAMERA = REPO / "streams" / "sample-street.yaml"
-DEFAULT_MODEL = REPO / "models" / "patrol-street.onnx"
+DEFAULT_MODEL = REPO / "models" / "patrol-street-int8.onnx"
 CAR_VIDEO = SHARED / "videos" / "car-detection.mp4"
 
 # The `patrol` command of the interpreter running the tests, whatever virtualenv that is.

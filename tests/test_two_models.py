@@ -165,12 +165,13 @@ def test_the_two_model_replay_still_files_the_stall_and_bin_cases(two_model_repl
 
 @needs_shared
 def test_each_case_records_both_models_and_the_review_page_shows_them(two_model_replay):
-    cards = {"yolox_nano": (load_card(YOLOX), COCO_ROLES), "patrol-street": (load_card(DEFAULT_MODEL), STREET_ROLES)}
+    street = load_card(DEFAULT_MODEL)
+    cards = {"yolox_nano": (load_card(YOLOX), COCO_ROLES), street.name: (street, STREET_ROLES)}
     cases = [json.loads(line) for line in (two_model_replay / "cases.jsonl").read_text().splitlines()]
     assert cases
     for case in cases:
         model = json.loads(Path(case["evidence"]["metadata.json"]).read_text())["model"]
-        assert model["name"] == "yolox_nano+patrol-street" and len(model["sha256"]) == 64
+        assert model["name"] == f"yolox_nano+{street.name}" and len(model["sha256"]) == 64
         assert [member["name"] for member in model["members"]] == list(cards)
         for member in model["members"]:
             card, taken = cards[member["name"]]
@@ -182,4 +183,5 @@ def test_each_case_records_both_models_and_the_review_page_shows_them(two_model_
         page = client.get(f"/cases/{cases[0]['case_id']}")
     assert page.status_code == 200
     shown = page.text.split('id="model">')[1].split("</dd>")[0]
-    assert shown == "yolox_nano（vehicle, non_motor_vehicle, person）<br>patrol-street（stall, bin, overflowing_bin, garbage_pile）"
+    assert shown == (f"yolox_nano（vehicle, non_motor_vehicle, person）<br>"
+                     f"{street.name}（stall, bin, overflowing_bin, garbage_pile）")

@@ -23,7 +23,7 @@ def add_bench_verbs(verbs: argparse._SubParsersAction) -> None:
     bench.add_argument("--out", default=str(REPO / "benchmarks" / "results"), help="folder for the JSON and PNG")
     bench.add_argument("--work", default=str(REPO / "var" / "bench"),
                        help="rendered input videos (kept for the next run) and scratch")
-    bench.add_argument("--model", default=str(REPO / "models" / "patrol-street.onnx"), help="ONNX detector")
+    bench.add_argument("--model", default=str(REPO / "models" / "patrol-street-int8.onnx"), help="ONNX detector")
     bench.add_argument("--conf", type=float, default=0.25, help="detector score threshold, for every contestant")
     bench.add_argument("--threads", type=int,
                        help="ONNX Runtime intra-op threads for the patrol and the bare session (default: its own)")

@@ -31,7 +31,8 @@ from pipeline.queue import open_queue
 from pipeline.types import Role
 
 REPO = Path(pipeline.__file__).resolve().parents[1]
-DEFAULT_MODEL = REPO / "models" / "patrol-street.onnx"
+# the INT8 copy of models/patrol-street.onnx: 0.6 to 0.7 of its cost, no real set worse (its card)
+DEFAULT_MODEL = REPO / "models" / "patrol-street-int8.onnx"
 
 
 class OptionError(ValueError):
