@@ -248,7 +248,7 @@ def test_the_road_video_labeller_agrees_with_boxes_drawn_by_hand(shared):
     sys.path.insert(0, str(REPO / "annotations" / "tools"))
     from static_camera_labels import decode, propose
 
-    from pipeline.train.evaluate import box_iou
+    from pipeline.rules.boxes import box_iou
 
     frames = decode(shared / "videos" / "car-detection.mp4")
     background = np.median(np.stack(frames), axis=0).astype(np.float32)

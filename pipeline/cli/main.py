@@ -245,12 +245,12 @@ def cmd_synth(args) -> int:
 def _add_backend_options(parser: argparse.ArgumentParser, *, var: bool = True) -> None:
     parser.add_argument(
         "--model", action="append", metavar="PATH[:ROLE,...]",
-        help="ONNX detector, its card found by sha256 (default: models/patrol-street.onnx). Give it again to run "
+        help="ONNX detector, its card found by sha256 (default: models/patrol-street-int8.onnx). Give it again to run "
         "a second model on the same batches: PATH:ROLE,ROLE takes only those roles from that model (without "
         "them, every role its card maps), and each role must come from one model. Roles: vehicle, "
         "non_motor_vehicle, person, stall, bin, overflowing_bin, garbage_pile. E.g. COCO vehicles from YOLOX: "
         "--model ../shared/models/yolox_nano.onnx:vehicle,non_motor_vehicle,person "
-        "--model models/patrol-street.onnx:stall,bin,overflowing_bin,garbage_pile")
+        "--model models/patrol-street-int8.onnx:stall,bin,overflowing_bin,garbage_pile")
     parser.add_argument("--conf", type=float, default=0.25, help="detector score threshold")
     parser.add_argument("--threads", type=int,
                         help="ONNX Runtime threads per network run (default 1, with as many runs at once as cores)")
@@ -324,12 +324,16 @@ def build_parser() -> argparse.ArgumentParser:
     from pipeline.cli.bench_verbs import add_bench_verbs
     from pipeline.cli.forward_verbs import add_forward_verbs
     from pipeline.cli.model_verbs import add_model_verbs
+    from pipeline.cli.retrain_verbs import add_retrain_verbs
     from pipeline.cli.review_verbs import add_review_verbs
+    from pipeline.cli.shadow_verbs import add_shadow_verbs
 
     add_review_verbs(verbs)
     add_model_verbs(verbs)
+    add_retrain_verbs(verbs)
     add_bench_verbs(verbs)
     add_forward_verbs(verbs)
+    add_shadow_verbs(verbs)
     return parser
 
 

@@ -9,10 +9,17 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pipeline
 from pipeline.cli.errors import UsageError
+
+if TYPE_CHECKING:  # the train modules import numpy, OpenCV and the runtime: only the verbs that use them load them
+    from pipeline.train.gate import Evaluation
+    from pipeline.train.sources import Source
+    from pipeline.train.spec import LoadedSpec
 
 REPO = Path(pipeline.__file__).resolve().parents[1]
 DEFAULT_SPEC = REPO / "annotations" / "datasets" / "street.yaml"
@@ -103,43 +110,71 @@ def _need_onnx() -> None:
         raise UsageError(TRAIN_EXTRA) from None
 
 
+@dataclass(frozen=True)
+class TrainPlan:
+    """One training run as asked: where it writes, what it starts from, how long it trains."""
+
+    out: Path
+    work: Path
+    base: str = "yolov8n.yaml"
+    init: Path | None = None  # fine-tune from this checkpoint or `patrol train` ONNX, else random init
+    keep_classes: bool = False
+    epochs: int = 40
+    imgsz: int = 320
+    batch: int = 16
+    hours: float | None = None
+    freeze: int = 0
+    name: str | None = None
+
+
 def cmd_train(args) -> int:
+    from pipeline.train.spec import load_spec
+
+    loaded = load_spec(args.spec)
+    if args.init is not None and not Path(args.init).is_file():
+        raise UsageError(f"--init {args.init}: no such file")
+    plan = TrainPlan(out=Path(args.out), work=Path(args.work), base=args.base,
+                     init=Path(args.init) if args.init else None, keep_classes=args.keep_classes, epochs=args.epochs,
+                     imgsz=args.imgsz, batch=args.batch, hours=args.hours, freeze=args.freeze, name=args.name)
+    train_model(loaded, plan)
+    if args.eval:
+        _eval_into_card(plan.out, args.eval_spec or args.spec, args)
+    return 0
+
+
+def train_model(loaded: LoadedSpec, plan: TrainPlan) -> dict:
+    """Mixes ``loaded``'s sources, trains, exports ONNX with its card (`patrol train`, `patrol
+    retrain`); returns the run's training.json."""
     from pipeline.train.card import save_card, trained_card
     from pipeline.train.mix import build_mix
     from pipeline.train.run import export_onnx, train
     from pipeline.train.sources import open_sources
-    from pipeline.train.spec import load_spec
 
-    loaded = load_spec(args.spec)
     _need_ultralytics()
-    if args.init is not None and not Path(args.init).is_file():
-        raise UsageError(f"--init {args.init}: no such file")
-    if args.imgsz % 32:
-        raise UsageError(f"--imgsz {args.imgsz}: must be a multiple of 32")
-    work, out = Path(args.work), Path(args.out)
-    layout = _layout(args)
+    if plan.imgsz % 32:
+        raise UsageError(f"--imgsz {plan.imgsz}: must be a multiple of 32")
+    work, out = plan.work, plan.out
+    layout = _layout(plan.keep_classes, plan.init)
     sources = open_sources(loaded)
     counts = build_mix(loaded, sources, work / "mix", teacher=_teacher(loaded, work), layout=layout)
     print(f"train: {sum(counts.values())} images ({', '.join(f'{k} {v}' for k, v in counts.items())}), "
           f"held out: {', '.join(s.name for s in sources.values() if s.holdout_images())}", flush=True)
-    start, init = args.base, None
-    if args.init is not None:
-        start, init = _initial_checkpoint(Path(args.init), work, args.base)
-    best, epochs = train(work / "mix" / "data.yaml", out_dir=work / "runs", epochs=args.epochs, imgsz=args.imgsz,
-                         hours=args.hours, batch=args.batch, model=start, freeze=args.freeze)
-    training = {"dataset": loaded.name, "spec": str(loaded.path), "base": args.base, "init": init,
-                "parent": _parent_record(Path(args.init)) if args.init else None, "epochs": epochs,
+    start, init = plan.base, None
+    if plan.init is not None:
+        start, init = _initial_checkpoint(plan.init, work, plan.base)
+    best, epochs = train(work / "mix" / "data.yaml", out_dir=work / "runs", epochs=plan.epochs, imgsz=plan.imgsz,
+                         hours=plan.hours, batch=plan.batch, model=start, freeze=plan.freeze)
+    training = {"dataset": loaded.name, "spec": str(loaded.path), "base": plan.base, "init": init,
+                "parent": _parent_record(plan.init) if plan.init else None, "epochs": epochs,
                 "classes": list(layout.names), "roles": layout.roles,
-                "imgsz": args.imgsz, "freeze": args.freeze, "train_images": counts, "weights": str(best),
+                "imgsz": plan.imgsz, "freeze": plan.freeze, "train_images": counts, "weights": str(best),
                 "teacher": _teacher_record(loaded),
                 "sources": {s.name: {"licence": s.licence, "attribution": s.attribution} for s in sources.values()}}
     (work / "training.json").write_text(json.dumps(training, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    export_onnx(best, out, args.imgsz)
-    card = trained_card(out, training, name=args.name or out.stem)
+    export_onnx(best, out, plan.imgsz)
+    card = trained_card(out, training, name=plan.name or out.stem)
     print(f"train: {out} ({epochs} epochs), card {save_card(card, out)}", flush=True)
-    if args.eval:
-        _eval_into_card(out, args.eval_spec or args.spec, args)
-    return 0
+    return training
 
 
 def _teacher(loaded, work: Path):
@@ -162,12 +197,12 @@ def _teacher_record(loaded) -> dict | None:
     return {"model": model.name, "conf": loaded.spec.teacher.conf, "classes": taught}
 
 
-def _layout(args):
+def _layout(keep_classes: bool, init: Path | None):
     from pipeline.train.layout import PROJECT_LAYOUT, keeping_parent
 
-    if not args.keep_classes:
+    if not keep_classes:
         return PROJECT_LAYOUT
-    parent = _parent_card(Path(args.init)) if args.init else None
+    parent = _parent_card(init) if init else None
     if parent is None:
         raise UsageError("--keep-classes: needs an --init with a card (its classes and their roles), e.g. "
                          "../shared/models/yolov8n_coco.pt with models/cards/yolov8n_coco.card.yaml")
@@ -250,8 +285,8 @@ def cmd_export(args) -> int:
         if args.eval_report:
             report = json.loads(Path(args.eval_report).read_text(encoding="utf-8"))
             if report["model"]["sha256"] != card.sha256:
-                raise UsageError(f"--eval-report {args.eval_report}: measures weights {report['model']['sha256'][:12]}…, "
-                             f"not {out} ({card.sha256[:12]}…)")
+                raise UsageError(f"--eval-report {args.eval_report}: measures weights "
+                                 f"{report['model']['sha256'][:12]}…, not {out} ({card.sha256[:12]}…)")
             card = with_eval(card, report)
         print(f"export: {out} ({card.metrics.get('precision', 'fp32')}), card {save_card(card, out)}", flush=True)
     if args.eval:
@@ -275,36 +310,79 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def _evaluate(model: Path, spec: str, args) -> tuple[dict, Path, Path]:
-    from pipeline.train.report import LABELLED_PHOTOS, LABELLED_VIDEOS, PLATE_SETS, evaluate_model, write_report
-    from pipeline.train.sources import open_sources
-    from pipeline.train.spec import load_spec
+@dataclass(frozen=True)
+class EvalPlan:
+    """What `patrol eval` measures, checked against its spec: held-out sources, labelled videos and
+    photos, plate sets, event videos; rendered sets and replays go under ``work``."""
 
-    work = Path(args.eval_work)
-    sources = open_sources(load_spec(spec), holdout_only_in=work / "holdout")
+    work: Path
+    sources: dict[str, Source]  # those whose held-out split is measured
+    parking_lot: Source | None  # the parking-lot-cam source, whose frames its event replay re-assembles
+    videos: dict[str, tuple[Path, Path]]
+    photos: dict[str, Path]
+    plates: dict[str, Path]
+    events: tuple[str, ...]
+
+
+def eval_plan(loaded: LoadedSpec, *, work: Path, sets: list[str] | None, events: list[str]) -> EvalPlan:
+    """The held-out ``sets`` (None: all there are) and ``events`` of the spec ``loaded``, as
+    `patrol eval --sets … --events …` picks them."""
+    from pipeline.train.report import LABELLED_PHOTOS, LABELLED_VIDEOS, PLATE_SETS
+    from pipeline.train.sources import open_sources
+
+    sources = open_sources(loaded, holdout_only_in=work / "holdout")
     labelled = [*LABELLED_VIDEOS, *LABELLED_PHOTOS, *PLATE_SETS]
-    unknown = sorted(set(args.sets or ()) - set(sources) - set(labelled))
+    unknown = sorted(set(sets or ()) - set(sources) - set(labelled))
     if unknown:
         raise UsageError(f"--sets: {', '.join(unknown)} not among the spec's sources ({', '.join(sources)}) "
                          f"nor the labelled sets ({', '.join(labelled)})")
-    measured = {name: s for name, s in sources.items() if not args.sets or name in args.sets}
-    videos = {name: (video, labels) for name, (video, labels) in LABELLED_VIDEOS.items()
-              if video.is_file() and (not args.sets or name in args.sets)}
-    if "parking-lot-cam" in args.events and "parking-lot-cam" not in sources:
-        raise UsageError(f"--events parking-lot-cam: the spec {spec} has no parking-lot-cam source")
-    photos = {name: labels for name, labels in LABELLED_PHOTOS.items()
-              if (REPO / json.loads(labels.read_text(encoding="utf-8"))["photos"]).is_dir()
-              and (not args.sets or name in args.sets)}
-    plates = {name: folder for name, folder in PLATE_SETS.items()
-              if (folder / "labels.json").is_file() and (not args.sets or name in args.sets)}
-    report = evaluate_model(model, measured, work, events=tuple(args.events),
-                            parking_lot=sources.get("parking-lot-cam"), videos=videos, photos=photos,
-                            plates=plates)
-    json_path, png_path = write_report(report, Path(args.eval_out))
+    if "parking-lot-cam" in events and "parking-lot-cam" not in sources:
+        raise UsageError(f"--events parking-lot-cam: the spec {loaded.path} has no parking-lot-cam source")
+    return EvalPlan(
+        work=work,
+        sources={name: s for name, s in sources.items() if not sets or name in sets},
+        parking_lot=sources.get("parking-lot-cam"),
+        videos={name: (video, labels) for name, (video, labels) in LABELLED_VIDEOS.items()
+                if video.is_file() and (not sets or name in sets)},
+        photos={name: labels for name, labels in LABELLED_PHOTOS.items()
+                if (REPO / json.loads(labels.read_text(encoding="utf-8"))["photos"]).is_dir()
+                and (not sets or name in sets)},
+        plates={name: folder for name, folder in PLATE_SETS.items()
+                if (folder / "labels.json").is_file() and (not sets or name in sets)},
+        events=tuple(events))
+
+
+def _evaluate(model: Path, spec: str, args) -> tuple[dict, Path, Path]:
+    from pipeline.train.spec import load_spec
+
+    plan = eval_plan(load_spec(spec), work=Path(args.eval_work), sets=args.sets, events=args.events)
+    evaluation, json_path, png_path = evaluate_planned(model, plan, Path(args.eval_out))
+    return evaluation.report, json_path, png_path
+
+
+def evaluate_planned(model: Path, plan: EvalPlan, out: Path) -> tuple[Evaluation, Path, Path]:
+    """``model`` measured on ``plan``'s sets: the report with its box sets image by image, and the
+    report's JSON and PNG under ``out``."""
+    from pipeline.train.evaluate import measure_holdouts
+    from pipeline.train.gate import Evaluation
+    from pipeline.train.report import evaluate_model, write_report
+
+    held_out = measure_holdouts(model, plan.sources, videos=plan.videos, photos=plan.photos)
+    report = evaluate_model(model, plan.sources, plan.work, events=plan.events, parking_lot=plan.parking_lot,
+                            plates=plan.plates, held_out=held_out)
+    json_path, png_path = write_report(report, out)
+    _print_report(report)
+    return Evaluation(report, held_out), json_path, png_path
+
+
+def _print_report(report: dict) -> None:
+    def shown(value: float | None) -> str:  # None: a set with nothing labelled of the classes it measures
+        return "—" if value is None else f"{value:.3f}"
+
     for name, result in report["holdout"].items():
         classes = ", ".join(f"{c} {v['mAP50']:.3f}" for c, v in result["per_class"].items())
-        print(f"eval: {name} ({result['images']} images) mAP50 {result['mAP50']:.3f} "
-              f"mAP50-95 {result['mAP50-95']:.3f} — {classes}")
+        print(f"eval: {name} ({result['images']} images) mAP50 {shown(result['mAP50'])} "
+              f"mAP50-95 {shown(result['mAP50-95'])} — {classes}")
     for name, result in report["events"].items():
         print(f"eval: events {name}: {result['matched']}/{result['episodes']} episodes filed, {result['cases']} cases, "
               f"precision {result['precision']}, recall {result['recall']}, duplicates {result['duplicates']}, "
@@ -313,7 +391,6 @@ def _evaluate(model: Path, spec: str, args) -> tuple[dict, Path, Path]:
         print(f"eval: plates {name}: {result['exact']}/{result['images']} read exactly through the detector's "
               f"vehicle box (a vehicle over {result['vehicle_found']} plates); the reader alone on the whole "
               f"photo: {result['reader_alone']}/{result['images']}")
-    return report, json_path, png_path
 
 
 def _eval_into_card(model: Path, spec: str, args) -> None:

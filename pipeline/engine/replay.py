@@ -2,6 +2,7 @@
 
 Three stages on their own threads, each a few frames ahead of the next: decoding, the network,
 and the rest (``CameraPipeline.step``: tracking, rules, post-roll; then filing), in frame order.
+Further analysers may watch the same decoded frames beside the filed one (a shadow run's candidate).
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from tqdm import tqdm
@@ -23,7 +25,7 @@ from pipeline.detect import FrameDetector
 from pipeline.engine.camera import CameraPipeline
 from pipeline.engine.cases import CaseMaker
 from pipeline.ingest import decode
-from pipeline.types import CaseRecord, Detections, Frame
+from pipeline.types import CaseRecord, Detections, Frame, Violation
 
 
 @dataclass
@@ -63,6 +65,29 @@ class ReplaySummary:
             return None
         why = self.spool_error or f"cannot write to {self.spool}"
         return f"{why}: {self.unwritten} case(s) not written"
+
+
+@dataclass(frozen=True)
+class Analyser:
+    """One model's analysis of the replayed frames: its own camera state (tracker, rules,
+    post-roll), its detector, and what becomes of each violation it confirms."""
+
+    pipeline: CameraPipeline
+    detector: FrameDetector
+    on_violation: Callable[[Violation], None]
+
+    def submit_detection(self, frame: Frame, network: Executor) -> Future[list[Detections]] | None:
+        """The frame's detections on their way; None when motion gating spares the network."""
+        return network.submit(self.detector.detect, [frame.image]) if self.pipeline.needs_detection(frame) else None
+
+    def step(self, frame: Frame, inference: Future[list[Detections]] | None) -> None:
+        detections = None if inference is None else inference.result()[0]
+        for violation in self.pipeline.step(frame, detections):
+            self.on_violation(violation)
+
+    def flush(self) -> None:
+        for violation in self.pipeline.flush():
+            self.on_violation(violation)
 
 
 PREFETCH_FRAMES = 4  # decoded frames waiting for the network: enough to ride out a slow keyframe
@@ -118,15 +143,17 @@ class Prefetch(Iterator):
 
 def replay(video: str, camera: CameraConfig, detector: FrameDetector, cases: CaseMaker, *, cases_path: Path,
            evidence_root: Path | None, start_wall: float, progress: bool = False,
-           drain_timeout_s: float = 60.0) -> ReplaySummary:
+           drain_timeout_s: float = 60.0, beside: Sequence[Analyser] = ()) -> ReplaySummary:
     """Runs the patrol over a file with no pacing; appends one JSON line per case to ``cases_path``
     as each reaches the queue, and waits up to ``drain_timeout_s`` at the end for the spool (and,
     on a full disk, for room on it: the summary counts the cases still held).
 
     Decoding, the detector (``detector.parallel_runs`` frames at once) and the rest (tracking,
     rules, filing, in frame order) run on their own threads, so on a multi-core machine the
-    network never waits for the others."""
+    network never waits for the others. Each analyser ``beside`` analyses every decoded frame
+    too, after the patrol's own; what it confirms goes to its ``on_violation``, never to ``cases``."""
     pipeline = CameraPipeline(camera, case_namespace=f"replay:{Path(video).name}")
+    analysers = [Analyser(pipeline, detector, partial(cases.file, pipeline)), *beside]
     filer = cases.filer
     cases_path.parent.mkdir(parents=True, exist_ok=True)
     filed = 0
@@ -148,10 +175,9 @@ def replay(video: str, camera: CameraConfig, detector: FrameDetector, cases: Cas
                 out.flush()
                 filed += 1
 
-        def analyse(frame: Frame, inference: Future[list[Detections]] | None) -> None:
-            detections = None if inference is None else inference.result()[0]
-            for violation in pipeline.step(frame, detections):
-                cases.file(pipeline, violation)
+        def analyse(frame: Frame, inferences: list[Future[list[Detections]] | None]) -> None:
+            for analyser, inference in zip(analysers, inferences, strict=True):
+                analyser.step(frame, inference)
             bar.update(1)
 
         filer.listeners.append(record_case)
@@ -159,8 +185,8 @@ def replay(video: str, camera: CameraConfig, detector: FrameDetector, cases: Cas
         frames = Prefetch(decode(video, camera_id=camera.id, analysis_fps=camera.analysis_fps, ring=pipeline.ring,
                                  stats=pipeline.stats, start_wall=start_wall),
                           depth=PREFETCH_FRAMES, name=f"decode-{camera.id}")
-        # a stand-in for the detector (tests) is called one frame at a time, in frame order
-        runs = detector.parallel_runs if isinstance(detector, FrameDetector) else 1
+        # a stand-in for a detector (tests) is called one frame at a time, in frame order
+        runs = min(a.detector.parallel_runs if isinstance(a.detector, FrameDetector) else 1 for a in analysers)
         network = ThreadPoolExecutor(max_workers=runs, thread_name_prefix=f"detect-{camera.id}")
         analysis = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"analysis-{camera.id}")
         backlog = threading.BoundedSemaphore(runs + ANALYSIS_BACKLOG)
@@ -170,8 +196,8 @@ def replay(video: str, camera: CameraConfig, detector: FrameDetector, cases: Cas
                 while jobs and jobs[0].done():
                     jobs.popleft().result()  # an analysis that failed stops the replay here
                 backlog.acquire()
-                inference = network.submit(detector.detect, [frame.image]) if pipeline.needs_detection(frame) else None
-                jobs.append(analysis.submit(analyse, frame, inference))
+                inferences = [analyser.submit_detection(frame, network) for analyser in analysers]
+                jobs.append(analysis.submit(analyse, frame, inferences))
                 jobs[-1].add_done_callback(lambda _: backlog.release())
             for job in jobs:
                 job.result()
@@ -179,8 +205,8 @@ def replay(video: str, camera: CameraConfig, detector: FrameDetector, cases: Cas
             frames.close()
             network.shutdown(wait=True)
             analysis.shutdown(wait=True)
-            for violation in pipeline.flush():
-                cases.file(pipeline, violation)
+            for analyser in analysers:
+                analyser.flush()
             delivered = filer.wait_delivered(drain_timeout_s)
             filer.listeners.remove(record_case)
     spooled = 0 if delivered else len(filer.spool.entries())

@@ -103,8 +103,8 @@ def variant_card(base: ModelCard, variant_path: Path, precision: str, *, calibra
 
 
 def with_eval(card: ModelCard, eval_report: dict) -> ModelCard:
-    """``card`` quoting ``eval_report``'s figures (its precision and provenance kept)."""
-    kept = {key: card.metrics[key] for key in ("derived_from",) if key in card.metrics}
+    """``card`` quoting ``eval_report``'s figures (its precision, provenance and `patrol retrain` lineage kept)."""
+    kept = {key: card.metrics[key] for key in ("derived_from", "lineage") if key in card.metrics}
     return card.model_copy(update={"metrics": {**card_metrics(eval_report), **kept}})
 
 

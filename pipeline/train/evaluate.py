@@ -10,7 +10,7 @@ the area under the monotone precision envelope sampled at 101 recall points.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,12 +21,14 @@ from tqdm import tqdm
 
 import pipeline
 from pipeline.detect import Detector
+from pipeline.rules.boxes import box_iou
 from pipeline.synth.actors import CLASSES
 from pipeline.train.sources import Source
 
 REPO = Path(pipeline.__file__).resolve().parents[1]
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
+RECALL_POINTS = np.linspace(0, 1, 101)  # where AP samples the precision envelope
 EVAL_CONF = 0.001
 EVAL_NMS_IOU = 0.7
 MAX_BOXES = 300
@@ -40,16 +42,6 @@ class ImageResult:
     score: np.ndarray  # (P,)
     predicted_class: np.ndarray  # (P,) project class ids
     label_class: np.ndarray  # (L,)
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(len(a), len(b)) IoU of xyxy boxes."""
-    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
-    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(bottom_right - top_left, 0, None).prod(axis=2)
-    area_a = (a[:, 2:] - a[:, :2]).prod(axis=1)
-    area_b = (b[:, 2:] - b[:, :2]).prod(axis=1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
 def match_image(pred_xyxy: np.ndarray, pred_class: np.ndarray, label_xyxy: np.ndarray,
@@ -73,21 +65,41 @@ def match_image(pred_xyxy: np.ndarray, pred_class: np.ndarray, label_xyxy: np.nd
 
 def average_precision(recall: np.ndarray, precision: np.ndarray) -> float:
     envelope = np.flip(np.maximum.accumulate(np.flip(np.concatenate([[1.0], precision, [0.0]]))))
-    points = np.linspace(0, 1, 101)
-    sampled = np.interp(points, np.concatenate([[0.0], recall, [1.0]]), envelope)
-    return float(np.sum((sampled[1:] + sampled[:-1]) / 2 * np.diff(points)))  # trapezoids
+    sampled = np.interp(RECALL_POINTS, np.concatenate([[0.0], recall, [1.0]]), envelope)
+    return float(np.sum((sampled[1:] + sampled[:-1]) / 2 * np.diff(RECALL_POINTS)))  # trapezoids
 
 
 def summarise(results: Iterable[ImageResult], classes: list[str]) -> dict:
     """mAP50 / mAP50-95 over ``classes`` (those the set is labelled with) and per class."""
     results = list(results)
-    correct = np.concatenate([r.correct for r in results]) if results else np.zeros((0, 10), bool)
+    per_class = {name: {"mAP50": round(ap[0], 4), "mAP50-95": round(float(np.mean(ap)), 4), "instances": instances}
+                 for name, (ap, instances) in _class_aps(results, classes, len(IOU_THRESHOLDS)).items()}
+    return {
+        "images": len(results),
+        "mAP50": round(float(np.mean([c["mAP50"] for c in per_class.values()])), 4) if per_class else None,
+        "mAP50-95": round(float(np.mean([c["mAP50-95"] for c in per_class.values()])), 4) if per_class else None,
+        "per_class": per_class,
+    }
+
+
+def map50(results: Iterable[ImageResult], classes: list[str]) -> float | None:
+    """``summarise(results, classes)["mAP50"]``, computed at IoU 0.5 alone: a bootstrap asks for it
+    thousands of times."""
+    aps = [round(ap[0], 4) for ap, _ in _class_aps(list(results), classes, 1).values()]
+    return round(float(np.mean(aps)), 4) if aps else None
+
+
+def _class_aps(results: list[ImageResult], classes: list[str], thresholds: int) -> dict[str, tuple[list[float], int]]:
+    """Per class of ``classes`` labelled in ``results``: its AP at the first ``thresholds`` IoU
+    thresholds, and its labelled instances."""
+    correct = (np.concatenate([r.correct[:, :thresholds] for r in results]) if results
+               else np.zeros((0, thresholds), bool))
     score = np.concatenate([r.score for r in results]) if results else np.zeros(0)
     predicted = np.concatenate([r.predicted_class for r in results]) if results else np.zeros(0, int)
     labelled = np.concatenate([r.label_class for r in results]) if results else np.zeros(0, int)
     order = np.argsort(-score, kind="stable")
     correct, predicted = correct[order], predicted[order]
-    per_class = {}
+    aps = {}
     for name in classes:
         class_id = CLASSES.index(name)
         instances = int((labelled == class_id).sum())
@@ -98,20 +110,28 @@ def summarise(results: Iterable[ImageResult], classes: list[str]) -> dict:
         false_pos = np.cumsum(~hits, axis=0)
         recall = true_pos / instances
         precision = true_pos / np.maximum(true_pos + false_pos, 1e-9)
-        ap = [average_precision(recall[:, t], precision[:, t]) if len(hits) else 0.0
-              for t in range(len(IOU_THRESHOLDS))]
-        per_class[name] = {"mAP50": round(ap[0], 4), "mAP50-95": round(float(np.mean(ap)), 4), "instances": instances}
-    return {
-        "images": len(results),
-        "mAP50": round(float(np.mean([c["mAP50"] for c in per_class.values()])), 4) if per_class else None,
-        "mAP50-95": round(float(np.mean([c["mAP50-95"] for c in per_class.values()])), 4) if per_class else None,
-        "per_class": per_class,
-    }
+        aps[name] = ([average_precision(recall[:, t], precision[:, t]) if len(hits) else 0.0
+                      for t in range(thresholds)], instances)
+    return aps
 
 
-def evaluate_images(detector: Detector, labelled: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
-                    classes: list[str]) -> dict:
-    """mAP of ``detector`` over (BGR image, label xyxy boxes in pixels, label project class ids), over
+@dataclass(frozen=True)
+class MeasuredSet:
+    """A held-out set measured image by image, and the classes it is labelled with: its mAP, and
+    what a paired comparison of two models on the same images resamples (pipeline/train/gate.py)."""
+
+    classes: list[str]
+    images: list[ImageResult]
+
+    def summary(self) -> dict:
+        return summarise(self.images, self.classes)
+
+
+Labelled = Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+def measure_images(detector: Detector, labelled: Labelled, classes: list[str]) -> MeasuredSet:
+    """``detector`` over (BGR image, label xyxy boxes in pixels, label project class ids), over
     ``classes`` (those the images are labelled with).
 
     The detector's classes count as the project classes their card maps them to (a COCO model's
@@ -129,11 +149,11 @@ def evaluate_images(detector: Detector, labelled: Iterable[tuple[np.ndarray, np.
         results.append(ImageResult(
             correct=match_image(detections.xyxy[keep], pred_class, label_xyxy, label_class),
             score=detections.score[keep], predicted_class=pred_class, label_class=label_class))
-    return summarise(results, classes)
+    return MeasuredSet(list(classes), results)
 
 
-def evaluate_source(detector: Detector, source: Source, *, progress: bool = True) -> dict:
-    """mAP of ``detector`` on ``source``'s held-out images."""
+def measure_source(detector: Detector, source: Source, *, progress: bool = True) -> MeasuredSet:
+    """``detector`` on ``source``'s held-out images."""
     def labelled():
         for image_path in tqdm(source.holdout_images(), desc=f"eval {source.name}", unit="img", disable=not progress):
             image = cv2.imread(str(image_path))
@@ -143,11 +163,15 @@ def evaluate_source(detector: Detector, source: Source, *, progress: bool = True
             cx, cy, w, h = (labels[:, i] * scale for i, scale in zip(range(1, 5), (width, height, width, height)))
             yield image, np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1), labels[:, 0].astype(int)
 
-    return evaluate_images(detector, labelled(), source.classes)
+    return measure_images(detector, labelled(), source.classes)
 
 
 def evaluate_video_labels(detector: Detector, video: Path, labels_json: Path) -> dict:
-    """mAP of ``detector`` on the labelled frames of ``video``: ``labels_json`` names one project
+    return measure_video_labels(detector, video, labels_json).summary()
+
+
+def measure_video_labels(detector: Detector, video: Path, labels_json: Path) -> MeasuredSet:
+    """``detector`` on the labelled frames of ``video``: ``labels_json`` names one project
     class and gives each labelled frame's xyxy pixel boxes by frame index
     (annotations/tools/static_camera_labels.py writes such files)."""
     labels = json.loads(labels_json.read_text(encoding="utf-8"))
@@ -160,11 +184,15 @@ def evaluate_video_labels(detector: Detector, video: Path, labels_json: Path) ->
                 if index in boxes:
                     yield frame.to_ndarray(format="bgr24"), boxes[index], np.full(len(boxes[index]), class_id)
 
-    return evaluate_images(detector, labelled(), [labels["class"]])
+    return measure_images(detector, labelled(), [labels["class"]])
 
 
 def evaluate_photo_labels(detector: Detector, labels_json: Path) -> dict:
-    """mAP of ``detector`` on photos labelled by hand: ``labels_json`` names their folder under
+    return measure_photo_labels(detector, labels_json).summary()
+
+
+def measure_photo_labels(detector: Detector, labels_json: Path) -> MeasuredSet:
+    """``detector`` on photos labelled by hand: ``labels_json`` names their folder under
     ``photos`` (relative to the repository), the ``classes`` it labels, and per file name
     ``[class, x1, y1, x2, y2]`` boxes in 0-1 image coordinates."""
     doc = json.loads(labels_json.read_text(encoding="utf-8"))
@@ -179,18 +207,56 @@ def evaluate_photo_labels(detector: Detector, labels_json: Path) -> dict:
             xyxy = np.array([b[1:] for b in boxes], np.float32).reshape(-1, 4) * [width, height, width, height]
             yield image, xyxy, np.array([CLASSES.index(b[0]) for b in boxes], int)
 
-    return evaluate_images(detector, labelled(), doc["classes"])
+    return measure_images(detector, labelled(), doc["classes"])
 
 
 def evaluate_holdouts(model: Path, sources: dict[str, Source], *, videos: dict[str, tuple[Path, Path]] | None = None,
                       photos: dict[str, Path] | None = None, progress: bool = True) -> dict[str, dict]:
     """mAP on each source's held-out images, on each of ``videos`` (name: video, labels JSON) and
     of ``photos`` (name: labels JSON)."""
+    measured = measure_holdouts(model, sources, videos=videos, photos=photos, progress=progress)
+    return {name: result.summary() for name, result in measured.items()}
+
+
+def measure_holdouts(model: Path, sources: dict[str, Source], *, videos: dict[str, tuple[Path, Path]] | None = None,
+                     photos: dict[str, Path] | None = None, progress: bool = True) -> dict[str, MeasuredSet]:
+    """``evaluate_holdouts``' sets measured image by image."""
     detector = Detector(model, conf_threshold=EVAL_CONF, iou_threshold=EVAL_NMS_IOU)
-    measured = {name: evaluate_source(detector, source, progress=progress)
+    measured = {name: measure_source(detector, source, progress=progress)
                 for name, source in sources.items() if source.holdout_images()}
     for name, (video, labels_json) in (videos or {}).items():
-        measured[name] = evaluate_video_labels(detector, video, labels_json)
+        measured[name] = measure_video_labels(detector, video, labels_json)
     for name, labels_json in (photos or {}).items():
-        measured[name] = evaluate_photo_labels(detector, labels_json)
+        measured[name] = measure_photo_labels(detector, labels_json)
     return measured
+
+
+def save_measured(measured: dict[str, MeasuredSet], path: Path) -> Path:
+    """``measured`` as one .npz (each set's per-image arrays end to end, with the counts that cut them apart)."""
+    arrays: dict[str, np.ndarray] = {"sets": np.array(json.dumps({n: m.classes for n, m in measured.items()}))}
+    for index, result in enumerate(measured.values()):
+        for field in ("correct", "score", "predicted_class", "label_class"):
+            parts = [getattr(image, field) for image in result.images]
+            arrays[f"{index}.{field}"] = np.concatenate(parts) if parts else np.zeros(0)
+            arrays[f"{index}.{field}.counts"] = np.array([len(p) for p in parts], int)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+        np.savez_compressed(f, **arrays)
+    return path
+
+
+def load_measured(path: Path) -> dict[str, MeasuredSet]:
+    with np.load(path) as arrays:
+        sets = json.loads(str(arrays["sets"]))
+        return {name: MeasuredSet(classes, list(_images(arrays, index)))
+                for index, (name, classes) in enumerate(sets.items())}
+
+
+def _images(arrays, index: int) -> Iterator[ImageResult]:
+    fields = ("correct", "score", "predicted_class", "label_class")
+    if not len(arrays[f"{index}.score.counts"]):
+        return
+    cut = {f: np.split(arrays[f"{index}.{f}"], np.cumsum(arrays[f"{index}.{f}.counts"])[:-1]) for f in fields}
+    for correct, score, predicted, label in zip(*(cut[f] for f in fields), strict=True):
+        yield ImageResult(correct=correct.reshape(-1, len(IOU_THRESHOLDS)).astype(bool), score=score,
+                          predicted_class=predicted.astype(int), label_class=label.astype(int))

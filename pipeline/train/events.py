@@ -21,10 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import CameraConfig
-from pipeline.train.evaluate import box_iou
+from pipeline.rules.same_event import TOLERANCE_S, boxes_overlap
 
-TOLERANCE_S = 3.0
-MIN_IOU = 0.3
 REPLAY_START_WALL = 1_795_500_000.0  # a fixed wall clock, so case ids are the same on every run
 
 
@@ -46,9 +44,7 @@ def fits(case: dict, episode: TruthEpisode, dwell_s: float, tolerance_s: float =
         return False
     if not episode.start_s + dwell_s - tolerance_s <= case["confirmed_s"] <= episode.end_s + tolerance_s:
         return False
-    if episode.box is None:
-        return True
-    return box_iou(np.array([case["bbox"]], float), np.array([episode.box], float))[0, 0] >= MIN_IOU
+    return episode.box is None or boxes_overlap(case["bbox"], episode.box)
 
 
 def score_cases(cases: list[dict], episodes: list[TruthEpisode], camera: CameraConfig,

@@ -15,7 +15,6 @@ import ast
 from pathlib import Path
 
 
-
 def checkpoint_from_onnx(onnx_path: Path, out: Path, *, base: str = "yolov8n.yaml") -> Path:
     """Writes ``out`` (an ultralytics .pt) holding ``base`` with the weights of ``onnx_path``;
     ValueError names what does not fit."""

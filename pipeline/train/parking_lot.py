@@ -31,8 +31,8 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.config import CameraConfig
+from pipeline.rules.boxes import box_iou
 from pipeline.rules.zone_mask import ZoneMask
-from pipeline.train.evaluate import box_iou
 from pipeline.train.events import TruthEpisode
 from pipeline.train.sources import Source
 
