@@ -1,6 +1,7 @@
 """The model learns from officers: the gate that judges a candidate against its parent, then the
 whole loop at toy size: reviewed cases exported from a review store → `patrol retrain` of a toy
-parent (one epoch at 64 px) → the gate's record and the card's lineage → `patrol promote`.
+parent (one epoch at 64 px) → the gate's record and the card's lineage → `patrol shadow` of the
+accepted candidate beside the live model → `patrol promote`.
 ultralytics is in the `test` extra: nothing here skips."""
 
 from __future__ import annotations
@@ -9,15 +10,17 @@ import contextlib
 import io
 import json
 import shutil
+import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from queue_contract import make_record
-from support import SAMPLE_VIDEO
+from support import DEFAULT_MODEL, SAMPLE_VIDEO, camera_file, cut_video
 
 from pipeline.cli.main import main as cli_main
+from pipeline.config import Workspace
 from pipeline.detect import load_card
 from pipeline.detect.card import sha256_file
 from pipeline.evidence import LocalEvidenceStore
@@ -297,6 +300,23 @@ def test_the_parents_evaluation_is_kept_for_the_next_retrain_of_the_same_weights
     assert {name: s.summary() for name, s in cached.held_out.items()} == cached.report["holdout"]
     with pytest.raises(AssertionError, match="measured again"):
         _parent_evaluation(candidate, plan, work / "parent-eval")  # other weights: not from the cache
+
+
+def test_an_accepted_candidate_is_shadowed_beside_the_live_model_and_files_nothing(retrained, tmp_path):
+    root, _, _, candidate, code = retrained
+    assert code == 0
+    clip = cut_video(SAMPLE_VIDEO, tmp_path / "clip.mp4", seconds=14.0)  # the first parked car, at a 2 s dwell
+    camera = camera_file(tmp_path / "camera.yaml", dwell_s=2.0)
+    out = tmp_path / "shadow"
+    assert patrol("shadow", clip, "--camera", camera, "--candidate", candidate, "--model", DEFAULT_MODEL,
+                  "--out", out) == 0
+    report = json.loads((out / "shadow.json").read_text())
+    filed = [json.loads(line) for line in (out / "cases.jsonl").read_text().splitlines()]
+    assert filed and report["candidate_model"]["sha256"] == sha256_file(candidate)
+    counts = report["counts"]
+    assert counts["both"] + counts["live_only"] == len(filed)  # every live case is accounted for
+    with sqlite3.connect(Workspace(out).queue_db) as db:  # the queue holds the live model's cases only
+        assert {row[0] for row in db.execute("select case_id from cases")} == {c["case_id"] for c in filed}
 
 
 def test_promote_refuses_a_stale_candidate_and_replaces_the_current_parent_keeping_it(retrained, tmp_path, capsys):
