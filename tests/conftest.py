@@ -15,7 +15,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from support import CAR_VIDEO, DEFAULT_MODEL, REPO, SAMPLE_CAMERA, SAMPLE_VIDEO, SHARED, Replay, sample_replay_once
+from support import (
+    CAR_VIDEO,
+    DEFAULT_MODEL,
+    REPO,
+    SAMPLE_CAMERA,
+    SAMPLE_VIDEO,
+    SHARED,
+    RememberingDetector,
+    Replay,
+    sample_replay_once,
+)
 
 __all__ = ["CAR_VIDEO", "DEFAULT_MODEL", "REPO", "SAMPLE_CAMERA", "SAMPLE_VIDEO", "SHARED"]
 
@@ -47,10 +57,11 @@ def shared() -> Path:
 
 @pytest.fixture(scope="session")
 def detector():
-    """The project's model, loaded once for the session."""
+    """The project's model, loaded once for the session, remembering the frames it has seen
+    (``support.RememberingDetector``): a test replaying the sample again waits for no inference."""
     from pipeline.detect import Detector
 
-    return Detector(DEFAULT_MODEL)
+    return RememberingDetector(Detector(DEFAULT_MODEL))
 
 
 @pytest.fixture(scope="session")
