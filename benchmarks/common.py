@@ -110,7 +110,11 @@ class Video:
 def open_video(key: str, label: str, path: Path, camera_file: Path, **camera_changes) -> Video:
     if not path.is_file():
         raise FileNotFoundError(f"benchmark input {key}: {path} is missing")
-    camera = load_camera(camera_file).model_copy(update={"url": str(path), **camera_changes})
+    camera = load_camera(camera_file)
+    # Throughput is measured per analysed frame, every sampled frame analysed (as ultralytics'
+    # vid_stride analyses them): the adaptive rate would measure how still each video is instead.
+    full_rate = camera.adaptive_rate.model_copy(update={"enabled": False})
+    camera = camera.model_copy(update={"url": str(path), "adaptive_rate": full_rate, **camera_changes})
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         fps = float(stream.average_rate or 25)

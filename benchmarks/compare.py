@@ -144,7 +144,8 @@ def bare_session(session: ort.InferenceSession, tensors: list[np.ndarray], runs:
 def replay_in_child(video: Video, settings: Settings) -> dict:
     with settings.scratch() as out:
         command = [sys.executable, "-m", "pipeline.cli.main", "replay", str(video.path), "--camera",
-                   str(video.camera_file), "--out", out, "--model", str(settings.model), "--conf", str(settings.conf)]
+                   str(video.camera_file), "--out", out, "--model", str(settings.model), "--conf", str(settings.conf),
+                   "--camera-setting", "adaptive_rate=false"]  # every sampled frame analysed, as open_video says
         if settings.threads is not None:
             command += ["--threads", str(settings.threads)]
         stdout, peak_mb = run_child(command)

@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sqlite3
 from contextlib import redirect_stdout
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 from support import DEFAULT_MODEL, SAMPLE_VIDEO, START, Replay, camera_file, cut_video, replay_sample
 
+from pipeline.cli import main as cli
 from pipeline.cli.main import main
 from pipeline.config import Workspace, load_camera
 from pipeline.delivery import CaseSpool
-from pipeline.engine import embedded_cases
-from pipeline.engine.shadow import ShadowCase, pair_cases, shadow
+from pipeline.engine import Patrol, embedded_cases
+from pipeline.engine.shadow import LiveShadow, ShadowCase, ShadowLog, compare_live, pair_cases, shadow
 from pipeline.rules.same_event import TOLERANCE_S
 from pipeline.types import Detections
 
@@ -142,3 +145,133 @@ def test_bad_input_is_refused_naming_the_file(broken, street, tmp_path, capsys):
     assert error.startswith("patrol shadow: ") and str(named) in error
     if broken != "unreadable video":  # a refused candidate is refused before anything is filed
         assert not out.exists()
+
+
+# ---- beside a live patrol (`patrol run --shadow-model`) ----
+
+# The sample from 8 s to 15 s, played at its own pace as a camera that ends: the first parked car
+# (confirmed ~3.4 s in with every dwell at 2 s) is its one case.
+LIVE_CUT = (8.0, 15.0)
+
+
+@pytest.fixture(scope="module")
+def live_street(tmp_path_factory) -> Path:
+    """The camera file of the short cut."""
+    folder = tmp_path_factory.mktemp("shadow-live-street")
+    clip = cut_video(SAMPLE_VIDEO, folder / "cut.mp4", start_s=LIVE_CUT[0], seconds=LIVE_CUT[1])
+    return camera_file(folder / "camera.yaml", dwell_s=DWELL_S, url=str(clip))
+
+
+def compared(var: Path, candidate: str) -> dict:
+    """`patrol shadow-compare` of ``var``: the JSON it wrote."""
+    printed = io.StringIO()
+    with redirect_stdout(printed):
+        assert main(["shadow-compare", "--var", str(var), "--candidate", candidate]) == 0
+    assert "all cameras" in printed.getvalue()
+    return json.loads((var / "shadow" / f"{candidate}.compare.json").read_text(encoding="utf-8"))
+
+
+def live_ids(var: Path) -> set[str]:
+    with sqlite3.connect(Workspace(var).queue_db) as db:
+        return {row[0] for row in db.execute("select case_id from cases")}
+
+
+@pytest.fixture(scope="module")
+def patrol_beside_itself(live_street, tmp_path_factory) -> tuple[Path, str, list[dict]]:
+    """`patrol run --shadow-model` with the live model as its own candidate: its --var, what it
+    printed, its shadow log's lines."""
+    var = tmp_path_factory.mktemp("shadow-live") / "var"
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, redirect_stdout(printed):
+        patch.setattr(cli, "_stop_on_signals", lambda patrol: None)  # pytest keeps its own Ctrl-C
+        code = main(["run", str(live_street), "--var", str(var), "--shadow-model", str(DEFAULT_MODEL),
+                     "--metrics", "off", "--health-every", "60", "--duration", "60"])
+    assert code == 0, printed.getvalue()
+    name = re.search(r"^shadow: candidate (\S+) ", printed.getvalue(), re.MULTILINE).group(1)
+    log = var / "shadow" / f"{name}.jsonl"
+    assert str(log) in printed.getvalue()
+    return var, name, [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+
+
+def test_a_candidate_beside_the_patrol_only_logs_the_cases_the_live_model_files(patrol_beside_itself):
+    var, _, lines = patrol_beside_itself
+    filed = live_ids(var)
+    would_file = [line for line in lines if "case_id" in line]
+    assert filed and len(would_file) == len(filed)
+    assert not {line["case_id"] for line in would_file} & filed  # the candidate's case namespace is its own
+    assert {path.name for path in Workspace(var).evidence.glob("*/*/*") if path.is_dir()} == filed
+    assert CaseSpool(Workspace(var).spool).entries() == []
+    [start, *_, end] = lines
+    assert start["candidate_model"]["name"] == start["live_model"]["name"] and "watching_since" in start
+    assert end["frames_analysed"] > 0 and end["watched_until"] > start["watching_since"]
+
+
+def test_shadow_compare_pairs_every_live_case_with_the_candidates_own(patrol_beside_itself):
+    var, name, _ = patrol_beside_itself
+    report = compared(var, name)
+    filed = live_ids(var)
+    assert list(report["cameras"]) == ["shuangshan-sample"]
+    for counts in (report["cameras"]["shuangshan-sample"]["counts"], report["total"]["counts"]):
+        assert counts == {"both": len(filed), "live_only": 0, "candidate_only": 0}
+    assert {pair["live"]["case_id"] for pair in report["total"]["both"]} == filed
+    assert all(pair["delta_s"] == 0 for pair in report["total"]["both"])
+    assert report["total"]["frames_analysed"] > 0
+
+
+def test_a_blind_candidate_beside_the_patrol_leaves_every_live_case_live_only(live_street, detector, tmp_path):
+    var = tmp_path / "var"
+    cases = embedded_cases(Workspace(var), detector.model_record())
+    try:
+        shadow_log = LiveShadow.log_path_in(var, Blind.name)
+        patrol = Patrol([load_camera(live_street)], detector, cases, loop_files=False, print_line=lambda _: None,
+                        shadow=LiveShadow(Blind(), detector.model_record(), shadow_log))
+        patrol.run(duration_s=30)
+    finally:
+        cases.filer.close(drain_timeout_s=30)
+    filed = live_ids(var)
+    assert filed
+    report = compared(var, Blind.name)
+    assert report["total"]["counts"] == {"both": 0, "live_only": len(filed), "candidate_only": 0}
+    assert {case["case_id"] for case in report["total"]["live_only"]} == filed
+    assert report["total"]["candidate_model"]["name"] == "blind"
+
+
+def test_a_missing_shadow_model_is_refused_before_the_patrol_starts(live_street, tmp_path, capsys):
+    missing = tmp_path / "no-such-model.onnx"
+    code = main(["run", str(live_street), "--var", str(tmp_path / "var"), "--shadow-model", str(missing),
+                 "--metrics", "off"])
+    assert code == 2
+    assert capsys.readouterr().err == f"patrol run: --shadow-model {missing}: no such file\n"
+    assert not (tmp_path / "var").exists()
+
+
+class NoLiveCases:
+    """A queue without cases, noting the spans it is asked for."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, float, float]] = []
+
+    def confirmed_between(self, camera_id: str, since: float, until: float) -> list:
+        self.asked.append((camera_id, since, until))
+        return []
+
+
+def test_a_comparison_takes_the_spans_the_candidate_watched_within_the_window(tmp_path):
+    """A patrol that died logged no end: its watch lasts until the camera's next one."""
+    def wall(seconds: float) -> str:
+        return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds")
+
+    models = {"live_model": {"name": "live"}, "candidate_model": {"name": "new"}}
+    lines = [{"camera_id": "cam", "watching_since": wall(100), **models},
+             {"camera_id": "cam", "case_id": "S-1", "kind": "illegal_parking", "zone_id": "kerb", "confirmed_s": 5.0,
+              "bbox": [0, 0, 10, 10], "score": 0.9, "confirmed_wall": wall(120)},
+             {"camera_id": "cam", "watched_until": wall(200), "frames_analysed": 500},
+             {"camera_id": "cam", "watching_since": wall(300), **models},
+             {"camera_id": "cam", "watching_since": wall(400), **models}]
+    log_path = tmp_path / "new.jsonl"
+    log_path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    queue = NoLiveCases()
+    report = compare_live("new", ShadowLog.read(log_path), queue, since=150.0, until=450.0, now=1000.0)
+    assert queue.asked == [("cam", 150.0, 200.0), ("cam", 300.0, 400.0), ("cam", 400.0, 450.0)]
+    assert report.cameras["cam"].frames_analysed == 500 and report.cameras["cam"].seconds == 100.0
+    assert report.total.candidate_only == []  # confirmed before --since

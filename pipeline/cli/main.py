@@ -32,6 +32,21 @@ def _compose(args, workspace):
     return detector, backends
 
 
+def _candidate(value: str, flag: str, args):
+    """The candidate detector ``flag`` names (``--candidate``, ``--shadow-model``: the syntax of
+    ``--model``), with the common options' score threshold and threads."""
+    from pipeline.engine import DetectorOptions, OptionError, build_detector
+    from pipeline.engine.compose import model_option
+
+    try:
+        path, _ = model_option(value)
+        if not path.is_file():
+            raise UsageError(f"{flag} {value}: no such file")
+        return build_detector(DetectorOptions((value,), args.conf, args.threads))
+    except OptionError as exc:  # worded for --model, whose syntax the candidate's shares
+        raise UsageError(f"{flag} {value}: {str(exc).removeprefix(f'--model {value}: ')}") from exc
+
+
 def _event_entries(args) -> frozenset[str]:
     """The entries of the ``--event-codes`` table, which a camera file's ``event:`` must name."""
     from pipeline.engine import OptionError, event_code_table
@@ -65,10 +80,15 @@ def _patrol(args, cameras, *, loop_files: bool, streams_dir: Path | None) -> int
     from pipeline.engine import case_line
     from pipeline.engine.allocator import cap_malloc_arenas
     from pipeline.engine.health import serve_metrics
+    from pipeline.engine.shadow import LiveShadow
 
     cap_malloc_arenas()  # before the first camera thread: weeks of cameras coming and going stay level
     workspace = Workspace(Path(args.var))
+    # before the backends: a refused candidate leaves nothing to close
+    candidate = _candidate(args.shadow_model, "--shadow-model", args) if args.shadow_model else None
     detector, backends = _compose(args, workspace)
+    shadow = None if candidate is None else LiveShadow(candidate, detector.model_record(),
+                                                       LiveShadow.log_path_in(workspace.root, candidate.name))
     filer = backends.filer
     filer.listeners.append(lambda record, is_new: print(case_line(record, is_new), flush=True))
 
@@ -77,7 +97,7 @@ def _patrol(args, cameras, *, loop_files: bool, streams_dir: Path | None) -> int
 
     try:
         patrol, runner, fleet_line = _patrol_or_fleet(args, cameras, detector, backends.cases, workspace, loop_files,
-                                                      say)
+                                                      say, shadow)
     except UsageError:
         filer.close(drain_timeout_s=0)
         raise
@@ -98,6 +118,9 @@ def _patrol(args, cameras, *, loop_files: bool, streams_dir: Path | None) -> int
           f"spool {filer.spool.root}" + (f"; metrics {metrics}" if metrics else "") + "; Ctrl-C stops", flush=True)
     if fleet_line:
         print(fleet_line, flush=True)
+    if shadow is not None:
+        print(f"shadow: candidate {candidate.name} on the same frames, filing nothing (the network's work doubles); "
+              f"its would-be cases in {shadow.log_path}, for `patrol shadow-compare`", flush=True)
     if review is not None:
         print(review.line(), flush=True)
     try:
@@ -130,14 +153,14 @@ def _stop_on_signals(patrol) -> None:
     signal.signal(signal.SIGINT, stop)
 
 
-def _patrol_or_fleet(args, cameras, detector, cases, workspace, loop_files: bool, say):
+def _patrol_or_fleet(args, cameras, detector, cases, workspace, loop_files: bool, say, shadow):
     """The patrol over every camera, or with ``--fleet`` a worker taking its share of them by lease;
     returns (patrol, what to run, a line saying which)."""
     from pipeline.engine import Patrol
     from pipeline.rules.memory import FileEpisodeMemory
 
     fleet_url = getattr(args, "fleet", None)
-    options = {"loop_files": loop_files, "health_every_s": args.health_every, "print_line": say}
+    options = {"loop_files": loop_files, "health_every_s": args.health_every, "print_line": say, "shadow": shadow}
     if not fleet_url:
         patrol = Patrol(cameras, detector, cases, memory=FileEpisodeMemory(workspace.episodes), **options)
         return patrol, patrol, None
@@ -194,10 +217,11 @@ def cmd_demo(args) -> int:
 
 
 def cmd_replay(args) -> int:
-    from pipeline.config import Workspace, load_camera
+    from pipeline.config import Workspace, camera_settings, load_camera
     from pipeline.engine import case_line, replay
 
-    camera = load_camera(args.camera, event_entries=_event_entries(args))
+    camera = load_camera(args.camera, event_entries=_event_entries(args),
+                         settings=camera_settings(args.camera_setting or ()))
     if not Path(args.video).is_file():
         raise UsageError(f"video file not found: {args.video}")
     out = Path(args.out)
@@ -283,6 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--metrics", default=os.environ.get("METRICS_ADDR", "127.0.0.1:9464"),
                        help="HOST:PORT of the Prometheus /metrics endpoint, or off (default: $METRICS_ADDR, "
                        "else 127.0.0.1:9464)")
+        p.add_argument("--shadow-model", metavar="PATH[:ROLE,...]",
+                       help="a candidate ONNX detector (syntax of --model) run beside the live one on the same "
+                       "frames, filing nothing: each case it would file becomes a line of VAR/shadow/<its name>.jsonl, "
+                       "for `patrol shadow-compare`. It doubles the network's work")
     demo.add_argument("--review", default="127.0.0.1:8000",
                       help="HOST:PORT of the officers' review page served beside the demo, or off")
     run.add_argument("--review", default="off",
@@ -308,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--start-time", help="wall clock of the video's first frame, ISO 8601; without an offset, "
                      "the camera's local time (default: now)")
     rep.add_argument("-v", "--verbose", action="store_true", help="print each case as it is filed")
+    rep.add_argument("--camera-setting", action="append", metavar="KEY=VALUE",
+                     help="a top-level field of the camera file set for this run, its value as YAML, e.g. "
+                     "adaptive_rate=false or motion_gating=true (repeatable)")
     _add_backend_options(rep, var=False)
     rep.set_defaults(func=cmd_replay)
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pipeline
 from pipeline.cli.errors import UsageError
@@ -93,6 +93,8 @@ def _add_eval_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sets", nargs="+", help="held-out sets to measure (default: every source with one)")
     parser.add_argument("--events", nargs="*", default=list(EVENT_VIDEOS), choices=EVENT_VIDEOS,
                         help="videos with ground truth to replay (none: --events with no value)")
+    parser.add_argument("--camera-setting", action="append", metavar="KEY=VALUE", help="a top-level field of the "
+                        "event videos' camera files set for this run, as YAML, e.g. adaptive_rate=false (repeatable)")
 
 
 def _need_ultralytics() -> None:
@@ -322,6 +324,7 @@ class EvalPlan:
     photos: dict[str, Path]
     plates: dict[str, Path]
     events: tuple[str, ...]
+    camera_settings: dict[str, Any] = field(default_factory=dict)  # set over the event videos' camera files
 
 
 def eval_plan(loaded: LoadedSpec, *, work: Path, sets: list[str] | None, events: list[str]) -> EvalPlan:
@@ -353,9 +356,11 @@ def eval_plan(loaded: LoadedSpec, *, work: Path, sets: list[str] | None, events:
 
 
 def _evaluate(model: Path, spec: str, args) -> tuple[dict, Path, Path]:
+    from pipeline.config import camera_settings
     from pipeline.train.spec import load_spec
 
-    plan = eval_plan(load_spec(spec), work=Path(args.eval_work), sets=args.sets, events=args.events)
+    plan = replace(eval_plan(load_spec(spec), work=Path(args.eval_work), sets=args.sets, events=args.events),
+                   camera_settings=camera_settings(args.camera_setting or ()))
     evaluation, json_path, png_path = evaluate_planned(model, plan, Path(args.eval_out))
     return evaluation.report, json_path, png_path
 
@@ -369,7 +374,7 @@ def evaluate_planned(model: Path, plan: EvalPlan, out: Path) -> tuple[Evaluation
 
     held_out = measure_holdouts(model, plan.sources, videos=plan.videos, photos=plan.photos)
     report = evaluate_model(model, plan.sources, plan.work, events=plan.events, parking_lot=plan.parking_lot,
-                            plates=plan.plates, held_out=held_out)
+                            plates=plan.plates, held_out=held_out, camera_settings=plan.camera_settings)
     json_path, png_path = write_report(report, out)
     _print_report(report)
     return Evaluation(report, held_out), json_path, png_path
@@ -386,7 +391,8 @@ def _print_report(report: dict) -> None:
     for name, result in report["events"].items():
         print(f"eval: events {name}: {result['matched']}/{result['episodes']} episodes filed, {result['cases']} cases, "
               f"precision {result['precision']}, recall {result['recall']}, duplicates {result['duplicates']}, "
-              f"false positives {result['false_positives']}")
+              f"false positives {result['false_positives']}, frames analysed {result['replay']['frames_analysed']} of "
+              f"{result['replay']['frames_sampled']}, network runs {result['replay']['frames_detected']}")
     for name, result in report["plates"].items():
         print(f"eval: plates {name}: {result['exact']}/{result['images']} read exactly through the detector's "
               f"vehicle box (a vehicle over {result['vehicle_found']} plates); the reader alone on the whole "

@@ -1,20 +1,23 @@
-"""`patrol shadow`: a candidate model beside the live one on a camera's video, cases compared."""
+"""`patrol shadow`: a candidate model beside the live one on a camera's video, cases compared;
+`patrol shadow-compare`: the same comparison of a candidate that ran beside `patrol run`."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 from pipeline.cli.errors import UsageError
-from pipeline.cli.main import _add_backend_options, _compose, _event_entries
+from pipeline.cli.main import _add_backend_options, _candidate, _compose, _event_entries
 
 REPORT_NAME = "shadow.json"
 
 
 def add_shadow_verbs(verbs: argparse._SubParsersAction) -> None:
-    """Adds `patrol shadow` to the `patrol` parser."""
+    """Adds `patrol shadow` and `patrol shadow-compare` to the `patrol` parser."""
     shadow = verbs.add_parser("shadow", help="replay a video with the live model filing its cases while a candidate "
                               "model analyses the same frames beside it, filing nothing; compare the cases")
     shadow.add_argument("video")
@@ -27,19 +30,16 @@ def add_shadow_verbs(verbs: argparse._SubParsersAction) -> None:
     _add_backend_options(shadow, var=False)
     shadow.set_defaults(func=cmd_shadow)
 
-
-def _candidate(args):
-    from pipeline.engine import DetectorOptions, OptionError, build_detector
-    from pipeline.engine.compose import model_option
-
-    try:
-        path, _ = model_option(args.candidate)
-        if not path.is_file():
-            raise UsageError(f"--candidate {args.candidate}: no such file")
-        return build_detector(DetectorOptions((args.candidate,), args.conf, args.threads))
-    except OptionError as exc:  # worded for --model, whose syntax --candidate shares
-        raise UsageError(f"--candidate {args.candidate}: {str(exc).removeprefix(f'--model {args.candidate}: ')}"
-                         ) from exc
+    compare = verbs.add_parser("shadow-compare", help="compare the cases a candidate beside `patrol run "
+                               "--shadow-model` would have filed with those the live model filed, per camera")
+    compare.add_argument("--var", default="var", help="the patrol's working folder: its embedded queue and shadow/")
+    compare.add_argument("--candidate", required=True, metavar="NAME",
+                         help="the candidate's name, as in VAR/shadow/NAME.jsonl (its card's, printed at the start)")
+    compare.add_argument("--since", help="ISO 8601; without an offset, this machine's local time (default: the "
+                         "candidate's first watch)")
+    compare.add_argument("--until", help="ISO 8601, as --since (default: now)")
+    compare.add_argument("--out", help="the comparison as JSON (default: VAR/shadow/NAME.compare.json)")
+    compare.set_defaults(func=cmd_shadow_compare)
 
 
 def cmd_shadow(args) -> int:
@@ -50,7 +50,7 @@ def cmd_shadow(args) -> int:
     camera = load_camera(args.camera, event_entries=_event_entries(args))
     if not Path(args.video).is_file():
         raise UsageError(f"video file not found: {args.video}")
-    candidate = _candidate(args)  # before the backends: a refused candidate leaves nothing to close
+    candidate = _candidate(args.candidate, "--candidate", args)  # before the backends: a refused one leaves nothing
     out = Path(args.out)
     live, backends = _compose(args, Workspace(out))
     filer = backends.filer
@@ -69,3 +69,41 @@ def cmd_shadow(args) -> int:
         print(f"patrol shadow: {failure}", file=sys.stderr)
         return 1
     return 0
+
+
+def cmd_shadow_compare(args) -> int:
+    from pipeline.config import Workspace
+    from pipeline.engine.shadow import LiveShadow, ShadowLog, compare_live
+    from pipeline.queue.sqlite_queue import SqliteCaseQueue
+
+    workspace = Workspace(Path(args.var))
+    log_path = LiveShadow.log_path_in(workspace.root, args.candidate)
+    if not log_path.is_file():
+        raise UsageError(f"no shadow log {log_path}: `patrol run --shadow-model` writes it")
+    if not workspace.queue_db.is_file():
+        raise UsageError(f"no case queue {workspace.queue_db}: the live cases are read from the embedded queue")
+    since, until = _instant("--since", args.since), _instant("--until", args.until)
+    try:
+        log = ShadowLog.read(log_path)
+    except (ValueError, KeyError) as exc:
+        raise UsageError(f"{log_path}: not a shadow log ({exc!r})") from exc
+    queue = SqliteCaseQueue(workspace.queue_db)
+    try:
+        report = compare_live(args.candidate, log, queue, since=since, until=until, now=time.time())
+    finally:
+        queue.close()
+    out = Path(args.out) if args.out else log_path.with_suffix(".compare.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(report.table())
+    print(f"report: {out}")
+    return 0
+
+
+def _instant(flag: str, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value).timestamp()  # without an offset: this machine's local time
+    except ValueError as exc:
+        raise UsageError(f"{flag} {value}: not an ISO 8601 time") from exc

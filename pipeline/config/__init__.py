@@ -2,7 +2,7 @@
 
 from .camera import CameraConfig, Location, ZoneConfig
 from .hours import TimeWindow
-from .loader import ConfigError, load_camera, load_camera_files, load_cameras
+from .loader import ConfigError, camera_settings, load_camera, load_camera_files, load_cameras
 from .rules import BinOverflowRule, IllegalParkingRule, NonmotorParkingRule, RuleConfig, StallEncroachmentRule
 from .workspace import DEFAULT_WORKSPACE, Workspace
 
@@ -19,6 +19,7 @@ __all__ = [
     "TimeWindow",
     "Workspace",
     "ZoneConfig",
+    "camera_settings",
     "load_camera",
     "load_camera_files",
     "load_cameras",

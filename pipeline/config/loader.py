@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +24,36 @@ class ConfigError(ValueError):
     """A camera file cannot be used; the message names the file, the field and the reason."""
 
 
-def load_camera(path: str | os.PathLike[str], *, event_entries: Collection[str] | None = None) -> CameraConfig:
+def load_camera(path: str | os.PathLike[str], *, event_entries: Collection[str] | None = None,
+                settings: Mapping[str, Any] | None = None) -> CameraConfig:
     """``event_entries``: the entries of the event code table the patrol files with; a rule's
-    ``event`` must name one of them (None: not checked, for readers that file no cases)."""
+    ``event`` must name one of them (None: not checked, for readers that file no cases).
+    ``settings``: top-level fields set over the file's for this run (``--camera-setting``),
+    validated with the rest of it."""
     path = Path(path)
     data = _read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of camera fields, got {type(data).__name__}")
+    data.update(settings or {})
     try:
         return CameraConfig.model_validate(data, context={"base_dir": path.parent, "event_entries": event_entries})
     except ValidationError as error:
         problems = "\n".join(f"  {_field_path(e['loc'])}: {_reason(e)}" for e in error.errors())
         raise ConfigError(f"{path}: invalid camera file\n{problems}") from None
+
+
+def camera_settings(texts: Iterable[str]) -> dict[str, Any]:
+    """``--camera-setting KEY=VALUE`` options: top-level camera fields and their values, read as YAML."""
+    settings = {}
+    for text in texts:
+        key, equals, value = text.partition("=")
+        if not equals or not key.strip():
+            raise ConfigError(f"--camera-setting {text!r}: expected KEY=VALUE, e.g. adaptive_rate=false")
+        try:
+            settings[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"--camera-setting {text!r}: the value is no YAML: {error}") from None
+    return settings
 
 
 def load_cameras(

@@ -3,7 +3,7 @@
 from pipeline.detect.card import ModelCard, ModelCardError, load_card, sha256_file, verify_card, write_card
 from pipeline.detect.detector import Detector, FrameDetector, Prepared, RawOutputs, open_session
 from pipeline.detect.ensemble import DetectorSet, DetectorSetError, Member
-from pipeline.detect.motion import MotionGate
+from pipeline.detect.motion import MotionGate, ZoneMotion
 from pipeline.detect.providers import pick_providers
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "MotionGate",
     "Prepared",
     "RawOutputs",
+    "ZoneMotion",
     "load_card",
     "open_session",
     "pick_providers",

@@ -2,7 +2,7 @@
 the composition root that builds the backends. The CLI, the fleet, training and the benchmarks
 import it; it imports no CLI."""
 
-from pipeline.engine.camera import CLIP_AFTER_S, CLIP_BEFORE_S, CameraPipeline
+from pipeline.engine.camera import CameraPipeline
 from pipeline.engine.cases import CaseMaker
 from pipeline.engine.compose import (
     DEFAULT_MODEL,
@@ -18,6 +18,7 @@ from pipeline.engine.compose import (
 from pipeline.engine.patrol import Patrol
 from pipeline.engine.replay import ReplaySummary, case_line, replay
 from pipeline.engine.timing import StageTimer
+from pipeline.evidence.render import CLIP_AFTER_S, CLIP_BEFORE_S
 
 __all__ = [
     "CLIP_AFTER_S",

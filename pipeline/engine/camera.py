@@ -1,7 +1,7 @@
 """One camera's analysis state and the one path every analysed frame takes through it.
 
-gate → (detect, by the caller, batched or not) → track → rules → post-roll: replay, the live
-patrol and the stage benchmark all call ``CameraPipeline.step`` for each analysed frame.
+rate → gate → (detect, by the caller, batched or not) → track → rules → post-roll: replay, the
+live patrol and the stage benchmark all call ``CameraPipeline.step`` for each analysed frame.
 """
 
 from __future__ import annotations
@@ -10,15 +10,14 @@ import threading
 
 from pipeline.config import CameraConfig
 from pipeline.detect import MotionGate
+from pipeline.engine.analysis_rate import AnalysisRate
 from pipeline.engine.timing import StageTimer
 from pipeline.evidence import CameraInfo
+from pipeline.evidence.render import CLIP_AFTER_S
 from pipeline.ingest import PacketRing, SourceStats
 from pipeline.rules import RuleEngine
-from pipeline.track import Tracker
+from pipeline.track import TRACK_LOST_S, Tracker
 from pipeline.types import Detections, Frame, Violation
-
-CLIP_BEFORE_S = 8.0
-CLIP_AFTER_S = 4.0  # post-roll: a violation is filed once the stream has gone this far past it
 
 
 class CameraPipeline:
@@ -27,7 +26,10 @@ class CameraPipeline:
     def __init__(self, camera: CameraConfig, case_namespace: str, *, ring_s: float = 30.0,
                  wall_clock_ids: bool = False) -> None:
         self.camera = camera
-        self.tracker = Tracker(analysis_fps=camera.analysis_fps)
+        self.rate = AnalysisRate.for_camera(camera)
+        # At the still rate a look that misses an object leaves two still periods unseen: its track must outlive them.
+        lost_s = TRACK_LOST_S if self.rate is None else max(TRACK_LOST_S, 2 * self.rate.still_period_s)
+        self.tracker = Tracker(analysis_fps=camera.analysis_fps, lost_s=lost_s)
         self.rules = RuleEngine(camera, case_namespace, wall_clock_ids=wall_clock_ids)
         self.ring = PacketRing(ring_s)
         self.stats = SourceStats()
@@ -37,12 +39,27 @@ class CameraPipeline:
         self.last_frame: Frame | None = None  # the picture a camera-fault case shows
         self.gate = MotionGate.for_camera(camera) if camera.motion_gating.enabled else None
         self.gated = 0  # analysed frames that reused the previous detections instead of running the network
+        self.passed_over = 0  # sampled frames the adaptive rate left unanalysed while every zone was still
         self._last_detections = Detections.empty()
         self._pending: list[Violation] = []
         # Confirmed but not on the spool yet (in post-roll, or being rendered): the episodes saved
         # meanwhile say so, and a worker killed now leaves them for the next one to file.
         self._unfiled: set[str] = set()
         self._unfiled_lock = threading.Lock()
+
+    @property
+    def analysis_fps(self) -> float:
+        """The rate the camera is analysed at now (below its analysis_fps while the adaptive rate finds it still)."""
+        return self.camera.analysis_fps if self.rate is None else self.rate.fps
+
+    def analyses(self, frame: Frame) -> bool:
+        """False when the adaptive rate passes the frame over: it is neither detected nor given to
+        ``step``, and stream time, which dwell is measured on, goes on without it. Ask for every
+        sampled frame, in order, before ``needs_detection``."""
+        if self.rate is None or self.rate.analyses(frame.image, frame.pts_s):
+            return True
+        self.passed_over += 1
+        return False
 
     def needs_detection(self, frame: Frame) -> bool:
         """False when motion gating is on and the frame shows what the last detected one showed."""

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 
 from pipeline.delivery import CaseFiler
-from pipeline.engine.camera import CLIP_AFTER_S, CLIP_BEFORE_S, CameraPipeline
+from pipeline.engine.camera import CameraPipeline
 from pipeline.evidence import EvidenceRenderer, RenderedCase
-from pipeline.evidence.render import CameraFault
+from pipeline.evidence.render import CLIP_AFTER_S, CLIP_BEFORE_S, CameraFault
 from pipeline.ingest import ClipError
 from pipeline.types import Violation
 

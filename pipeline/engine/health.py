@@ -30,6 +30,7 @@ class Counters:
     decode_s: float = 0.0  # seconds spent decoding the received frames
     inference_s: float = 0.0  # this camera's share of batched inference
     gated: int = 0  # analysed frames on which motion gating spared the network
+    passed_over: int = 0  # sampled frames the adaptive rate left unanalysed while every zone was still
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class Rates:
     analysed_fps: float = 0.0
     skipped_fps: float = 0.0
     gated_fps: float = 0.0
+    analysed_share: float = 1.0  # of the frames sampled at the analysis fps: the others were passed over
     decode_ms: float = 0.0  # per received frame
     inference_ms: float = 0.0  # per analysed frame
 
@@ -64,11 +66,13 @@ class RateWindow:
         (then, old), (now, new) = self._samples[0], self._samples[-1]
         span = max(now - then, 1e-9)
         received, analysed = new.received - old.received, new.analysed - old.analysed
+        sampled = analysed + new.passed_over - old.passed_over
         return Rates(
             received_fps=received / span,
             analysed_fps=analysed / span,
             skipped_fps=(new.skipped - old.skipped) / span,
             gated_fps=(new.gated - old.gated) / span,
+            analysed_share=analysed / sampled if sampled else 1.0,
             decode_ms=1000 * (new.decode_s - old.decode_s) / received if received else 0.0,
             inference_ms=1000 * (new.inference_s - old.inference_s) / analysed if analysed else 0.0,
         )
@@ -89,6 +93,7 @@ class CameraReport:
     reconnects_last_hour: int
     stalls_last_hour: int
     last_error: str | None
+    analysis_rate_fps: float | None = None  # the rate analysed at now, on cameras with the adaptive rate on
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,8 @@ def health_line(report: CameraReport) -> str:
             f"reconnects={report.reconnects} stalls={report.stalls} corrupt={report.corrupt}")
     if report.counters.gated:  # only cameras with motion gating on
         line += f" gated={rates.gated_fps:.1f}/s"
+    if report.analysis_rate_fps is not None:  # only cameras with the adaptive rate on
+        line += f" rate={report.analysis_rate_fps:g}/s analysed-share={rates.analysed_share:.0%}"
     if report.state != CameraState.LIVE and report.last_error:  # while reconnecting too: why it is not live
         line += f" error: {report.last_error}"
     return line
@@ -153,10 +160,15 @@ class PatrolCollector(Collector):
             (Metric.ANALYSED_FPS, "analysed_fps", "Frames analysed per second over the last window"),
             (Metric.SKIPPED_FPS, "skipped_fps", "Analysis frames replaced by a newer one per second"),
             (Metric.GATED_FPS, "gated_fps", "Analysed frames per second that motion gating spared the network"),
+            (Metric.ANALYSED_SHARE, "analysed_share", "Share of the frames sampled at the analysis fps that were "
+             "analysed over the last window (the adaptive rate passes the others over while the zones are still)"),
             (Metric.DECODE_MS, "decode_ms", "Milliseconds of decoding per received frame"),
             (Metric.INFERENCE_MS, "inference_ms", "Milliseconds of inference per analysed frame"),
         ):
             yield _gauge(name, help_text, ((c.camera_id, getattr(c.rates, key)) for c in cams))
+        yield _gauge(Metric.ANALYSIS_RATE, "Frames per second the camera is analysed at now: its analysis fps, or "
+                     "its still_fps while every zone is still (cameras with the adaptive rate on)",
+                     ((c.camera_id, c.analysis_rate_fps) for c in cams if c.analysis_rate_fps is not None))
         yield _gauge(Metric.LAG, "Decode-to-analysed latency of the latest analysed frame",
                      ((c.camera_id, c.lag_s) for c in cams if c.lag_s is not None))
         yield _gauge(Metric.LAST_FRAME, "Unix time of the last decoded frame",
@@ -171,6 +183,8 @@ class PatrolCollector(Collector):
             (Metric.FRAMES_SKIPPED, "Analysis frames replaced by a newer one", lambda c: c.counters.skipped),
             (Metric.FRAMES_GATED, "Analysed frames on which motion gating spared the network",
              lambda c: c.counters.gated),
+            (Metric.FRAMES_PASSED_OVER, "Sampled frames the adaptive rate left unanalysed while every zone was still",
+             lambda c: c.counters.passed_over),
             (Metric.RECONNECTS, "Reconnects", lambda c: c.reconnects),
             (Metric.STALLS, "Stalls", lambda c: c.stalls),
             (Metric.CORRUPT_PACKETS, "Packets the decoder rejected", lambda c: c.corrupt),

@@ -64,7 +64,7 @@ class PatrolCamera:
     def counters(self) -> Counters:
         stats = self.pipeline.stats
         return Counters(stats.received, stats.analysed, stats.skipped, stats.decode_s, self.pipeline.inference_s,
-                        self.pipeline.gated)
+                        self.pipeline.gated, self.pipeline.passed_over)
 
     def report(self, now: float) -> CameraReport:
         stats = self.pipeline.stats
@@ -73,7 +73,8 @@ class PatrolCamera:
             counters=self.counters(), rates=self.rates.rates(), lag_s=self.lag_s,
             last_frame_wall=stats.last_frame_wall, reconnects=stats.reconnects, stalls=stats.stalls,
             corrupt=stats.corrupt, reconnects_last_hour=CameraEvents.last_hour(self.events.reconnects, now),
-            stalls_last_hour=CameraEvents.last_hour(self.events.stalls, now), last_error=self.last_error)
+            stalls_last_hour=CameraEvents.last_hour(self.events.stalls, now), last_error=self.last_error,
+            analysis_rate_fps=None if self.pipeline.rate is None else self.pipeline.analysis_fps)
 
     def check_faults(self, now_wall: float) -> CameraFault | CaseNote | None:
         """The fault case to file when the camera has been without video past its threshold, the

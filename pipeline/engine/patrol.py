@@ -26,6 +26,7 @@ from pipeline.engine.episodes import EpisodeKeeper
 from pipeline.engine.faults import FaultWatch
 from pipeline.engine.health import PatrolReport, health_line, spool_line
 from pipeline.engine.live_camera import CameraEvents, PatrolCamera
+from pipeline.engine.shadow import LiveShadow, ShadowBatch
 from pipeline.evidence.render import CameraFault
 from pipeline.ingest import LiveSource
 from pipeline.ingest.source import is_live_url
@@ -58,7 +59,8 @@ class Patrol:
     def __init__(self, cameras: list[CameraConfig], detector: FrameDetector, cases: CaseMaker, *, loop_files: bool,
                  health_every_s: float = 5.0, print_line: Callable[[str], None] = print,
                  max_batch: int | None = None, batch_deadline_s: float = 0.1,
-                 memory: EpisodeMemory | None = None, until_stopped: bool = False) -> None:
+                 memory: EpisodeMemory | None = None, until_stopped: bool = False,
+                 shadow: LiveShadow | None = None) -> None:
         self.detector = detector
         self.cases = cases
         self.filer = cases.filer
@@ -68,6 +70,7 @@ class Patrol:
         self.batch_deadline_s = batch_deadline_s
         self.episodes = EpisodeKeeper(memory, every_s=self.SAVE_EPISODES_EVERY_S) if memory is not None else None
         self.until_stopped = until_stopped
+        self.shadow = shadow  # a candidate model on the same batches, filing nothing (patrol run --shadow-model)
         self.loop_tick = time.monotonic()  # last pass of the inference loop: a fleet renews leases only while it moves
         self._loop_files = loop_files
         self._waiting: dict[PatrolCamera, Frame] = {}  # the next batch: each camera's newest frame, not analysed yet
@@ -160,8 +163,7 @@ class Patrol:
 
     def _hand_over(self, camera: PatrolCamera, save: bool, done: Future) -> None:
         try:
-            filed = [self._submit(self.cases.file, camera.pipeline, v) for v in camera.pipeline.flush()]
-            for future in filed:
+            for future in self._flush([camera], leaving=True):
                 future.result()
             if save:
                 self._save_episodes([camera], wait=True)
@@ -224,7 +226,7 @@ class Patrol:
             self._take_newest()
             self._analyse_waiting()  # frames decoded before the stop still count
             self._analysis.shutdown(wait=True)
-            self._flush(self.cameras)
+            self._flush(self.cameras, leaving=True)
             self._save_episodes(self.cameras, wait=True)
             self._writers.shutdown(wait=True)  # every confirmed violation is spooled before exit
             self._refuse_changes()
@@ -294,7 +296,7 @@ class Patrol:
         return max(0.0, self._waiting_since + self.batch_deadline_s - time.monotonic())
 
     def _analyse_waiting(self) -> None:
-        waiting = list(self._waiting.items())
+        waiting = [(camera, frame) for camera, frame in self._waiting.items() if camera.pipeline.analyses(frame)]
         self._waiting.clear()
         for start in range(0, len(waiting), self.max_batch):
             batch = waiting[start : start + self.max_batch]
@@ -307,19 +309,25 @@ class Patrol:
                 for (camera, _), dets in zip(detect, detections, strict=True):
                     camera.pipeline.inference_s += share
                     found[camera] = dets
-            self._after_analysis(self._track_and_apply_rules, batch, found)
+            shadow = self.shadow.detect(batch) if self.shadow is not None else None
+            self._after_analysis(self._track_and_apply_rules, batch, found, shadow)
 
-    def _track_and_apply_rules(self, batch: list[tuple[PatrolCamera, Frame]],
-                               found: dict[PatrolCamera, Detections]) -> None:
+    def _track_and_apply_rules(self, batch: list[tuple[PatrolCamera, Frame]], found: dict[PatrolCamera, Detections],
+                               shadow: ShadowBatch | None) -> None:
         for camera, frame in batch:
             for violation in camera.pipeline.step(frame, found.get(camera)):
                 self._submit(self.cases.file, camera.pipeline, violation)
             camera.lag_s = time.time() - frame.wall_ts
+        if shadow is not None:
+            self.shadow.step(shadow)
 
-    def _flush(self, cameras: list[PatrolCamera]) -> None:
-        for camera in cameras:
-            for violation in camera.pipeline.flush():
-                self._submit(self.cases.file, camera.pipeline, violation)
+    def _flush(self, cameras: list[PatrolCamera], *, leaving: bool = False) -> list[Future]:
+        """Files what the cameras hold back for post-roll: their stream ended, or they are ``leaving``
+        the patrol. Returns the filing's futures."""
+        if self.shadow is not None:
+            self.shadow.flush(cameras, leaving=leaving)
+        return [self._submit(self.cases.file, camera.pipeline, violation)
+                for camera in cameras for violation in camera.pipeline.flush()]
 
     def _after_analysis(self, job: Callable, *args) -> None:
         """Runs ``job`` on the analysis thread after what is queued there; waits while two jobs are."""

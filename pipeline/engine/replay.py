@@ -37,6 +37,7 @@ class ReplaySummary:
     spooled: int = 0  # cases still on local disk, waiting for a backend
     outages: int = 0  # times a backend became unreachable during the run
     frames_gated: int = 0  # analysed frames on which motion gating spared the network
+    frames_passed_over: int = 0  # sampled frames the adaptive rate left unanalysed while every zone was still
     spool: str = ""  # the spool folder
     rejected: int = 0  # undeliverable cases set aside in the spool's rejected folder
     unwritten: int = 0  # cases the spool could not take before the end (its disk full): not filed
@@ -46,9 +47,17 @@ class ReplaySummary:
     def analysed_fps(self) -> float:
         return self.frames_analysed / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def frames_sampled(self) -> int:
+        """Frames taken at the camera's analysis_fps: analysed, or passed over by the adaptive rate."""
+        return self.frames_analysed + self.frames_passed_over
+
     def line(self) -> str:
         line = (f"replay: {self.frames_decoded} frames decoded, {self.frames_analysed} analysed in "
                 f"{self.seconds:.1f}s ({self.analysed_fps:.1f} analysed fps), {self.cases} cases")
+        if self.frames_passed_over:
+            line += (f"; the zones were still: {self.frames_passed_over} of {self.frames_sampled} sampled frames "
+                     "passed over")
         if self.frames_gated:
             line += f"; motion gating spared the network {self.frames_gated} frames"
         if self.outages:
@@ -68,6 +77,14 @@ class ReplaySummary:
 
 
 @dataclass(frozen=True)
+class Planned:
+    """What becomes of one frame in one analyser."""
+
+    analysed: bool  # False: the adaptive rate passed it over
+    inference: Future[list[Detections]] | None = None  # None on an analysed frame: motion gating spared the network
+
+
+@dataclass(frozen=True)
 class Analyser:
     """One model's analysis of the replayed frames: its own camera state (tracker, rules,
     post-roll), its detector, and what becomes of each violation it confirms."""
@@ -76,12 +93,18 @@ class Analyser:
     detector: FrameDetector
     on_violation: Callable[[Violation], None]
 
-    def submit_detection(self, frame: Frame, network: Executor) -> Future[list[Detections]] | None:
-        """The frame's detections on their way; None when motion gating spares the network."""
-        return network.submit(self.detector.detect, [frame.image]) if self.pipeline.needs_detection(frame) else None
+    def plan(self, frame: Frame, network: Executor) -> Planned:
+        """Whether the frame is analysed and, when the network runs on it, its detections on their way."""
+        if not self.pipeline.analyses(frame):
+            return Planned(analysed=False)
+        if not self.pipeline.needs_detection(frame):
+            return Planned(analysed=True)
+        return Planned(analysed=True, inference=network.submit(self.detector.detect, [frame.image]))
 
-    def step(self, frame: Frame, inference: Future[list[Detections]] | None) -> None:
-        detections = None if inference is None else inference.result()[0]
+    def step(self, frame: Frame, planned: Planned) -> None:
+        if not planned.analysed:
+            return
+        detections = None if planned.inference is None else planned.inference.result()[0]
         for violation in self.pipeline.step(frame, detections):
             self.on_violation(violation)
 
@@ -175,9 +198,9 @@ def replay(video: str, camera: CameraConfig, detector: FrameDetector, cases: Cas
                 out.flush()
                 filed += 1
 
-        def analyse(frame: Frame, inferences: list[Future[list[Detections]] | None]) -> None:
-            for analyser, inference in zip(analysers, inferences, strict=True):
-                analyser.step(frame, inference)
+        def analyse(frame: Frame, plans: list[Planned]) -> None:
+            for analyser, planned in zip(analysers, plans, strict=True):
+                analyser.step(frame, planned)
             bar.update(1)
 
         filer.listeners.append(record_case)
@@ -196,8 +219,8 @@ def replay(video: str, camera: CameraConfig, detector: FrameDetector, cases: Cas
                 while jobs and jobs[0].done():
                     jobs.popleft().result()  # an analysis that failed stops the replay here
                 backlog.acquire()
-                inferences = [analyser.submit_detection(frame, network) for analyser in analysers]
-                jobs.append(analysis.submit(analyse, frame, inferences))
+                plans = [analyser.plan(frame, network) for analyser in analysers]
+                jobs.append(analysis.submit(analyse, frame, plans))
                 jobs[-1].add_done_callback(lambda _: backlog.release())
             for job in jobs:
                 job.result()
@@ -211,8 +234,9 @@ def replay(video: str, camera: CameraConfig, detector: FrameDetector, cases: Cas
             filer.listeners.remove(record_case)
     spooled = 0 if delivered else len(filer.spool.entries())
     return ReplaySummary(pipeline.stats.received, pipeline.stats.analysed, time.perf_counter() - started, filed,
-                         spooled, filer.drainer.outages, pipeline.gated, spool=str(filer.spool.root),
-                         rejected=filer.drainer.rejected, unwritten=filer.held, spool_error=filer.spool_error)
+                         spooled, filer.drainer.outages, pipeline.gated, pipeline.passed_over,
+                         spool=str(filer.spool.root), rejected=filer.drainer.rejected, unwritten=filer.held,
+                         spool_error=filer.spool_error)
 
 
 def case_summary(record: CaseRecord, evidence_root: Path | None) -> dict:

@@ -9,22 +9,33 @@ under a namespace of their own, and nothing of them reaches the queue, the evide
 A live case and a candidate's are taken for the same event as ``patrol eval`` takes a case for a
 ground-truth episode (``pipeline.rules.same_event``): same kind and zone, confirmed within
 ``TOLERANCE_S`` of each other, boxes overlapping by IoU >= ``MIN_IOU``.
+
+On live cameras (``patrol run --shadow-model``) the candidate is a ``LiveShadow`` beside the
+patrol's own model: it runs on the same batches of frames, and each case it would file becomes a
+line of its log, ``<var>/shadow/<candidate>.jsonl``; ``compare_live`` later pairs those with the
+cases the patrol filed into the queue over the same spans.
 """
 
 from __future__ import annotations
 
 import json
-from collections import Counter
-from dataclasses import asdict, dataclass
+import math
+import threading
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, tzinfo
 from pathlib import Path
 
 from pipeline.config import CameraConfig
 from pipeline.detect import FrameDetector
 from pipeline.engine.camera import CameraPipeline
 from pipeline.engine.cases import CaseMaker
+from pipeline.engine.live_camera import PatrolCamera
 from pipeline.engine.replay import Analyser, ReplaySummary, replay
+from pipeline.queue.sqlite_queue import SqliteCaseQueue
 from pipeline.rules.same_event import MIN_IOU, TOLERANCE_S, boxes_overlap
-from pipeline.types import Violation
+from pipeline.types import CaseRecord, Detections, Frame, Violation
+from pipeline.vocabulary import ViolationKind
 
 
 @dataclass(frozen=True)
@@ -34,6 +45,8 @@ class ShadowCase:
     case_id: str
     kind: str
     zone_id: str
+    # on the clock both sides share: a video's, or on live cameras the wall clock (epoch seconds),
+    # as a live camera's stream clock starts again with each patrol run
     confirmed_s: float
     bbox: tuple[float, float, float, float]
     score: float
@@ -49,6 +62,18 @@ class ShadowCase:
         # rounded as cases.jsonl rounds the live ones, so the two sides read alike
         return cls(violation.case_id, violation.kind, violation.zone_id, round(violation.confirmed_s, 3),
                    tuple(round(float(v), 1) for v in violation.bbox), round(violation.score, 4))
+
+    @classmethod
+    def of_record(cls, record: CaseRecord) -> ShadowCase:
+        """A case the patrol filed, confirmed on the wall clock."""
+        return cls(record.case_id, record.violation, record.zone_id, _seconds(record.confirmed_wall),
+                   tuple(round(float(v), 1) for v in record.bbox), round(record.score, 4))
+
+    @classmethod
+    def of_logged(cls, line: dict) -> ShadowCase:
+        """A case ``LiveShadow`` logged, confirmed on the wall clock."""
+        return cls(line["case_id"], line["kind"], line["zone_id"], _seconds(line["confirmed_wall"]),
+                   tuple(line["bbox"]), line["score"])
 
     def same_event(self, other: ShadowCase) -> bool:
         return (self.kind == other.kind and self.zone_id == other.zone_id
@@ -76,12 +101,12 @@ class KindCounts:
 
 @dataclass(frozen=True)
 class ShadowReport:
-    video: str
+    video: str | None  # None: live cameras
     camera_id: str
     live_model: dict
     candidate_model: dict
     frames_analysed: int  # by each model
-    seconds: float  # of the whole run: decoding, both analyses, filing the live cases
+    seconds: float  # of the whole run: decoding, both analyses, filing the live cases (live: the spans watched)
     both: list[PairedCase]
     live_only: list[ShadowCase]
     candidate_only: list[ShadowCase]
@@ -167,3 +192,200 @@ def shadow(video: str, camera: CameraConfig, live: FrameDetector, candidate: Fra
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return ShadowRun(summary, report)
+
+
+ShadowBatch = list[tuple[CameraPipeline, Frame, Detections | None]]
+"""A batch's frames, each with the candidate's pipeline of its camera and the candidate's
+detections (None: its motion gate spared the network)."""
+
+
+class LiveShadow:
+    """A candidate model beside a live patrol: it runs on the batches of frames the live model
+    runs on (the live pipelines' adaptive rate picks them for both), each camera through a
+    ``CameraPipeline`` of its own (namespace ``shadow:<camera id>``), and appends each case it would
+    file to ``log_path`` as a JSON line; nothing of it reaches the queue, the evidence or the spool.
+
+    The log also marks when the candidate began and stopped watching each camera (the first and
+    the last frame it analysed), so a comparison takes the live cases of those spans only. A
+    camera's pipeline is made on its first frame and dropped when the camera leaves the patrol;
+    keyed by the patrol's camera, not its id, a camera removed and added again starts afresh, as
+    its live pipeline does (which, unlike this one, takes back its saved episodes).
+    """
+
+    def __init__(self, candidate: FrameDetector, live_model: dict, log_path: Path) -> None:
+        self.candidate = candidate
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._models = {"live_model": live_model, "candidate_model": candidate.model_record()}
+        # made on the inference loop; dropped on the analysis thread once their camera is out of the batches
+        self._pipelines: dict[PatrolCamera, CameraPipeline] = {}
+        self._log_lock = threading.Lock()  # lines come from both threads
+
+    @staticmethod
+    def log_path_in(var: Path, candidate: str) -> Path:
+        return var / "shadow" / f"{candidate}.jsonl"
+
+    def detect(self, batch: list[tuple[PatrolCamera, Frame]]) -> ShadowBatch:
+        """The candidate's run on those frames of a batch its own motion gates let through; on the
+        inference loop, after the live model's run."""
+        pipelines = [self._pipeline(camera, frame) for camera, frame in batch]
+        frames = [frame for _, frame in batch]
+        needed = [i for i, (pipeline, frame) in enumerate(zip(pipelines, frames)) if pipeline.needs_detection(frame)]
+        detections: list[Detections | None] = [None] * len(batch)
+        if needed:
+            for i, found in zip(needed, self.candidate.detect([frames[i].image for i in needed]), strict=True):
+                detections[i] = found
+        return list(zip(pipelines, frames, detections))
+
+    def step(self, batch: ShadowBatch) -> None:
+        """Tracking and rules of a batch's frames; on the analysis thread, after the live model's."""
+        for pipeline, frame, detections in batch:
+            self._note(pipeline, pipeline.step(frame, detections))
+
+    def flush(self, cameras: list[PatrolCamera], *, leaving: bool = False) -> None:
+        """Notes what the cameras' pipelines hold back for post-roll (their stream ended, or they
+        are ``leaving`` the patrol, and their pipelines with them)."""
+        for camera in cameras:
+            pipeline = self._pipelines.pop(camera, None) if leaving else self._pipelines.get(camera)
+            if pipeline is None:  # no frame yet
+                continue
+            self._note(pipeline, pipeline.flush())
+            if leaving and pipeline.last_frame is not None:
+                self._log(pipeline, watched_until=_wall(pipeline.last_frame.wall_ts, pipeline.camera.tz),
+                          frames_analysed=pipeline.stats.analysed)
+
+    def _pipeline(self, camera: PatrolCamera, frame: Frame) -> CameraPipeline:
+        pipeline = self._pipelines.get(camera)
+        if pipeline is None:
+            pipeline = CameraPipeline(camera.pipeline.camera, case_namespace=f"shadow:{camera.camera_id}",
+                                      wall_clock_ids=True)
+            self._pipelines[camera] = pipeline
+            self._log(pipeline, watching_since=_wall(frame.wall_ts, pipeline.camera.tz), **self._models)
+        return pipeline
+
+    def _note(self, pipeline: CameraPipeline, violations: list[Violation]) -> None:
+        for violation in violations:
+            self._log(pipeline, **asdict(ShadowCase.of_violation(violation)),
+                      confirmed_wall=_wall(violation.trigger_frame.wall_ts, pipeline.camera.tz))
+
+    def _log(self, pipeline: CameraPipeline, **fields) -> None:
+        line = json.dumps({"camera_id": pipeline.camera.id, **fields}, ensure_ascii=False)
+        with self._log_lock, self.log_path.open("a", encoding="utf-8") as log:
+            log.write(line + "\n")
+
+
+@dataclass(frozen=True)
+class Watch:
+    """A span in which the candidate watched a camera, from the first frame it analysed to the last."""
+
+    camera_id: str
+    since: float  # epoch seconds
+    until: float | None  # None: the log ends before it does (the patrol still runs)
+    frames_analysed: int | None  # None: not logged (the patrol died, or still runs)
+    live_model: dict
+    candidate_model: dict
+
+
+@dataclass(frozen=True)
+class ShadowLog:
+    """What a ``LiveShadow`` logged: its watches and, per camera, the cases it would have filed."""
+
+    watches: list[Watch]
+    would_file: dict[str, list[ShadowCase]]
+
+    @classmethod
+    def read(cls, path: Path) -> ShadowLog:
+        watches: list[Watch] = []
+        watching: dict[str, Watch] = {}
+        would_file: dict[str, list[ShadowCase]] = defaultdict(list)
+        for text in path.read_text(encoding="utf-8").splitlines():
+            line = json.loads(text)
+            camera_id = line["camera_id"]
+            if "watching_since" in line:
+                since = _seconds(line["watching_since"])
+                if (died := watching.pop(camera_id, None)) is not None:  # its patrol ended without a word
+                    watches.append(replace(died, until=since))
+                watching[camera_id] = Watch(camera_id, since, None, None, line["live_model"], line["candidate_model"])
+            elif "watched_until" in line:
+                watches.append(replace(watching.pop(camera_id), until=_seconds(line["watched_until"]),
+                                       frames_analysed=line["frames_analysed"]))
+            else:
+                would_file[camera_id].append(ShadowCase.of_logged(line))
+        return cls([*watches, *watching.values()], dict(would_file))
+
+
+@dataclass(frozen=True)
+class LiveShadowReport:
+    """A live shadow run compared: per camera, and over all of them."""
+
+    candidate: str
+    since: float | None
+    until: float | None
+    cameras: dict[str, ShadowReport]
+    total: ShadowReport
+
+    def to_json(self) -> dict:
+        return {"candidate": self.candidate, "since": self.since, "until": self.until,
+                "cameras": {camera_id: report.to_json() for camera_id, report in self.cameras.items()},
+                "total": self.total.to_json()}
+
+    def table(self) -> str:
+        return "\n\n".join([*(f"camera {camera_id}\n{report.table()}" for camera_id, report in self.cameras.items()),
+                             f"all cameras\n{self.total.table()}"])
+
+
+def compare_live(candidate: str, log: ShadowLog, queue: SqliteCaseQueue, *, since: float | None = None,
+                 until: float | None = None, now: float) -> LiveShadowReport:
+    """Pairs, per camera, the cases the patrol filed into ``queue`` with those the candidate would
+    have filed, over the spans it watched the camera between ``since`` and ``until`` (epoch
+    seconds; None: unbounded). Frames and seconds are those of the watches that logged their end."""
+    window = (-math.inf if since is None else since, math.inf if until is None else until)
+    reports: dict[str, ShadowReport] = {}
+    compared: list[Watch] = []
+    for camera_id in sorted({watch.camera_id for watch in log.watches}):
+        watches = [w for w in log.watches if w.camera_id == camera_id and _within(w, window, now) is not None]
+        if not watches:
+            continue
+        spans = [_within(w, window, now) for w in watches]
+        live = [ShadowCase.of_record(record) for start, stop in spans
+                for record in queue.confirmed_between(camera_id, start, stop)
+                if record.violation != ViolationKind.CAMERA_FAULT]  # filed by the patrol, not by a model
+        would_file = [case for case in log.would_file.get(camera_id, [])
+                      if any(start <= case.confirmed_s <= stop for start, stop in spans)]
+        compared += watches
+        ended = [w for w in watches if w.frames_analysed is not None]
+        reports[camera_id] = ShadowReport(None, camera_id, watches[-1].live_model, watches[-1].candidate_model,
+                                          sum(w.frames_analysed for w in ended), _covered_s(ended),
+                                          *pair_cases(live, would_file))
+    named = compared or log.watches  # a window the candidate never watched still names the models
+    models = (named[-1].live_model, named[-1].candidate_model) if named else ({}, {})
+    each = list(reports.values())
+    total = ShadowReport(None, ", ".join(reports), *models, sum(r.frames_analysed for r in each),
+                         _covered_s([w for w in compared if w.frames_analysed is not None]),
+                         [pair for r in each for pair in r.both], [case for r in each for case in r.live_only],
+                         [case for r in each for case in r.candidate_only])
+    return LiveShadowReport(candidate, since, until, reports, total)
+
+
+def _within(watch: Watch, window: tuple[float, float], now: float) -> tuple[float, float] | None:
+    """The part of the watch inside the window; None: none."""
+    start, stop = max(watch.since, window[0]), min(now if watch.until is None else watch.until, window[1])
+    return (start, stop) if start <= stop else None
+
+
+def _covered_s(watches: list[Watch]) -> float:
+    """How long at least one of the (ended) watches lasted."""
+    covered, reached = 0.0, -math.inf
+    for start, stop in sorted((w.since, w.until) for w in watches):
+        covered += max(0.0, stop - max(start, reached))
+        reached = max(reached, stop)
+    return covered
+
+
+def _wall(ts: float, tz: tzinfo) -> str:
+    """As a case's ``confirmed_wall``: ISO 8601 in the camera's time zone, to the millisecond."""
+    return datetime.fromtimestamp(ts, tz).isoformat(timespec="milliseconds")
+
+
+def _seconds(wall: str) -> float:
+    return datetime.fromisoformat(wall).timestamp()

@@ -28,6 +28,10 @@ from pipeline.vocabulary import ViolationKind
 
 METADATA_VERSION = 1  # bump when a field of metadata.json changes meaning or goes away
 PLATE_CROP_MARGIN = 0.05  # a plate sits at the vehicle box's lower edge: keep a little around it
+# What a case's clip.mp4 covers: the engine cuts it from this long before the confirmation (from the
+# keyframe at or before then) to this long after; the review page's caption says so.
+CLIP_BEFORE_S = 8.0
+CLIP_AFTER_S = 4.0  # post-roll: a violation is filed once the stream has gone this far past it
 
 log = logging.getLogger(__name__)
 

@@ -163,6 +163,15 @@ class SqliteCaseQueue(CaseQueue):
             ).fetchone()
         return None if row is None else CaseRecord.from_json(row[0])
 
+    def confirmed_between(self, camera_id: str, since: float, until: float) -> list[CaseRecord]:
+        """The camera's cases confirmed from ``since`` to ``until`` (epoch seconds, both included), oldest first."""
+        with self._read_lock:
+            rows = self._reader.execute(
+                "SELECT record FROM cases WHERE camera_id = ? AND confirmed_at BETWEEN ? AND ? ORDER BY confirmed_at",
+                (camera_id, since, until),
+            ).fetchall()
+        return [CaseRecord.from_json(row[0]) for row in rows]
+
     def add_note(self, note: CaseNote) -> bool:
         with immediate_transaction(self._conn, self._lock) as conn:
             if conn.execute("SELECT 1 FROM cases WHERE case_id = ?", (note.case_id,)).fetchone() is None:

@@ -1,5 +1,5 @@
 """Track: give each detection a persistent id across frames (ByteTrack from Roboflow's `trackers`)."""
 
-from pipeline.track.bytetrack import Tracker
+from pipeline.track.bytetrack import TRACK_LOST_S, Tracker
 
-__all__ = ["Tracker"]
+__all__ = ["TRACK_LOST_S", "Tracker"]

@@ -8,12 +8,16 @@ from trackers import ByteTrackTracker
 
 from pipeline.types import Detections
 
+TRACK_LOST_S = 3.0  # how long a track survives unseen by default, in stream seconds
+
+
 
 class Tracker:
     """One per camera. Fed on stream time, so dropped or skipped frames only widen the predict step.
 
-    ``lost_s`` is how long a track survives unseen (a bus passing in front of a parked car);
-    the rules bridge longer gaps themselves by matching boxes.
+    ``lost_s`` is how long a track survives unseen (a bus passing in front of a parked car), in
+    stream seconds however many frames that is (given timestamps, the library counts its lost
+    budget in seconds); the rules bridge longer gaps themselves by matching boxes.
 
     ``start_score``: a detection this sure can start a track. It is the detector's own default
     threshold, not ByteTrack's usual 0.5: a parked car at dusk, in rain or at an odd angle scores
@@ -22,7 +26,7 @@ class Tracker:
     Scores below it (a detector run with a lower --conf) only keep existing tracks alive.
     """
 
-    def __init__(self, *, analysis_fps: float, lost_s: float = 3.0, start_score: float = 0.25,
+    def __init__(self, *, analysis_fps: float, lost_s: float = TRACK_LOST_S, start_score: float = 0.25,
                  min_iou: float = 0.1) -> None:
         self._tracker = ByteTrackTracker(
             # the library counts its lost buffer in 30 fps frames, whatever the frame rate

@@ -85,8 +85,9 @@ def score_cases(cases: list[dict], episodes: list[TruthEpisode], camera: CameraC
     }
 
 
-def replay_cases(video: Path, camera: CameraConfig, model: Path, work: Path) -> list[dict]:
-    """The cases the real patrol (``pipeline.engine.replay``) files on ``video``, as cases.jsonl lines."""
+def replay_cases(video: Path, camera: CameraConfig, model: Path, work: Path) -> tuple[list[dict], dict]:
+    """The cases the real patrol (``pipeline.engine.replay``) files on ``video``, as cases.jsonl
+    lines, and how much of the video it analysed."""
     from pipeline.config import Workspace
     from pipeline.detect import Detector
     from pipeline.engine import embedded_cases, replay
@@ -96,11 +97,13 @@ def replay_cases(video: Path, camera: CameraConfig, model: Path, work: Path) -> 
     workspace = Workspace(work)
     cases = embedded_cases(workspace, {"name": detector.card.name, "sha256": detector.card.sha256})
     try:
-        replay(str(video), camera, detector, cases, cases_path=work / "cases.jsonl", evidence_root=workspace.evidence,
-               start_wall=REPLAY_START_WALL, progress=True)
+        summary = replay(str(video), camera, detector, cases, cases_path=work / "cases.jsonl",
+                         evidence_root=workspace.evidence, start_wall=REPLAY_START_WALL, progress=True)
     finally:
         cases.filer.close(drain_timeout_s=30)
-    return [json.loads(line) for line in (work / "cases.jsonl").read_text().splitlines()]
+    analysed = {"frames_sampled": summary.frames_sampled, "frames_analysed": summary.frames_analysed,
+                "frames_detected": summary.frames_analysed - summary.frames_gated, "seconds": round(summary.seconds, 1)}
+    return [json.loads(line) for line in (work / "cases.jsonl").read_text().splitlines()], analysed
 
 
 def sample_street_truth(gt_json: Path) -> list[TruthEpisode]:

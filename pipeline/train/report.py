@@ -71,10 +71,11 @@ METHOD = {
 def evaluate_model(model: Path, sources: dict[str, Source], work: Path, *, events: tuple[str, ...] = EVENT_SETS,
                    parking_lot: Source | None = None, videos: dict[str, tuple[Path, Path]] | None = None,
                    photos: dict[str, Path] | None = None, plates: dict[str, Path] | None = None,
-                   held_out: dict[str, MeasuredSet] | None = None) -> dict:
+                   held_out: dict[str, MeasuredSet] | None = None, camera_settings: dict | None = None) -> dict:
     """Box accuracy on ``sources``' held-out images and on ``videos`` (name: video, labels JSON),
     case accuracy on ``events``, plate exact-match on ``plates`` (name: folder). ``held_out``: those
-    box sets already measured image by image (``measure_holdouts``), by a caller that keeps them."""
+    box sets already measured image by image (``measure_holdouts``), by a caller that keeps them.
+    ``camera_settings``: top-level fields set over the event videos' camera files."""
     if held_out is None:
         held_out = measure_holdouts(model, sources, videos=videos, photos=photos)
     card = load_card(model)
@@ -85,6 +86,7 @@ def evaluate_model(model: Path, sources: dict[str, Source], work: Path, *, event
         "method": METHOD,
         "holdout": {name: measured.summary() for name, measured in held_out.items()},
         "events": {},
+        "camera_settings": camera_settings or {},
         "plates": {},
     }
     if plates:
@@ -94,22 +96,23 @@ def evaluate_model(model: Path, sources: dict[str, Source], work: Path, *, event
         detector = Detector(model, conf_threshold=0.25)
         report["plates"] = {name: evaluate_plates(detector, folder) for name, folder in plates.items()}
     if "sample-street" in events:
-        camera = load_camera(SAMPLE_CAMERA)
-        cases = replay_cases(SAMPLE_VIDEO, camera, model, work / "replay-sample-street")
-        report["events"]["sample-street"] = score_cases(
-            cases, sample_street_truth(SAMPLE_VIDEO.with_name(SAMPLE_VIDEO.stem + ".gt.json")), camera)
+        camera = load_camera(SAMPLE_CAMERA, settings=camera_settings)
+        cases, analysed = replay_cases(SAMPLE_VIDEO, camera, model, work / "replay-sample-street")
+        report["events"]["sample-street"] = {**score_cases(
+            cases, sample_street_truth(SAMPLE_VIDEO.with_name(SAMPLE_VIDEO.stem + ".gt.json")), camera),
+            "replay": analysed}
     if "parking-lot-cam" in events:
         if parking_lot is None:
             raise ValueError("the parking-lot-cam events need the parking-lot-cam source")
         from pipeline.train.parking_lot import frames_as_taken, parking_truth, write_video
 
-        camera = load_camera(PARKING_CAMERA)
+        camera = load_camera(PARKING_CAMERA, settings=camera_settings)
         frames = frames_as_taken(parking_lot.root)
         video = write_video(frames, work / "parking-lot-cam.mp4")
-        cases = replay_cases(video, camera, model, work / "replay-parking-lot-cam")
+        cases, analysed = replay_cases(video, camera, model, work / "replay-parking-lot-cam")
         scored = score_cases(cases, parking_truth(parking_lot, frames, camera) + unlabelled_cars(PARKING_UNLABELLED),
                              camera)
-        report["events"]["parking-lot-cam"] = {**scored, "frames": len(frames),
+        report["events"]["parking-lot-cam"] = {**scored, "replay": analysed, "frames": len(frames),
                                                "frame_indices": [f.index for f in frames]}
     return report
 
