@@ -343,7 +343,7 @@ def test_a_reset_password_ends_the_sessions_and_must_be_changed_at_the_next_logi
 
     change = "/api/me/password"
     wrong = client.post(change, headers=headers, json={"current_password": "not-it-at-all", "new_password": "x" * 12})
-    assert wrong.status_code == 400 and "current password is wrong" in wrong.json()["detail"]
+    assert wrong.status_code == 400 and wrong.json()["detail"] == "当前密码错误"
     same = client.post(change, headers=headers, json={"current_password": temporary, "new_password": temporary})
     assert same.status_code == 400
     mine = "officer1-own-password"
@@ -547,7 +547,7 @@ def test_rejection_reasons_come_from_the_fixed_list(client):
 def test_duplicate_must_name_an_existing_original(client):
     headers = login(client, "officer1")
     first, second, third = (c["case_id"] for c in all_cases(client, headers, status="new")[:3])
-    for target, why in (("P-doesnotexist", "no case"), (first, "itself")):
+    for target, why in (("P-doesnotexist", "没有案件"), (first, "自身")):
         response = client.post(f"/api/cases/{first}/duplicate", headers=headers, json={"duplicate_of": target})
         assert response.status_code == 400 and why in response.json()["detail"]
     assert client.get(f"/api/cases/{first}", headers=headers).json()["status"] == "new"
@@ -748,7 +748,7 @@ def test_tampered_evidence_is_shown_blocks_decisions_until_acknowledged_and_is_m
     # Bytes changed after the acknowledgement are not covered by it.
     (street_var / "evidence" / record.evidence["crop.jpg"].key).write_bytes(b"not the crop")
     refused = client.post(f"/api/cases/{case_id}/confirm", headers=officer, json={})
-    assert refused.status_code == 409 and "evidence crop.jpg is missing or" in refused.json()["detail"]
+    assert refused.status_code == 409 and "证据文件 crop.jpg 缺失或" in refused.json()["detail"]
     assert client.post(f"/api/cases/{case_id}/acknowledge-tampering", headers=chief, json={}).status_code == 200
     assert client.post(f"/api/cases/{case_id}/confirm", headers=officer, json={}).status_code == 200
 

@@ -17,7 +17,7 @@ from pipeline.cli.errors import UsageError
 from pipeline.config.workspace import DEFAULT_WORKSPACE
 
 if TYPE_CHECKING:  # the verbs import the review modules only when they run
-    from pipeline.review.accounts import AccountRepository
+    from pipeline.review.accounts import AccountRepository, User
 
 DEFAULT_DB = str(DEFAULT_WORKSPACE.review_db)
 DEFAULT_QUEUE = DEFAULT_WORKSPACE.queue_url  # what `patrol demo` writes
@@ -60,6 +60,7 @@ def cmd_serve(args) -> int:
 
     from pipeline.review.app import create_app
     from pipeline.review.settings import ReviewSettings
+    from pipeline.review.workflow import WorkflowConfigError
 
     streams = args.streams
     if streams is None and Path("streams").is_dir():
@@ -69,11 +70,13 @@ def cmd_serve(args) -> int:
                                   audit_key=args.audit_key, signed_heads=args.signed_heads,
                                   evidence_url=args.evidence, streams_dir=streams,
                                   metrics_urls=tuple(args.metrics_url), secure_cookies=args.secure_cookies,
-                                  display_timezone=args.timezone)
+                                  display_timezone=args.timezone, workflow_config=args.workflow)
     except ValidationError as exc:
         raise UsageError("; ".join(f"--{'-'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from exc
     try:
         app = create_app(settings)
+    except WorkflowConfigError as exc:
+        raise UsageError(f"--workflow: {exc}") from exc
     except ValueError as exc:
         raise UsageError(f"--queue/--evidence/--audit-key: {exc}") from exc
     except OSError as exc:
@@ -117,13 +120,20 @@ def cmd_users_add(args) -> int:
         raise UsageError(f"password: {exc}") from exc
     store = _store(args)
     try:
-        user = store.accounts.add_user(args.name, AccountRole(args.role), password_hash, actor=_cli_actor())
+        user = store.accounts.add_user(args.name, AccountRole(args.role), password_hash, actor=_cli_actor(),
+                                       display_name=args.display_name, badge_number=args.badge)
     except (Conflict, Invalid) as exc:
         raise UsageError(f"users add {args.name}: {exc}") from exc
     finally:
         store.close()
-    print(f"users: added {user.name} ({user.role.value})")
+    print(f"users: added {user.name} ({user.role.value}{_profile_words(user)})")
     return 0
+
+
+def _profile_words(user: User) -> str:
+    """", 姓名 王小明, 执法证号 37-0001" of what the account has."""
+    return "".join(f", {label} {value}" for label, value in (("姓名", user.display_name),
+                                                              ("执法证号", user.badge_number)) if value)
 
 
 def cmd_users_list(args) -> int:
@@ -131,7 +141,9 @@ def cmd_users_list(args) -> int:
     try:
         for user in store.accounts.users():
             state = "disabled" if not user.active else "must-change-password" if user.must_change_password else "active"
-            print(f"{user.name}\t{user.role.value}\t{state}")
+            profile = (f"\t{user.display_name or ''}\t{user.badge_number or ''}"
+                       if user.display_name or user.badge_number else "")
+            print(f"{user.name}\t{user.role.value}\t{state}{profile}")
     finally:
         store.close()
     return 0
@@ -189,6 +201,13 @@ def cmd_users_reset_password(args) -> int:
         then = "; it must be changed at the next login" if args.must_change else ""
         return f"reset the password of {args.name}, whose sessions have ended{then}"
     return _change_account(args, reset)
+
+
+def cmd_users_set_profile(args) -> int:
+    def set_profile(accounts: AccountRepository, actor: str) -> str:
+        user = accounts.set_profile(args.name, args.display_name, args.badge, actor=actor)
+        return f"{args.name}:{_profile_words(user).lstrip(',') or ' no display name or badge number'}"
+    return _change_account(args, set_profile)
 
 
 def cmd_users_revoke_sessions(args) -> int:
@@ -289,6 +308,11 @@ def add_review_verbs(verbs: argparse._SubParsersAction) -> None:
         parser.add_argument("--evidence", help="evidence store: a path, file:///path or s3://bucket "
                             "(default: S3_* environment, else var/evidence)")
 
+    def profile_options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--display-name", help="the officer's name as pages and dossiers show it (姓名), "
+                            "e.g. 王小明")
+        parser.add_argument("--badge", help="the officer's badge number (执法证号): letters, digits and '-'")
+
     serve = verbs.add_parser("serve", help="the officers' review page and API (FastAPI)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
@@ -299,6 +323,8 @@ def add_review_verbs(verbs: argparse._SubParsersAction) -> None:
     serve.add_argument("--metrics-url", action="append", default=[],
                        help="a worker's Prometheus /metrics URL, for live camera state (repeatable)")
     serve.add_argument("--secure-cookies", action="store_true", help="mark the session cookie Secure (HTTPS)")
+    serve.add_argument("--workflow", metavar="FILE", help="the 处置流程's table: case number prefix, units, hours "
+                       "per violation kind (default: the packaged pipeline/review/workflow.yaml)")
     signing_options(serve, "that signs the audit chain's head, made (mode 0600) if absent; keep it where "
                     "whoever can write the database cannot")
     timezone_option(serve, "for times shown and times typed without an offset")
@@ -311,6 +337,7 @@ def add_review_verbs(verbs: argparse._SubParsersAction) -> None:
     add.add_argument("name")
     add.add_argument("--role", required=True, choices=[role.value for role in AccountRole])
     add.add_argument("--password-file", help="file whose first line is the password")
+    profile_options(add)
     db_option(add)
     add.set_defaults(func=cmd_users_add)
     listing = user_verbs.add_parser("list", help="list accounts, roles and states (active, disabled, "
@@ -335,6 +362,8 @@ def add_review_verbs(verbs: argparse._SubParsersAction) -> None:
     reset.add_argument("--must-change", action=argparse.BooleanOptionalAction, default=True,
                        help="the user must choose their own password at the next login (default: yes)")
     account_verb("revoke-sessions", cmd_users_revoke_sessions, "end every session of an account now")
+    profile_options(account_verb("set-profile", cmd_users_set_profile, "set (or, left out, clear) the display name "
+                                 "and badge number that decisions record"))
 
     check = verbs.add_parser("verify", help="check the audit chain against its signed heads, and the evidence sha256s; "
                              "names the first break")

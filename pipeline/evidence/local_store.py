@@ -50,6 +50,23 @@ class LocalEvidenceStore(EvidenceStore):
         except (FileNotFoundError, NotADirectoryError):
             raise KeyError(key) from None
 
+    def _read_range(self, key: str, offset: int, length: int) -> bytes:
+        try:
+            with open(self._path(key), "rb") as file:
+                file.seek(offset)
+                return file.read(length)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise KeyError(key) from None
+
+    def _size_of(self, key: str) -> int:
+        path = self._path(key)
+        try:
+            if path.is_file():
+                return path.stat().st_size
+        except FileNotFoundError:  # removed between the two looks
+            pass
+        raise KeyError(key)
+
     def _exists(self, key: str) -> bool:
         return self._path(key).is_file()
 

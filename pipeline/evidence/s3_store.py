@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import certifi
 import urllib3
 from minio import Minio
+from minio.datatypes import Object
 from minio.error import InvalidResponseError, S3Error, ServerError
 from minio.helpers import MIN_PART_SIZE, check_bucket_name
 
@@ -112,9 +113,16 @@ class S3EvidenceStore(EvidenceStore):
             self._call(f"put {key!r}", upload)
 
     def _read(self, key: str) -> bytes:
+        return self._download(key, 0, 0)
+
+    def _read_range(self, key: str, offset: int, length: int) -> bytes:
+        return self._download(key, offset, length)
+
+    def _download(self, key: str, offset: int, length: int) -> bytes:
+        """The object's bytes from ``offset``, ``length`` of them (0: to its end): a ranged GET."""
         def download() -> bytes:
             try:
-                response = self._client.get_object(self.bucket, key)
+                response = self._client.get_object(self.bucket, key, offset=offset, length=length)
             except S3Error as exc:
                 if exc.code in _MISSING:
                     raise KeyError(key) from None
@@ -127,27 +135,22 @@ class S3EvidenceStore(EvidenceStore):
 
         return self._call(f"get {key!r}", download)
 
+    def _size_of(self, key: str) -> int:
+        return self._call(f"stat {key!r}", lambda: self._stat(key).size)
+
     def _exists(self, key: str) -> bool:
         def stat() -> bool:
             try:
-                self._client.stat_object(self.bucket, key)
-            except S3Error as exc:
-                if exc.code in _MISSING:
-                    return False
-                raise
+                self._stat(key)
+            except KeyError:
+                return False
             return True
 
         return self._call(f"stat {key!r}", stat)
 
     def _sha256_of(self, key: str) -> str:
         def stat() -> str | None:
-            try:
-                found = self._client.stat_object(self.bucket, key)
-            except S3Error as exc:
-                if exc.code in _MISSING:
-                    raise KeyError(key) from None
-                raise
-            return (found.metadata or {}).get(f"x-amz-meta-{SHA256_METADATA}")
+            return (self._stat(key).metadata or {}).get(f"x-amz-meta-{SHA256_METADATA}")
 
         stored = self._call(f"stat {key!r}", stat)
         # Objects copied in by other tools (mc cp, a migration) carry no sha256: hash their bytes.
@@ -157,15 +160,19 @@ class S3EvidenceStore(EvidenceStore):
         def presign() -> str:
             # Checked first so a reviewer gets "no such evidence", not a link that answers 404;
             # it also learns the bucket's region, which signing needs.
-            try:
-                self._client.stat_object(self.bucket, key)
-            except S3Error as exc:
-                if exc.code in _MISSING:
-                    raise KeyError(key) from None
-                raise
+            self._stat(key)
             return self._client.presigned_get_object(self.bucket, key, expires=timedelta(seconds=expires_s))
 
         return self._call(f"presign {key!r}", presign)
+
+    def _stat(self, key: str) -> Object:
+        """The object's stat (size, metadata); KeyError when there is none. Call it inside ``_call``."""
+        try:
+            return self._client.stat_object(self.bucket, key)
+        except S3Error as exc:
+            if exc.code in _MISSING:
+                raise KeyError(key) from None
+            raise
 
     def _ensure_bucket(self) -> None:
         if self._bucket_ready:

@@ -55,6 +55,19 @@ class EvidenceStore(ABC):
         """The bytes at ``key``; KeyError if there are none."""
         return self._read(validate_key(key))
 
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """``length`` bytes of ``key`` from ``offset`` (fewer at its end); KeyError if there are none.
+
+        For a browser scrubbing a clip (HTTP Range): only the part asked for is read.
+        """
+        if offset < 0 or length < 1:
+            raise ValueError(f"a byte range starts at 0 or later and holds a byte at least, not {offset}+{length}")
+        return self._read_range(validate_key(key), offset, length)
+
+    def size_of(self, key: str) -> int:
+        """How many bytes are stored at ``key``; KeyError if there are none."""
+        return self._size_of(validate_key(key))
+
     def exists(self, key: str) -> bool:
         return self._exists(validate_key(key))
 
@@ -88,6 +101,12 @@ class EvidenceStore(ABC):
 
     @abstractmethod
     def _read(self, key: str) -> bytes: ...
+
+    @abstractmethod
+    def _read_range(self, key: str, offset: int, length: int) -> bytes: ...
+
+    @abstractmethod
+    def _size_of(self, key: str) -> int: ...
 
     @abstractmethod
     def _exists(self, key: str) -> bool: ...

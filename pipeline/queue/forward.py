@@ -39,12 +39,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pipeline
 from pipeline.queue.base import CaseQueue, Delivery, UnreadableDelivery
 from pipeline.retry import Backoff
-from pipeline.types import BackendUnavailable, CaseRecord
+from pipeline.types import BackendUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
 
 
 class Endpoint:
-    """The platform's URL; POSTs one case as JSON with its case id as ``Idempotency-Key``."""
+    """The platform's URL; POSTs one JSON body (a case, a status change) under its ``Idempotency-Key``."""
 
     def __init__(self, url: str, *, token: str | None = None, timeout_s: float = 10.0) -> None:
         parts = urlsplit(url)
@@ -128,18 +129,19 @@ class Endpoint:
     def has_token(self) -> bool:
         return bool(self._token)
 
-    def post(self, record: CaseRecord) -> Reply:
-        """One POST; raises one of ``TRANSPORT_ERRORS`` when no HTTP answer came."""
-        body = json.dumps(record.to_dict(), ensure_ascii=False, sort_keys=True).encode("utf-8")
+    def post(self, body: dict[str, Any], idempotency_key: str) -> Reply:
+        """One POST of ``body`` (sorted keys, UTF-8: the same bytes for the same body); raises one of
+        ``TRANSPORT_ERRORS`` when no HTTP answer came."""
+        data = json.dumps(body, ensure_ascii=False, sort_keys=True).encode("utf-8")
         headers = {
             "Content-Type": "application/json; charset=utf-8",
             "Accept": "application/json",
-            "Idempotency-Key": record.case_id,
+            "Idempotency-Key": idempotency_key,
             "User-Agent": f"patrol-forward/{pipeline.__version__}",
         }
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
-        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
         try:
             with self._opener.open(request, timeout=self.timeout_s) as response:
                 return Reply(response.status, response.read(BODY_PREVIEW_BYTES))
@@ -192,6 +194,46 @@ class Tally:
         return (f"forward: stopped; {self.forwarded} forwarded, {self.refused} refused, {self.deferred} deferred, "
                 f"{self.unreadable} unreadable (cases not forwarded stay pending; the queue offers them again after "
                 f"its visibility timeout)")
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """How the POSTs of one body ended."""
+
+    outcome: Outcome  # FORWARDED, REFUSED or DEFERRED
+    posts: int
+    reply: Reply | None  # the last answer; None when the last POST got none
+    why: str  # the last failure, for the log
+    stopped: bool = False  # DEFERRED because stopping was asked for while the endpoint was unavailable
+
+
+def post_until_settled(endpoint: Endpoint, body: dict[str, Any], idempotency_key: str, retry: RetryPolicy,
+                       stop: threading.Event, subject: str) -> Attempt:
+    """POST ``body`` until the endpoint takes or refuses it, trying again while it is unavailable
+    (connection errors, timeouts, 408, 429, 5xx) with backoff or after ``Retry-After``, for at most
+    ``retry.give_up_after_s``; ``stop`` cuts a wait short. ``subject`` names the body in the log."""
+    deadline = time.monotonic() + retry.give_up_after_s
+    backoff = retry.backoff()
+    posts = 0
+    while True:
+        posts += 1
+        try:
+            reply: Reply | None = endpoint.post(body, idempotency_key)
+        except TRANSPORT_ERRORS as exc:
+            reply, why, wait_s = None, _transport_failure(exc), None
+        else:
+            why = f"HTTP {reply.status} {reply.preview_text!r}"
+            if reply.ok:
+                return Attempt(Outcome.FORWARDED, posts, reply, "")
+            if not reply.retryable:
+                return Attempt(Outcome.REFUSED, posts, reply, why)
+            wait_s = reply.retry_after_s
+        wait_s = backoff.next_delay() if wait_s is None else wait_s
+        if time.monotonic() + wait_s > deadline:
+            return Attempt(Outcome.DEFERRED, posts, reply, why)
+        log.info("%s: %s; POST again in %.2fs", subject, why, wait_s)
+        if stop.wait(wait_s):
+            return Attempt(Outcome.DEFERRED, posts, reply, why, stopped=True)
 
 
 def forwarded_line(delivery: Delivery, reply: Reply, posts: int) -> str:
@@ -267,42 +309,25 @@ class Forwarder:
 
     def forward(self, delivery: Delivery) -> Outcome:
         """POST one delivery, retrying while the endpoint is unavailable; acknowledge it on 2xx."""
-        case_id = delivery.record.case_id
-        deadline = time.monotonic() + self._retry.give_up_after_s
-        backoff = self._retry.backoff()
-        posts = 0
-        while True:
-            posts += 1
-            try:
-                reply = self._endpoint.post(delivery.record)
-            except TRANSPORT_ERRORS as exc:
-                why, wait_s = _transport_failure(exc), None
-            else:
-                if reply.ok:
-                    self._acknowledge(delivery)
-                    self._print_line(forwarded_line(delivery, reply, posts))
-                    return Outcome.FORWARDED
-                if not reply.retryable:
-                    log.error(
-                        "case %s REFUSED by %s: HTTP %d %r (delivery %d); left pending, it is offered again "
-                        "after the visibility timeout, other cases go on",
-                        case_id, self._endpoint.display, reply.status, reply.preview_text, delivery.attempts,
-                    )
-                    return Outcome.REFUSED
-                why, wait_s = f"HTTP {reply.status} {reply.preview_text!r}", reply.retry_after_s
-            wait_s = backoff.next_delay() if wait_s is None else wait_s
-            if time.monotonic() + wait_s > deadline:
-                log.warning(
-                    "case %s not delivered to %s after %d POST(s) over %.0fs (last: %s; delivery %d); left pending, "
-                    "the queue offers it again after its visibility timeout",
-                    case_id, self._endpoint.display, posts, self._retry.give_up_after_s, why, delivery.attempts,
-                )
-                return Outcome.DEFERRED
-            log.info("case %s: %s; POST again in %.2fs", case_id, why, wait_s)
-            if self._stop.wait(wait_s):
-                log.warning("case %s left pending: stopping while %s was unavailable (%s)",
-                            case_id, self._endpoint.display, why)
-                return Outcome.DEFERRED
+        record = delivery.record
+        attempt = post_until_settled(self._endpoint, record.to_dict(), record.case_id, self._retry, self._stop,
+                                     f"case {record.case_id}")
+        if attempt.outcome is Outcome.FORWARDED:
+            self._acknowledge(delivery)
+            self._print_line(forwarded_line(delivery, attempt.reply, attempt.posts))
+        elif attempt.outcome is Outcome.REFUSED:
+            log.error("case %s REFUSED by %s: %s (delivery %d); left pending, it is offered again after the "
+                      "visibility timeout, other cases go on",
+                      record.case_id, self._endpoint.display, attempt.why, delivery.attempts)
+        elif attempt.stopped:
+            log.warning("case %s left pending: stopping while %s was unavailable (%s)",
+                        record.case_id, self._endpoint.display, attempt.why)
+        else:
+            log.warning("case %s not delivered to %s after %d POST(s) over %.0fs (last: %s; delivery %d); left "
+                        "pending, the queue offers it again after its visibility timeout", record.case_id,
+                        self._endpoint.display, attempt.posts, self._retry.give_up_after_s, attempt.why,
+                        delivery.attempts)
+        return attempt.outcome
 
     def _acknowledge(self, delivery: Delivery) -> None:
         try:

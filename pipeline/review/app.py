@@ -29,6 +29,7 @@ from pipeline.review.settings import ReviewSettings
 from pipeline.review.signed_heads import HeadSigner, anchor_paths
 from pipeline.review.store import ReviewStore
 from pipeline.review.vocabulary import AccountRole
+from pipeline.review.workflow import load_workflow_config
 from pipeline.types import BackendUnavailable
 
 STATIC = Path(__file__).parent / "web" / "static"
@@ -39,7 +40,7 @@ def create_app(settings: ReviewSettings, *, environ: Mapping[str, str] = os.envi
     first request); the queue intake runs while the app does. ``app.state.review.close()`` releases
     the stores once the app is done with.
 
-    ValueError for an unusable queue or evidence setting or audit signing key, OSError for a key or
+    ValueError for an unusable queue or evidence setting, audit signing key or workflow table, OSError for a key or
     signed heads file it cannot write, ConfigError for a bad camera file.
     """
     def queue() -> CaseQueue:
@@ -54,7 +55,8 @@ def create_app(settings: ReviewSettings, *, environ: Mapping[str, str] = os.envi
     intake = CaseIntake(queue, store.cases, consumer=settings.consumer, block_s=settings.intake_block_s,
                         max_backoff_s=settings.intake_max_backoff_s)
     review = ReviewServices(settings=settings, store=store, evidence=evidence, intake=intake,
-                            notes=NotesReader(queue), cameras=cameras, signer=signer)
+                            notes=NotesReader(queue), cameras=cameras, signer=signer,
+                            workflow=load_workflow_config(settings.workflow_config))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -106,13 +108,14 @@ def _wants_html(request: Request) -> bool:
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ReviewError)
     async def review_error(request: Request, exc: ReviewError) -> Response:
+        message = exc.describe(request.app.state.review.settings.display_timezone)
         if _wants_html(request):
-            return pages.error_page(request, exc.status_code, str(exc))
-        return JSONResponse({"detail": str(exc)}, status_code=exc.status_code)
+            return pages.error_page(request, exc.status_code, message)
+        return JSONResponse({"detail": message, "code": exc.code}, status_code=exc.status_code)
 
     @app.exception_handler(BackendUnavailable)
     async def backend_unavailable(request: Request, exc: BackendUnavailable) -> Response:
-        message = f"a storage backend is unavailable right now; try again shortly ({exc})"
+        message = f"存储服务暂时无法连接，请稍后再试（{exc}）"
         if _wants_html(request):
             return pages.error_page(request, 503, message)
         return JSONResponse({"detail": message}, status_code=503, headers={"Retry-After": "5"})

@@ -21,7 +21,12 @@ GENESIS_SHA256 = "0" * 64  # prev_sha256 of the first entry
 
 def now_iso() -> str:
     """An entry's ``at``; the review store's other times use the same form, so they compare with it."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+    return utc_iso(datetime.now(UTC))
+
+
+def utc_iso(moment: datetime) -> str:
+    """``moment`` (with an offset) in the form of ``now_iso``: UTC, milliseconds."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
 @dataclass(frozen=True, slots=True)

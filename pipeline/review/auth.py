@@ -31,11 +31,13 @@ from pipeline.review.accounts import MIN_PASSWORD_LENGTH, Session, User
 from pipeline.review.errors import Invalid
 from pipeline.review.login_throttle import Refusal
 from pipeline.review.services import ReviewServices, services
-from pipeline.review.vocabulary import AccountRole
+from pipeline.review.vocabulary import ROLE_LABELS, AccountRole
 
 SESSION_COOKIE = "patrol_session"
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FORM_FIELD = "csrf_token"
+# Sent by a page's script when it polls on its own: such a request keeps no session from going idle.
+POLL_HEADER = "X-Patrol-Poll"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Each argon2id hash takes 64 MiB (the library's memory cost) while it runs: however many log in at
 # once, at most this many hashes run, so logins cannot take more than 4 x 64 MiB.
@@ -67,7 +69,7 @@ class LoginRefused(Exception):
 
 def hash_password(password: str) -> str:
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise ValueError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+        raise ValueError(f"密码至少需要 {MIN_PASSWORD_LENGTH} 个字符")
     with _hash_slots:  # an admin or the CLI, never an anonymous caller: it may wait its turn
         return _hasher.hash(password)
 
@@ -168,9 +170,9 @@ def change_password(review: ReviewServices, caller: Caller, current: str, new: s
     """
     # Checked as a login, behind its lockouts: a stolen session must not become a way to guess passwords.
     if log_in(review, caller.user.name, current, address) is None:
-        raise Invalid("the current password is wrong (当前密码错误)")
+        raise Invalid("当前密码错误")
     if new == current:
-        raise Invalid("the new password must differ from the current one (新密码不能与当前密码相同)")
+        raise Invalid("新密码不能与当前密码相同")
     review.store.accounts.change_own_password(caller.user.name, hash_password(new), keeping_token=caller.token)
 
 
@@ -206,7 +208,8 @@ async def _caller_or_none(
         token, by_cookie = cookie_token, True
     else:
         return None
-    session = review.store.accounts.session(token, review.settings.session_idle_timeout_s)
+    session = review.store.accounts.session(token, review.settings.session_idle_timeout_s,
+                                            active=POLL_HEADER not in request.headers)
     if session is None:
         return None
     if by_cookie and request.method not in SAFE_METHODS:
@@ -216,7 +219,7 @@ async def _caller_or_none(
             presented = (await request.form()).get(CSRF_FORM_FIELD)
         if not (same_origin(request) and isinstance(presented, str)
                 and secrets.compare_digest(presented, session.csrf_token)):
-            raise HTTPException(status.HTTP_403_FORBIDDEN, "missing or wrong CSRF token for a cookie session")
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "页面已过期或请求来源不明（CSRF 校验未通过），请刷新页面后重试")
     return Caller(session.user, session, token, by_cookie)
 
 
@@ -224,14 +227,13 @@ async def api_session(caller: Annotated[Caller | None, Depends(_caller_or_none)]
     """Any logged-in user, also one who must change their password first: for who-am-I, log out and
     changing the password."""
     if caller is None:
-        raise _unauthorised("log in first: POST /api/login, then send Authorization: Bearer <token>")
+        raise _unauthorised("请先登录：POST /api/login 取得令牌，再以 Authorization: Bearer <token> 发送请求")
     return caller
 
 
 async def api_caller(caller: Annotated[Caller, Depends(api_session)]) -> Caller:
     if caller.user.must_change_password:
-        raise HTTPException(status.HTTP_403_FORBIDDEN,
-                            "your password was reset: choose your own first (POST /api/me/password)")
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "管理员已重置您的密码，请先设置自己的新密码（POST /api/me/password）")
     return caller
 
 
@@ -250,8 +252,9 @@ async def page_caller(caller: Annotated[Caller, Depends(page_session)]) -> Calle
 def _role_check(roles: frozenset[AccountRole], authenticate: Callable) -> Callable:
     async def check(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
         if caller.user.role not in roles:
-            allowed = ", ".join(sorted(role.value for role in roles))
-            raise HTTPException(status.HTTP_403_FORBIDDEN, f"needs the role {allowed}; you are {caller.user.role}")
+            allowed = "、".join(ROLE_LABELS[role] for role in AccountRole if role in roles)
+            raise HTTPException(status.HTTP_403_FORBIDDEN,
+                                f"此操作仅限{allowed}，您的角色是{ROLE_LABELS[caller.user.role]}")
         return caller
 
     return check

@@ -20,6 +20,7 @@ from typing import Any
 from pipeline.evidence import EvidenceStore
 from pipeline.review.audit import AuditEntry
 from pipeline.review.cases import ReviewCase
+from pipeline.review.evidence_check import read_evidence
 from pipeline.review.signed_heads import SignedHead
 from pipeline.types import CaseNote
 
@@ -35,21 +36,18 @@ def build_bundle(case: ReviewCase, evidence: EvidenceStore, audit: list[AuditEnt
     recorded: dict[str, str] = {}  # bundle path of each evidence file -> the sha256 its case record holds
     evidence_checks: list[dict[str, Any]] = []
     tampered: list[str] = []
-    for name, item in sorted(case.record.evidence.items()):
-        path = f"evidence/{name}"
-        recorded[path] = item.sha256
-        try:
-            data = evidence.get(item.key)
-        except KeyError:
-            evidence_checks.append({"name": name, "key": item.key, "recorded_sha256": item.sha256, "missing": True})
-            tampered.append(f"{path}: recorded sha256 {item.sha256}, missing from the evidence store\n")
+    for file in read_evidence(evidence, case):
+        path = f"evidence/{file.name}"
+        recorded[path] = file.recorded_sha256
+        check = {"name": file.name, "key": file.key, "recorded_sha256": file.recorded_sha256}
+        if file.data is None:
+            evidence_checks.append({**check, "missing": True})
+            tampered.append(f"{path}: recorded sha256 {file.recorded_sha256}, missing from the evidence store\n")
             continue
-        files[path] = data
-        actual = hashlib.sha256(data).hexdigest()
-        evidence_checks.append({"name": name, "key": item.key, "recorded_sha256": item.sha256,
-                                "sha256": actual, "intact": actual == item.sha256})
-        if actual != item.sha256:
-            tampered.append(f"{path}: recorded sha256 {item.sha256}, its bytes here {actual}\n")
+        files[path] = file.data
+        evidence_checks.append({**check, "sha256": file.actual_sha256, "intact": file.intact})
+        if not file.intact:
+            tampered.append(f"{path}: recorded sha256 {file.recorded_sha256}, its bytes here {file.actual_sha256}\n")
     files["case.json"] = _json({
         "record": case.record.to_dict(),
         "record_sha256": case.record_sha256,

@@ -79,10 +79,30 @@ class CameraSnapshot:
     workers: list[WorkerStatus]
 
 
+@dataclass(frozen=True)
+class PlaceNames:
+    """The display names the camera files give cameras and zones, for pages that show cases."""
+
+    cameras: dict[str, str]  # camera id -> name
+    zones: dict[tuple[str, str], str]  # (camera id, zone id) -> name, for the zones that have one
+
+    def camera(self, camera_id: str) -> str:
+        return self.cameras.get(camera_id, camera_id)
+
+    def zone(self, zone_id: str, camera_id: str | None = None) -> str:
+        """The zone's name, else its id; without a camera, the name any camera gives a zone of that id."""
+        if camera_id is not None:
+            return self.zones.get((camera_id, zone_id), zone_id)
+        return next((name for (_, zone), name in self.zones.items() if zone == zone_id), zone_id)
+
+
 class CameraBoard:
     def __init__(self, streams_dir: Path | None, metrics_urls: Sequence[str], *, timeout_s: float) -> None:
         """Reads the camera files now, so a bad one stops startup instead of a request (ConfigError)."""
         self._configs: list[CameraConfig] = load_cameras(streams_dir) if streams_dir is not None else []
+        self.place_names = PlaceNames(cameras={config.id: config.name for config in self._configs},
+                                      zones={(config.id, zone.id): zone.name for config in self._configs
+                                             for zone in config.zones if zone.name})
         self._metrics_urls = list(metrics_urls)
         self._timeout_s = timeout_s
 

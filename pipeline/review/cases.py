@@ -2,7 +2,9 @@
 
 Every change here (receiving, deciding, reopening, assigning) is written with its audit entry in
 one transaction (ReviewDatabase.change); the entry's before and after are the case's
-``review_state``, which ``patrol verify`` compares with the stored case.
+``review_state``, which ``patrol verify`` compares with the stored case. A case's ``version`` is
+the seq of the latest such entry: a decision sent with the version its page saw is refused once
+the case has changed since (claims, views and exports leave the version as it is).
 """
 
 from __future__ import annotations
@@ -10,20 +12,45 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from pipeline.review.accounts import User, account_role
+from pipeline.review.accounts import User, account_role, find_account
 from pipeline.review.audit import canonical_json, now_iso
+from pipeline.review.claims import (
+    CLAIM_COLUMNS,
+    Claim,
+    ClaimScope,
+    claim_condition,
+    claim_from_columns,
+    refuse_unless_open_to,
+)
 from pipeline.review.db import AuditedChange, ReviewDatabase
-from pipeline.review.errors import Conflict, Invalid, NotAllowed, NotFound
-from pipeline.review.vocabulary import AccountRole, Decision, RejectReason, Status
-from pipeline.types import CaseRecord
+from pipeline.review.errors import Conflict, Invalid, NoSuchCase
+from pipeline.review.local_time import DEFAULT_DISPLAY_TIMEZONE, show_clock
+from pipeline.review.outbox import note_status_change
+from pipeline.review.vocabulary import (
+    ACTION_LABELS,
+    IN_LOOP,
+    STATUS_LABELS,
+    AccountRole,
+    Decision,
+    RejectReason,
+    Status,
+)
+from pipeline.review.workflow import LOOP_COLUMN, CaseLoop, loop_from_json, overdue_condition
+from pipeline.types import CaseRecord, EvidenceItem
 
 SYSTEM_ACTOR = "system"
+# The seq of the case's latest entry that recorded its review state (one whose ``after`` has a status).
+_VERSION = ("(SELECT MAX(seq) FROM audit WHERE audit.case_id = cases.case_id"
+            " AND json_extract(audit.after, '$.status') IS NOT NULL)")
 _CASE_COLUMNS = ("case_id, record, record_sha256, status, assignee, decided_by, decided_at, reject_reason, "
-                 "decision_note, duplicate_of, received_at")
+                 f"decision_note, duplicate_of, received_at, {CLAIM_COLUMNS}, {_VERSION}, {LOOP_COLUMN}")
+CHANGES_PER_POLL = 200  # audit entries one look at the changes reads at most; the cursor says where it stopped
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,16 +67,25 @@ class ReviewCase:
     decision_note: str | None
     duplicate_of: str | None
     received_at: str
+    claim: Claim | None = None  # while it lasts
+    version: int = 0
+    loop: CaseLoop | None = None  # its 处置流程, from 立案 on (workflow.py)
 
     @property
     def case_id(self) -> str:
         return self.record.case_id
 
     def review_state(self) -> dict[str, Any]:
-        """The fields a decision changes; the before/after of its audit entry."""
+        """The fields a decision or a step of the loop changes; the before/after of its audit entry."""
         return {"status": self.status.value, "assignee": self.assignee, "decided_by": self.decided_by,
                 "reject_reason": self.reject_reason.value if self.reject_reason else None,
-                "note": self.decision_note, "duplicate_of": self.duplicate_of}
+                "note": self.decision_note, "duplicate_of": self.duplicate_of,
+                **(self.loop.audit_state() if self.loop else {})}
+
+    def files(self) -> dict[str, EvidenceItem]:
+        """Every file of the case by name: its evidence as filed, and the field photos of its disposal."""
+        photos = {photo.name: photo.as_evidence() for photo in self.loop.photos} if self.loop else {}
+        return {**self.record.evidence, **photos}
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +98,10 @@ class CaseFilter:
     since: datetime | None = None  # on confirmed_wall, inclusive
     until: datetime | None = None  # exclusive
     text: str | None = None  # substring of case id, camera name, address, grid code or plate
+    claim: ClaimScope | None = None
+    viewer: str | None = None  # whose "mine" the claim filter means
+    case_ids: tuple[str, ...] | None = None  # only these
+    overdue: bool = False  # only dispatched cases past their deadline now (超期)
 
     def where(self) -> tuple[str, list[Any]]:
         clauses, values = [], []
@@ -80,6 +120,17 @@ class CaseFilter:
             escaped = self.text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             clauses.append("search_text LIKE ? ESCAPE '\\'")
             values.append(f"%{escaped}%")
+        if self.claim:
+            condition, parameters = claim_condition(self.claim, self.viewer or "")
+            clauses.append(condition)
+            values.extend(parameters)
+        if self.case_ids is not None:
+            clauses.append(f"case_id IN ({', '.join('?' * len(self.case_ids))})")
+            values.extend(self.case_ids)
+        if self.overdue:
+            condition, parameters = overdue_condition()
+            clauses.append(condition)
+            values.extend(parameters)
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", values
 
 
@@ -89,6 +140,33 @@ class CasePage:
     total: int
     page: int
     per_page: int
+    cursor: int  # the audit seq the list is up to date with: where a look at its changes starts
+
+
+@dataclass(frozen=True, slots=True)
+class CaseChanges:
+    """The cases whose audit trail grew past a cursor with a change (not a view or an export)."""
+
+    cursor: int  # where the next look starts
+    new: list[ReviewCase]  # received since, and matching the filter
+    changed: list[ReviewCase]  # changed since (a claim, a decision), and matching the filter
+    gone: list[str]  # changed since and no longer matching it: decided by someone else, say
+
+
+class CaseChanged(Conflict):
+    """A decision sent from a page that showed the case as it was before its latest change."""
+
+    code = "case_changed"
+
+    def __init__(self, case: ReviewCase, by: str, action: str, at: str) -> None:
+        self.case, self.by, self.action, self.at = case, by, action, at
+        super().__init__(self.describe(ZoneInfo(DEFAULT_DISPLAY_TIMEZONE)))
+
+    def describe(self, zone: tzinfo) -> str:
+        when = show_clock(datetime.fromisoformat(self.at), zone)
+        return (f"案件 {self.case.case_id} 在您打开后已有变化：{self.by} 于 {when} "
+                f"{ACTION_LABELS.get(self.action, self.action)}，现为“{STATUS_LABELS[self.case.status]}”。"
+                "请重新加载此案件，看过最新情况后再处理")
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,15 +212,35 @@ class CaseRepository:
         with self._db.reading() as conn:
             return _get_in(conn, case_id)
 
+    def changes(self, after: int, filters: CaseFilter) -> CaseChanges:
+        """What changed after audit seq ``after``, for a list that polls instead of reloading."""
+        with self._db.reading() as conn:
+            head = _head_seq(conn)
+            rows = conn.execute(
+                "SELECT seq, case_id, action FROM audit WHERE seq > ? AND seq <= ? AND case_id IS NOT NULL"
+                " AND after IS NOT NULL ORDER BY seq LIMIT ?", (after, head, CHANGES_PER_POLL)).fetchall()
+            touched = tuple(dict.fromkeys(case_id for _, case_id, _ in rows))
+            where, values = replace(filters, case_ids=touched).where()
+            matching = [_case_from_row(row) for row in conn.execute(
+                f"SELECT {_CASE_COLUMNS} FROM cases{where} ORDER BY confirmed_at DESC, case_id DESC", values)]
+        received = {case_id for _, case_id, action in rows if action == "case_received"}
+        shown = {case.case_id for case in matching}
+        return CaseChanges(cursor=rows[-1][0] if len(rows) == CHANGES_PER_POLL else head,
+                           new=[case for case in matching if case.case_id in received],
+                           changed=[case for case in matching if case.case_id not in received],
+                           gone=[case_id for case_id in touched if case_id not in shown])
+
+
     def list_cases(self, filters: CaseFilter, *, page: int = 1, per_page: int = 25) -> CasePage:
         where, values = filters.where()
         with self._db.reading() as conn:
+            cursor = _head_seq(conn)  # read first: a change racing the list is seen twice, never missed
             total = conn.execute(f"SELECT COUNT(*) FROM cases{where}", values).fetchone()[0]
             rows = conn.execute(
                 f"SELECT {_CASE_COLUMNS} FROM cases{where} ORDER BY confirmed_at DESC, case_id DESC LIMIT ? OFFSET ?",
                 [*values, per_page, (page - 1) * per_page],
             ).fetchall()
-        return CasePage([_case_from_row(row) for row in rows], total, page, per_page)
+        return CasePage([_case_from_row(row) for row in rows], total, page, per_page, cursor)
 
     def distinct(self, column: str) -> list[str]:
         """The values of ``column`` (camera_id, zone_id or violation) among stored cases, for filter menus."""
@@ -160,7 +258,7 @@ class CaseRepository:
         with self._db.reading() as conn:
             anchor = conn.execute("SELECT confirmed_at FROM cases WHERE case_id = ?", (case_id,)).fetchone()
             if anchor is None:
-                raise NotFound(f"no case {case_id}")
+                raise NoSuchCase(case_id)
             where, values = filters.where()
             joiner = " AND " if where else " WHERE "
             newer = conn.execute(
@@ -172,39 +270,43 @@ class CaseRepository:
         return Neighbours(newer=newer[0] if newer else None, older=older[0] if older else None)
 
     def decide(self, case_id: str, user: User, decision: Decision, *, reason: RejectReason | None = None,
-               note: str = "", duplicate_of: str | None = None) -> ReviewCase:
-        """Move a new case to the decision's status; one audit entry with the before and after."""
+               note: str = "", duplicate_of: str | None = None, expected_version: int | None = None) -> ReviewCase:
+        """Move a new case to the decision's status, ending any claim on it; one audit entry with the
+        before and after, and the decider's 姓名 and 执法证号 as their account has them now.
+
+        ``expected_version``: the case's version as the decider's page showed it; CaseChanged when it
+        has changed since. CaseClaimed while someone else holds the case."""
         note = note.strip()
         if decision is Decision.REJECT and reason is None:
-            raise Invalid("a rejection needs a reason")
+            raise Invalid("驳回须选择原因")
         if reason is RejectReason.OTHER and not note:
-            raise Invalid("reason 'other' (其他) needs a note saying why")
+            raise Invalid("驳回原因为“其他”（other）时须填写说明")
         if decision is Decision.DUPLICATE and not duplicate_of:
-            raise Invalid("marking a duplicate needs the case it duplicates")
+            raise Invalid("标记重复须填写与之重复的案件编号")
         with self._db.change(user.name, decision.value, case_id) as change:
-            case = _get_in(change.conn, case_id)
-            if case.status is not Status.NEW:
-                raise Conflict(f"case {case_id} is already {case.status.value}; a supervisor can reopen it")
-            if user.role is AccountRole.OFFICER and case.assignee not in (None, user.name):
-                raise NotAllowed(f"case {case_id} is assigned to {case.assignee}")
+            case = _case_as_seen(change.conn, case_id, expected_version)
+            refuse_unless_open_to(user, case_id, case.status, case.assignee, case.claim)
             if decision is Decision.DUPLICATE:
                 _check_duplicate_target(change.conn, case_id, duplicate_of)
             change.conn.execute(
                 "UPDATE cases SET status = ?, decided_by = ?, decided_at = ?, reject_reason = ?, decision_note = ?,"
-                " duplicate_of = ? WHERE case_id = ?",
+                " duplicate_of = ?, claimed_by = NULL, claim_expires_at = NULL WHERE case_id = ?",
                 (decision.status.value, user.name, now_iso(), reason.value if reason else None, note or None,
                  duplicate_of if decision is Decision.DUPLICATE else None, case_id),
             )
-            return _record_state_change(change, case)
+            decider = find_account(change.conn, user.name) or user
+            return _record_state_change(change, case, decider.identity())
 
-    def reopen(self, case_id: str, user: User, note: str) -> ReviewCase:
+    def reopen(self, case_id: str, user: User, note: str, *, expected_version: int | None = None) -> ReviewCase:
         note = note.strip()
         if not note:
-            raise Invalid("reopening a case needs a note saying why")
+            raise Invalid("重新打开须填写原因")
         with self._db.change(user.name, "reopen", case_id) as change:
-            case = _get_in(change.conn, case_id)
+            case = _case_as_seen(change.conn, case_id, expected_version)
             if case.status is Status.NEW:
-                raise Conflict(f"case {case_id} is not decided yet")
+                raise Conflict(f"案件 {case_id} 尚未处理，无需重新打开")
+            if case.status in IN_LOOP:
+                raise Conflict(f"案件 {case_id} 已立案（{STATUS_LABELS[case.status]}），不能重新打开：请按处置流程办理")
             change.conn.execute(
                 "UPDATE cases SET status = ?, decided_by = NULL, decided_at = NULL, reject_reason = NULL,"
                 " decision_note = NULL, duplicate_of = NULL WHERE case_id = ?", (Status.NEW.value, case_id))
@@ -214,40 +316,68 @@ class CaseRepository:
         with self._db.change(user.name, "assign", case_id) as change:
             case = _get_in(change.conn, case_id)
             if assignee is not None and account_role(change.conn, assignee) in (None, AccountRole.ADMIN):
-                raise Invalid(f"{assignee} is not an officer or supervisor account")
+                raise Invalid(f"{assignee} 不是执法队员或中队长的账号")
             change.conn.execute("UPDATE cases SET assignee = ? WHERE case_id = ?", (assignee, case_id))
             return _record_state_change(change, case)
 
+    def change_state(self, case_id: str, user: User, action: str,
+                     apply: Callable[[sqlite3.Connection, ReviewCase], dict[str, Any]]) -> ReviewCase:
+        """A change whose rules live elsewhere (the 处置流程: workflow_steps.py): ``apply`` checks the case
+        as this transaction reads it, writes the change, and returns its audit entry's detail."""
+        with self._db.change(user.name, action, case_id) as change:
+            case = _get_in(change.conn, case_id)
+            return _record_state_change(change, case, apply(change.conn, case))
+
 
 def _record_state_change(change: AuditedChange, before: ReviewCase, detail: dict[str, Any] | None = None) -> ReviewCase:
-    """The case as the change left it, with the entry recording its review state before and after."""
+    """The case as the change left it, with the entry recording its review state before and after,
+    and the change for the city platform when it is one (outbox.py)."""
     after = _get_in(change.conn, before.case_id)
-    change.record(before=before.review_state(), after=after.review_state(), detail=detail)
+    entry = change.record(before=before.review_state(), after=after.review_state(), detail=detail)
+    note_status_change(change.conn, before, after, entry)
     return after
 
 
 def _get_in(conn: sqlite3.Connection, case_id: str) -> ReviewCase:
     row = conn.execute(f"SELECT {_CASE_COLUMNS} FROM cases WHERE case_id = ?", (case_id,)).fetchone()
     if row is None:
-        raise NotFound(f"no case {case_id}")
+        raise NoSuchCase(case_id)
     return _case_from_row(row)
+
+
+def _head_seq(conn: sqlite3.Connection) -> int:
+    return conn.execute("SELECT COALESCE(MAX(seq), 0) FROM audit").fetchone()[0]
+
+
+def _case_as_seen(conn: sqlite3.Connection, case_id: str, expected_version: int | None) -> ReviewCase:
+    """The case, provided it is still the version its page showed (or no version was sent)."""
+    case = _get_in(conn, case_id)
+    if expected_version is not None and case.version != expected_version:
+        actor, action, at = conn.execute("SELECT actor, action, at FROM audit WHERE seq = ?",
+                                         (case.version,)).fetchone()
+        by = find_account(conn, actor)
+        raise CaseChanged(case, by.label if by else actor, action, at)
+    return case
 
 
 def _check_duplicate_target(conn: sqlite3.Connection, case_id: str, duplicate_of: str) -> None:
     if duplicate_of == case_id:
-        raise Invalid("a case cannot be a duplicate of itself")
+        raise Invalid("案件不能与自身重复")
     row = conn.execute("SELECT status, duplicate_of FROM cases WHERE case_id = ?", (duplicate_of,)).fetchone()
     if row is None:
-        raise Invalid(f"no case {duplicate_of} to be a duplicate of")
+        raise Invalid(f"没有案件 {duplicate_of}，无法标记为与之重复")
     if row[0] == Status.DUPLICATE.value:
         # Chains of duplicates would hide the original; point at it instead.
-        raise Invalid(f"case {duplicate_of} is itself a duplicate of {row[1]}; mark this one a duplicate of {row[1]}")
+        raise Invalid(f"案件 {duplicate_of} 本身是 {row[1]} 的重复，请将此案件标记为与 {row[1]} 重复")
 
 
 def _case_from_row(row: tuple) -> ReviewCase:
-    (_, record, digest, status, assignee, decided_by, decided_at, reason, note, duplicate_of, received_at) = row
+    (_, record, digest, status, assignee, decided_by, decided_at, reason, note, duplicate_of, received_at,
+     claimed_by, claim_expires_at, holder_name, version, loop) = row
+    status = Status(status)
     return ReviewCase(
-        record=CaseRecord.from_dict(json.loads(record)), record_sha256=digest, status=Status(status),
+        record=CaseRecord.from_dict(json.loads(record)), record_sha256=digest, status=status,
         assignee=assignee, decided_by=decided_by, decided_at=decided_at,
         reject_reason=RejectReason(reason) if reason else None, decision_note=note, duplicate_of=duplicate_of,
-        received_at=received_at)
+        received_at=received_at, claim=claim_from_columns(claimed_by, claim_expires_at, holder_name),
+        version=version or 0, loop=loop_from_json(loop, status))

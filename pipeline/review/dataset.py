@@ -29,7 +29,7 @@ from pipeline.evidence import EvidenceStore
 from pipeline.evidence.annotate import crop_window
 from pipeline.review.cases import CaseFilter, CaseRepository, ReviewCase
 from pipeline.review.store import ReviewStore
-from pipeline.review.vocabulary import RejectReason, Status
+from pipeline.review.vocabulary import CONFIRMED_VIOLATIONS, RejectReason, Status
 from pipeline.types import Role
 from pipeline.vocabulary import ViolationKind
 
@@ -60,17 +60,19 @@ def export_reviewed(store: ReviewStore, evidence: EvidenceStore, out: Path, *, s
     (out / "labels").mkdir(parents=True, exist_ok=True)
     since_iso = since.astimezone(UTC).isoformat(timespec="milliseconds")
     manifest = []
-    for status in (Status.CONFIRMED, Status.REJECTED):
+    # A confirmed case filed into the 处置流程 since is a positive still.
+    for status in [status for status in Status if status in CONFIRMED_VIOLATIONS or status is Status.REJECTED]:
+        positive = status in CONFIRMED_VIOLATIONS
         for case in _all(store.cases, CaseFilter(status=status)):
             if case.decided_at is None or case.decided_at < since_iso:
                 continue
             if status is Status.REJECTED and case.reject_reason not in HARD_NEGATIVE_REASONS:
                 continue
-            why_not = _export_one(case, evidence, out, positive=status is Status.CONFIRMED, manifest=manifest)
+            why_not = _export_one(case, evidence, out, positive=positive, manifest=manifest)
             if why_not:
                 result.skipped[case.case_id] = why_not
             else:
-                (result.positives if status is Status.CONFIRMED else result.negatives).append(case.case_id)
+                (result.positives if positive else result.negatives).append(case.case_id)
     _merge_manifest(out / "manifest.jsonl", manifest)
     (out / "data.yaml").write_text(yaml.safe_dump(
         {"path": ".", "train": "images", "val": "images", "names": dict(enumerate(CLASSES))},

@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS cases (
     decision_note TEXT,
     duplicate_of TEXT,
     received_at TEXT NOT NULL
+    -- and the _ADDED_COLUMNS below
 );
 CREATE INDEX IF NOT EXISTS cases_newest ON cases (confirmed_at DESC, case_id DESC);
 CREATE INDEX IF NOT EXISTS cases_by_status ON cases (status, confirmed_at DESC);
@@ -77,12 +78,48 @@ CREATE TRIGGER IF NOT EXISTS audit_is_append_only_update BEFORE UPDATE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_is_append_only_delete BEFORE DELETE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+-- The 处置流程 of a confirmed case (workflow.py), from 立案 on: one row per filed case.
+CREATE TABLE IF NOT EXISTS case_loop (
+    case_id TEXT PRIMARY KEY REFERENCES cases (case_id),
+    case_number TEXT NOT NULL UNIQUE,  -- e.g. 双山-20261207-0001: a per-day sequence, given in the 立案 transaction
+    filed_at TEXT NOT NULL,  -- ISO 8601 UTC, as every time in this table
+    unit TEXT,  -- the responsible unit's id in the workflow table, and its name then
+    unit_name TEXT,
+    dispatched_at TEXT,
+    deadline TEXT,  -- overdue is this against the clock, computed on read
+    disposed_at TEXT,
+    verified_at TEXT,
+    closed_at TEXT
+);
+CREATE TABLE IF NOT EXISTS disposal_photos (
+    case_id TEXT NOT NULL REFERENCES case_loop (case_id),
+    name TEXT NOT NULL,  -- disposal-<n>-<i>.jpg|png
+    disposal INTEGER NOT NULL,  -- n: 1 for the first report of disposal, 2 after a send-back, ...
+    key TEXT NOT NULL,  -- in the evidence store
+    sha256 TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    PRIMARY KEY (case_id, name)
+);
+-- Status changes for the city platform (outbox.py), written in the change's transaction.
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY,  -- the order they are sent in
+    idempotency_key TEXT NOT NULL UNIQUE,
+    case_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    body TEXT NOT NULL,  -- canonical JSON, the same bytes on every try
+    sent_at TEXT  -- NULL until the platform answered 2xx
+);
+CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (sent_at, seq);
 COMMIT;
 """
 # Columns that came after the tables: CREATE TABLE IF NOT EXISTS leaves an older file's tables as
 # they were, so each is added where it is missing.
 _ADDED_COLUMNS = {
-    "users": ("disabled INTEGER NOT NULL DEFAULT 0", "must_change_password INTEGER NOT NULL DEFAULT 0"),
+    "users": ("disabled INTEGER NOT NULL DEFAULT 0", "must_change_password INTEGER NOT NULL DEFAULT 0",
+              "display_name TEXT", "badge_number TEXT"),  # 姓名 and 执法证号; NULL until an admin sets them
+    # Who holds a new case (claims.py) and until when (epoch seconds); a claim past it is no claim.
+    "cases": ("claimed_by TEXT", "claim_expires_at REAL"),
     # An older file's sessions read as idle since 1970: their users log in again once.
     "sessions": ("last_seen_at REAL NOT NULL DEFAULT 0",),
 }

@@ -5,6 +5,7 @@ its bytes had then). Until then the case may not be decided on that evidence.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -24,6 +25,34 @@ class TamperedFile:
 
     def to_detail(self) -> dict[str, str | None]:
         return {"name": self.name, "recorded_sha256": self.recorded_sha256, "actual_sha256": self.actual_sha256}
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvidence:
+    """One evidence file of a case as the evidence store holds it now, beside the sha256 its record holds."""
+
+    name: str
+    key: str
+    recorded_sha256: str
+    data: bytes | None  # None: gone from the evidence store
+    actual_sha256: str | None
+
+    @property
+    def intact(self) -> bool:
+        return self.actual_sha256 == self.recorded_sha256
+
+
+def read_evidence(evidence: EvidenceStore, case: ReviewCase) -> list[StoredEvidence]:
+    """Every evidence file of the case, by name, read whole and hashed (for exports, which carry the bytes)."""
+    found = []
+    for name, item in sorted(case.record.evidence.items()):
+        try:
+            data: bytes | None = evidence.get(item.key)
+        except KeyError:
+            data = None
+        found.append(StoredEvidence(name, item.key, item.sha256, data,
+                                    None if data is None else hashlib.sha256(data).hexdigest()))
+    return found
 
 
 def tampered_evidence(evidence: EvidenceStore, case: ReviewCase, audit: Iterable[AuditEntry]) -> list[TamperedFile]:

@@ -22,3 +22,8 @@ def show_local(iso: str | None, zone: tzinfo) -> str:
     if not iso:
         return ""
     return datetime.fromisoformat(iso).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def show_clock(moment: datetime, zone: tzinfo) -> str:
+    """``14:32`` on ``zone``'s clock: how long a claim lasts, when a case last changed."""
+    return moment.astimezone(zone).strftime("%H:%M")

@@ -33,13 +33,17 @@ from pipeline.review.auth import (
     page_session,
     same_origin,
 )
+from pipeline.review.cameras import PlaceNames
 from pipeline.review.cases import CaseFilter
+from pipeline.review.claims import ClaimScope
 from pipeline.review.errors import Conflict, Invalid
-from pipeline.review.local_time import read_local, show_local
-from pipeline.review.schemas import CameraBoardOut, CasePageOut
+from pipeline.review.local_time import read_local, show_clock, show_local
+from pipeline.review.routers.stats import Period, stats_for
+from pipeline.review.schemas import CameraBoardOut, CaseChangesOut, CasePageOut
 from pipeline.review.services import ReviewServices, services
 from pipeline.review.vocabulary import (
     ACTION_LABELS,
+    OVERDUE_LABEL,
     REJECT_REASON_LABELS,
     ROLE_LABELS,
     STATUS_LABELS,
@@ -47,11 +51,13 @@ from pipeline.review.vocabulary import (
     AccountRole,
     RejectReason,
     Status,
+    clip_coverage,
 )
+from pipeline.review.workflow import open_steps
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "web" / "templates")
 PER_PAGE = 24
-FILTER_KEYS = ("status", "violation", "camera", "zone", "since", "until", "q")
+FILTER_KEYS = ("status", "violation", "camera", "zone", "since", "until", "q", "claim")
 
 router = APIRouter(include_in_schema=False)
 Review = Annotated[ReviewServices, Depends(services)]
@@ -67,12 +73,34 @@ def _local_time(context: Context, iso: str | None) -> str:
     return show_local(iso, _display_timezone(context["request"]))
 
 
-TEMPLATES.env.filters["local_time"] = _local_time
+@pass_context
+def _local_clock(context: Context, iso: str) -> str:
+    return show_clock(datetime.fromisoformat(iso), _display_timezone(context["request"]))
+
+
+def _place_names(context: Context) -> PlaceNames:
+    return context["request"].app.state.review.cameras.place_names
+
+
+@pass_context
+def _camera_name(context: Context, camera_id: str) -> str:
+    return _place_names(context).camera(camera_id)
+
+
+@pass_context
+def _zone_name(context: Context, zone_id: str, camera_id: str | None = None) -> str:
+    # A camera-fault case has no zone.
+    return _place_names(context).zone(zone_id, camera_id) if zone_id else "—"
+
+
+TEMPLATES.env.filters.update(local_time=_local_time, local_clock=_local_clock, camera_name=_camera_name,
+                             zone_name=_zone_name)
 TEMPLATES.env.globals.update(status_labels={s.value: label for s, label in STATUS_LABELS.items()},
+                             overdue_label=OVERDUE_LABEL,
                              violation_labels=VIOLATION_LABELS, action_labels=ACTION_LABELS,
                              reject_reasons={r.value: label for r, label in REJECT_REASON_LABELS.items()},
                              role_labels={r.value: label for r, label in ROLE_LABELS.items()},
-                             csrf_field=CSRF_FORM_FIELD)
+                             clip_coverage=clip_coverage, csrf_field=CSRF_FORM_FIELD)
 
 
 def _render(request: Request, template: str, caller: Caller | None, status_code: int = 200, **context) -> Response:
@@ -100,7 +128,7 @@ def login_form(request: Request, review: Review, name: Annotated[str, Form(max_l
                password: Annotated[str, Form(max_length=1024)], next: Annotated[str, Form()] = "/") -> Response:
     target = _safe_next(next)
     if not same_origin(request):
-        return error_page(request, 403, "login from another site refused")
+        return error_page(request, 403, "拒绝来自其他网站的登录请求")
     try:
         user = log_in(review, name, password, client_address(request))
     except LoginRefused as refused:
@@ -153,7 +181,7 @@ def case_list(request: Request, caller: Annotated[Caller, Depends(page_caller)],
               page: int = 1) -> Response:
     if caller.user.role not in REVIEWERS:
         return RedirectResponse("/cameras", status_code=303)
-    filters, values = _page_filter(request)
+    filters, values = _page_filter(request, caller)
     page = min(max(page, 1), 100_000)
     cases = review.store.cases
     found = CasePageOut.of(cases.list_cases(filters, page=page, per_page=PER_PAGE))
@@ -163,22 +191,45 @@ def case_list(request: Request, caller: Annotated[Caller, Depends(page_caller)],
                    violations=sorted(set(VIOLATION_LABELS) | set(cases.distinct("violation"))))
 
 
+@router.get("/list/changes", response_class=HTMLResponse)
+def list_changes(request: Request, caller: Annotated[Caller, Depends(page_roles(*REVIEWERS))], review: Review,
+                 after: int = 0) -> Response:
+    """The list's cards that changed after the cursor ``after``, rendered as the list renders them, for
+    the list's script to put in place (review.js) without a reload."""
+    filters, values = _page_filter(request, caller)
+    changes = CaseChangesOut.of(review.store.cases.changes(max(after, 0), filters))
+    query = urlencode({k: v for k, v in values.items() if v is not None})
+    return _render(request, "case_changes.html", caller, changes=changes, query=query)
+
+
 @router.get("/cases/{case_id}", response_class=HTMLResponse)
 def case_page(request: Request, case_id: str, caller: Annotated[Caller, Depends(page_roles(*REVIEWERS))],
               review: Review) -> Response:
-    detail = review.case_detail(review.store.cases.get(case_id))
-    filters, values = _page_filter(request)
+    case = review.store.cases.get(case_id)
+    detail = review.case_detail(case)
+    filters, values = _page_filter(request, caller)
     query = urlencode({k: v for k, v in values.items() if v is not None})
     around = review.store.cases.neighbours(case_id, filters)
+    accounts = review.store.accounts.users()
     done = request.query_params.get("done")
     return _render(
         request, "case.html", caller, case=detail, query=query, evidence={item.name: item for item in detail.evidence},
         newer_url=f"/cases/{around.newer}?{query}" if around.newer else None,
         older_url=f"/cases/{around.older}?{query}" if around.older else None,
         done=done, done_action=request.query_params.get("did"),
-        is_supervisor=caller.user.role is AccountRole.SUPERVISOR,
-        assignable=[user.name for user in review.store.accounts.users() if user.role in REVIEWERS and user.active],
-        reasons=list(RejectReason))
+        is_supervisor=caller.user.role is AccountRole.SUPERVISOR, people={user.name: user.label for user in accounts},
+        assignable=[user.name for user in accounts if user.role in REVIEWERS and user.active],
+        reasons=list(RejectReason), claim_s=review.settings.claim_s, timezone=str(_display_timezone(request)),
+        loop_steps=open_steps(case.status, caller.user.role, case.loop), units=review.workflow.units)
+
+
+@router.get("/stats", response_class=HTMLResponse)
+def stats_page(request: Request, caller: Annotated[Caller, Depends(page_roles(*REVIEWERS))], review: Review,
+               period: Period) -> Response:
+    values = {key: request.query_params.get(key) or None for key in ("since", "until")}
+    query = urlencode({key: value for key, value in values.items() if value})
+    return _render(request, "stats.html", caller, stats=stats_for(caller, review, period), filters=values,
+                   query=query)
 
 
 @router.get("/cameras", response_class=HTMLResponse)
@@ -187,27 +238,45 @@ def camera_page(request: Request, caller: Annotated[Caller, Depends(page_roles(*
     return _render(request, "cameras.html", caller, board=CameraBoardOut.of(review.cameras.snapshot()))
 
 
+Admin = Annotated[Caller, Depends(page_roles(AccountRole.ADMIN))]
+Profile = Annotated[str, Form(max_length=64)]
+
+
 @router.get("/users", response_class=HTMLResponse)
-def users_page(request: Request, caller: Annotated[Caller, Depends(page_roles(AccountRole.ADMIN))],
-               review: Review) -> Response:
-    return _render(request, "users.html", caller, users=review.store.accounts.users(), roles=list(AccountRole),
-                   error=None)
+def users_page(request: Request, caller: Admin, review: Review) -> Response:
+    return _users_page(request, caller, review)
 
 
 @router.post("/users", response_class=HTMLResponse)
-def users_form(request: Request, caller: Annotated[Caller, Depends(page_roles(AccountRole.ADMIN))], review: Review,
-               name: Annotated[str, Form(max_length=64)], role: Annotated[AccountRole, Form()],
-               password: Annotated[str, Form(max_length=1024)]) -> Response:
+def users_form(request: Request, caller: Admin, review: Review, name: Annotated[str, Form(max_length=64)],
+               role: Annotated[AccountRole, Form()], password: Annotated[str, Form(max_length=1024)],
+               display_name: Profile = "", badge_number: Profile = "") -> Response:
     try:
-        review.store.accounts.add_user(name, role, hash_password(password), actor=caller.user.name)
+        review.store.accounts.add_user(name, role, hash_password(password), actor=caller.user.name,
+                                       display_name=display_name, badge_number=badge_number)
     except (Conflict, Invalid, ValueError) as exc:
-        return _render(request, "users.html", caller, status_code=422, users=review.store.accounts.users(),
-                       roles=list(AccountRole), error=str(exc))
+        return _users_page(request, caller, review, error=str(exc))
     return RedirectResponse("/users", status_code=303)
 
 
-def _page_filter(request: Request) -> tuple[CaseFilter, dict[str, str | None]]:
-    """The list's filter from the query string, leniently (a page never answers 422 for a stale link).
+@router.post("/users/{name}/profile", response_class=HTMLResponse)
+def profile_form(request: Request, name: str, caller: Admin, review: Review, display_name: Profile = "",
+                 badge_number: Profile = "") -> Response:
+    try:
+        review.store.accounts.set_profile(name, display_name, badge_number, actor=caller.user.name)
+    except (Conflict, Invalid) as exc:
+        return _users_page(request, caller, review, error=str(exc))
+    return RedirectResponse("/users", status_code=303)
+
+
+def _users_page(request: Request, caller: Caller, review: ReviewServices, error: str | None = None) -> Response:
+    return _render(request, "users.html", caller, status_code=422 if error else 200,
+                   users=review.store.accounts.users(), roles=list(AccountRole), error=error)
+
+
+def _page_filter(request: Request, caller: Caller) -> tuple[CaseFilter, dict[str, str | None]]:
+    """The list's filter from the query string, leniently (a page never answers 422 for a stale link);
+    the claim filter's "mine" is the caller's.
 
     No ``status`` at all means 待审核 (the triage view); ``status=`` (empty) means every status.
     """
@@ -218,13 +287,16 @@ def _page_filter(request: Request) -> tuple[CaseFilter, dict[str, str | None]]:
         values["status"] = Status.NEW.value
     if values["status"] not in {s.value for s in Status}:
         values["status"] = ""
+    if values["claim"] not in {scope.value for scope in ClaimScope}:
+        values["claim"] = None
     for key in ("since", "until"):
         if values[key] is not None and _parse_local(values[key], zone) is None:
             values[key] = None
     filters = CaseFilter(
         status=Status(values["status"]) if values["status"] else None, violation=values["violation"],
         camera_id=values["camera"], zone_id=values["zone"], since=_parse_local(values["since"], zone),
-        until=_parse_local(values["until"], zone), text=(values["q"] or "")[:100] or None)
+        until=_parse_local(values["until"], zone), text=(values["q"] or "")[:100] or None,
+        claim=ClaimScope(values["claim"]) if values["claim"] else None, viewer=caller.user.name)
     return filters, values
 
 

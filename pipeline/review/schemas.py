@@ -7,10 +7,17 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, Field
 
-from pipeline.review.accounts import MIN_PASSWORD_LENGTH, USER_NAME_PATTERN, User
+from pipeline.review.accounts import (
+    BADGE_NUMBER_PATTERN,
+    MAX_DISPLAY_NAME,
+    MIN_PASSWORD_LENGTH,
+    USER_NAME_PATTERN,
+    User,
+)
 from pipeline.review.audit import AuditEntry
 from pipeline.review.cameras import CameraSnapshot, CameraStatus
-from pipeline.review.cases import CasePage, ReviewCase
+from pipeline.review.cases import CaseChanges, CasePage, ReviewCase
+from pipeline.review.claims import Claim
 from pipeline.review.evidence_check import TamperedFile
 from pipeline.review.vocabulary import (
     ACTION_LABELS,
@@ -32,7 +39,12 @@ THUMBNAIL_ORDER = ("crop.jpg", "last_frame.jpg", "annotated.jpg")
 class ErrorOut(BaseModel):
     """Every refusal but a request that fails validation (422: FastAPI's list of errors, each naming its field)."""
 
-    detail: str = Field(description="What is wrong, for a person to read.")
+    detail: str = Field(description="What is wrong, in Chinese, for the officer to read.")
+    code: str | None = Field(None, description="What kind of refusal, for a script to branch on: not_found, "
+                             "conflict, not_allowed, invalid, case_claimed (someone else holds the case), "
+                             "case_changed (the version sent is not the case's), workflow_state (the 处置流程 step "
+                             "does not fit the case's state), not_overdue, too_large, unsupported_media (a photo). "
+                             "Absent on login and role refusals.")
 
 
 class UserOut(BaseModel):
@@ -48,11 +60,14 @@ class UserOut(BaseModel):
 class AccountOut(UserOut):
     active: bool = Field(description="false: disabled, the account cannot log in")
     must_change_password: bool = Field(description="an admin reset the password; the user must choose their own")
+    display_name: str | None = Field(description="姓名, as officers and dossiers see the account")
+    badge_number: str | None = Field(description="执法证号")
 
     @classmethod
     def of(cls, user: User) -> AccountOut:
         return cls(**UserOut.of(user).model_dump(), active=user.active,
-                   must_change_password=user.must_change_password)
+                   must_change_password=user.must_change_password, display_name=user.display_name,
+                   badge_number=user.badge_number)
 
 
 class LoginIn(BaseModel):
@@ -69,8 +84,14 @@ class TokenOut(BaseModel):
     user: UserOut
 
 
-class NewUserIn(BaseModel):
-    name: str = Field(pattern=USER_NAME_PATTERN.pattern)
+class ProfileIn(BaseModel):
+    display_name: str | None = Field(None, max_length=MAX_DISPLAY_NAME, description="姓名, e.g. 王小明; null clears")
+    badge_number: str | None = Field(None, pattern=BADGE_NUMBER_PATTERN.pattern,
+                                     description="执法证号: letters, digits and '-'; null clears")
+
+
+class NewUserIn(ProfileIn):
+    name: str = Field(pattern=USER_NAME_PATTERN.pattern, description="The login name (ASCII), the account's key.")
     role: AccountRole
     password: str = Field(min_length=MIN_PASSWORD_LENGTH, max_length=1024)
 
@@ -94,26 +115,53 @@ class SessionsRevokedOut(BaseModel):
     sessions_ended: int = Field(description="How many sessions were open; each stopped working at once.")
 
 
-class ConfirmIn(BaseModel):
+class DecisionIn(BaseModel):
+    version: int | None = Field(None, description="The case's version as the page deciding saw it (CaseDetail."
+                                "version); refused with 409 case_changed when the case has changed since.")
+
+
+class ConfirmIn(DecisionIn):
     note: str = Field("", max_length=NOTE_MAX)
 
 
-class EscalateIn(BaseModel):
+class EscalateIn(DecisionIn):
     note: str = Field("", max_length=NOTE_MAX, description="Why it goes up, e.g. 需要联合执法.")
 
 
-class RejectIn(BaseModel):
+class RejectIn(DecisionIn):
     reason: RejectReason
     note: str = Field("", max_length=NOTE_MAX, description="Required when the reason is 'other'.")
 
 
-class DuplicateIn(BaseModel):
+class DuplicateIn(DecisionIn):
     duplicate_of: str = Field(min_length=1, max_length=128, description="The case this one repeats.")
     note: str = Field("", max_length=NOTE_MAX)
 
 
-class ReopenIn(BaseModel):
+class ReopenIn(DecisionIn):
     note: str = Field(min_length=1, max_length=NOTE_MAX, description="Why the decision is reopened.")
+
+
+class ClaimIn(BaseModel):
+    takeover: bool = Field(False, description="A supervisor takes over someone else's claim (audited).")
+
+
+class ClaimOut(BaseModel):
+    holder: str = Field(description="The login name of the account holding the case.")
+    holder_name: str = Field(description="Its 姓名, or its login name when it has none.")
+    expires_at: str = Field(description="ISO 8601 UTC: the claim ends then unless renewed, released or decided.")
+
+    @classmethod
+    def of(cls, claim: Claim | None) -> ClaimOut | None:
+        if claim is None:
+            return None
+        return cls(holder=claim.holder, holder_name=claim.holder_name,
+                   expires_at=claim.expires.isoformat(timespec="seconds"))
+
+
+class CaseClaimOut(BaseModel):
+    case_id: str
+    claim: ClaimOut | None = Field(description="null: nobody holds the case")
 
 
 class AcknowledgeTamperingIn(BaseModel):
@@ -189,7 +237,10 @@ class CaseSummary(BaseModel):
     address: str | None
     grid_code: str | None
     assignee: str | None
+    claim: ClaimOut | None = Field(description="who holds the case now (认领); null: nobody")
     thumbnail_url: str | None
+    case_number: str | None = Field(None, description="案件编号 given at 立案, e.g. 双山-20261207-0001; null before")
+    overdue: bool = Field(False, description="超期: dispatched and past its deadline, as of this answer")
 
     @classmethod
     def of(cls, case: ReviewCase) -> CaseSummary:
@@ -201,7 +252,9 @@ class CaseSummary(BaseModel):
             camera_id=record.camera_id, camera_name=record.camera_name, zone_id=record.zone_id,
             confirmed_wall=record.confirmed_wall, dwell_s=record.dwell_s, score=record.score,
             address=record.location.get("address"), grid_code=record.location.get("grid_code"),
-            assignee=case.assignee, thumbnail_url=evidence_url(record.case_id, thumbnail) if thumbnail else None)
+            assignee=case.assignee, claim=ClaimOut.of(case.claim),
+            thumbnail_url=evidence_url(record.case_id, thumbnail) if thumbnail else None,
+            case_number=case.loop.case_number if case.loop else None, overdue=bool(case.loop and case.loop.overdue))
 
 
 class CasePageOut(BaseModel):
@@ -210,20 +263,68 @@ class CasePageOut(BaseModel):
     page: int
     per_page: int
     pages: int
+    cursor: int = Field(description="Pass as ?after= to /api/cases/changes to hear of what changes after this list")
 
     @classmethod
     def of(cls, page: CasePage) -> CasePageOut:
         return cls(items=[CaseSummary.of(case) for case in page.cases], total=page.total, page=page.page,
-                   per_page=page.per_page, pages=max(1, -(-page.total // page.per_page)))
+                   per_page=page.per_page, pages=max(1, -(-page.total // page.per_page)), cursor=page.cursor)
+
+
+class CaseChangesOut(BaseModel):
+    cursor: int = Field(description="The ?after= of the next look")
+    new: list[CaseSummary] = Field(description="Cases received since, matching the filter, newest first")
+    changed: list[CaseSummary] = Field(description="Cases changed since (claimed, decided, …), matching the filter")
+    gone: list[str] = Field(description="Ids of cases changed since that no longer match the filter")
+
+    @classmethod
+    def of(cls, changes: CaseChanges) -> CaseChangesOut:
+        return cls(cursor=changes.cursor, new=[CaseSummary.of(case) for case in changes.new],
+                   changed=[CaseSummary.of(case) for case in changes.changed], gone=changes.gone)
 
 
 class DecisionOut(BaseModel):
     decided_by: str | None
+    decided_by_name: str | None = Field(description="the decider's 姓名 when they decided, from the audit entry")
+    decided_by_badge: str | None = Field(description="the decider's 执法证号 when they decided")
     decided_at: str | None
     reject_reason: RejectReason | None
     reject_reason_label: str | None
     note: str | None
     duplicate_of: str | None
+
+
+class PhotoOut(BaseModel):
+    name: str
+    disposal: int = Field(description="which report of disposal it came with: 1, then 2 after a send-back, …")
+    content_type: str
+    sha256: str
+    size: int
+    url: str
+
+
+class LoopOut(BaseModel):
+    """A case's 处置流程 (workflow.py); times are ISO 8601 UTC, null until the step is taken."""
+
+    case_number: str
+    filed_at: str
+    unit: str | None = Field(description="the responsible unit's id (GET /api/workflow/units)")
+    unit_name: str | None
+    dispatched_at: str | None = Field(description="the latest 派遣, 超期改派 or 核查退回")
+    deadline: str | None
+    disposed_at: str | None = Field(description="the latest report of disposal, unless sent back since")
+    verified_at: str | None
+    closed_at: str | None
+    photos: list[PhotoOut] = Field(description="every report's field photos, oldest first")
+
+    @classmethod
+    def of(cls, case: ReviewCase) -> LoopOut | None:
+        loop = case.loop
+        if loop is None:
+            return None
+        return cls(**{name: getattr(loop, name) for name in cls.model_fields if name != "photos"},
+                   photos=[PhotoOut(name=p.name, disposal=p.disposal, content_type=p.content_type, sha256=p.sha256,
+                                    size=p.size, url=evidence_url(case.case_id, p.name)) for p in loop.photos])
 
 
 class LocationOut(BaseModel):
@@ -247,7 +348,9 @@ class CaseDetail(CaseSummary):
     notes: list[NoteOut] | None = Field(description="null when the case queue cannot be reached right now")
     audit: list[AuditEntryOut]
     record_sha256: str
+    version: int = Field(description="Send with a decision: it is refused if the case changed since (409)")
     plate: dict[str, Any] | None = Field(None, description="a parking case's plate: text, confidence, colour, frame")
+    loop: LoopOut | None = Field(None, description="处置流程 from 立案 on; null before")
 
     @classmethod
     def build(cls, case: ReviewCase, notes: list[CaseNote] | None, audit: list[AuditEntry],
@@ -258,10 +361,12 @@ class CaseDetail(CaseSummary):
             **CaseSummary.of(case).model_dump(),
             event_name=record.event_name, first_seen_wall=record.first_seen_wall, track_id=record.track_id,
             bbox=list(record.bbox), model=dict(record.model), record_sha256=case.record_sha256, plate=record.plate,
+            version=case.version, loop=LoopOut.of(case),
             location=LocationOut(lat=location.get("lat"), lon=location.get("lon"), address=location.get("address"),
                                  grid_code=location.get("grid_code")),
             decision=DecisionOut(
-                decided_by=case.decided_by, decided_at=case.decided_at, reject_reason=case.reject_reason,
+                decided_by=case.decided_by, **_decider_identity(case, audit), decided_at=case.decided_at,
+                reject_reason=case.reject_reason,
                 reject_reason_label=REJECT_REASON_LABELS[case.reject_reason] if case.reject_reason else None,
                 note=case.decision_note, duplicate_of=case.duplicate_of),
             evidence=[EvidenceOut(name=name, content_type=item.content_type, sha256=item.sha256,
@@ -322,6 +427,14 @@ class VocabularyOut(BaseModel):
     violations: dict[str, str]
     reject_reasons: dict[str, str]
     roles: dict[str, str]
+
+
+def _decider_identity(case: ReviewCase, audit: list[AuditEntry]) -> dict[str, str | None]:
+    """The decider's name and badge as the entry that made them the decider recorded them."""
+    decision = next((entry for entry in reversed(audit) if entry.before and entry.after and case.decided_by
+                     and entry.after.get("decided_by") == case.decided_by != entry.before.get("decided_by")), None)
+    detail = decision.detail if decision else {}
+    return {"decided_by_name": detail.get("display_name"), "decided_by_badge": detail.get("badge_number")}
 
 
 def evidence_url(case_id: str, name: str) -> str:

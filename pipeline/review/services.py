@@ -17,6 +17,8 @@ from pipeline.review.schemas import CaseDetail
 from pipeline.review.settings import ReviewSettings
 from pipeline.review.signed_heads import HeadSigner
 from pipeline.review.store import ReviewStore
+from pipeline.review.workflow import WorkflowConfig
+from pipeline.review.workflow_steps import WorkflowSteps
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +30,13 @@ class ReviewServices:
     notes: NotesReader
     cameras: CameraBoard
     signer: HeadSigner
+    workflow: WorkflowConfig  # the 处置流程's units and deadlines
     login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
+
+    @property
+    def steps(self) -> WorkflowSteps:
+        """The 处置流程's steps on this service's store, evidence, table and district clock."""
+        return WorkflowSteps(self.store.cases, self.evidence, self.workflow, self.settings.display_timezone)
 
     def case_detail(self, case: ReviewCase) -> CaseDetail:
         """The case as the API and the page show it, with its notes from the queue and its audit trail."""
@@ -43,9 +51,9 @@ class ReviewServices:
         """Conflict while any evidence file differs from its record and no supervisor has acknowledged it."""
         names = [file.name for file in self.tampered_evidence(case) if not file.acknowledged]
         if names:
-            raise Conflict(f"case {case.case_id}: evidence {', '.join(names)} is missing or no longer matches the "
-                           f"sha256 in its record (证据文件校验失败); a supervisor must acknowledge it first "
-                           f"(POST /api/cases/{case.case_id}/acknowledge-tampering), or escalate the case")
+            raise Conflict(f"案件 {case.case_id} 的证据文件 {'、'.join(names)} 缺失或与案件记录的 sha256 不符"
+                           f"（证据文件校验失败）：须由中队长确认知悉（POST /api/cases/{case.case_id}/"
+                           "acknowledge-tampering）后才能确认、驳回或标记重复；也可以上报此案件")
 
     def close(self) -> None:
         """Release everything, for whoever made the app; an app's lifespan only stops the intake."""

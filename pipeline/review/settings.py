@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
+from pipeline.review.claims import DEFAULT_CLAIM_S
 from pipeline.review.db import DEFAULT_REVIEW_DB
 from pipeline.review.local_time import DEFAULT_DISPLAY_TIMEZONE
 
@@ -26,6 +27,9 @@ class ReviewSettings(BaseModel):
     evidence_url: str | None = Field(
         None, description="Evidence store (open_evidence_store's forms); None: S3_* environment, else var/evidence.")
     streams_dir: Path | None = Field(None, description="Folder of camera files (*.yaml) for names and locations.")
+    workflow_config: Path | None = Field(
+        None, description="The 处置流程's table (case number prefix, units, hours per violation kind); None: the "
+                          "packaged pipeline/review/workflow.yaml.")
     metrics_urls: tuple[HttpUrl, ...] = Field((), description="Workers' Prometheus /metrics endpoints.")
     consumer: str = Field(default_factory=lambda: f"review-service-{socket.gethostname()}",
                           description="This instance's consumer name in the queue's review group.")
@@ -34,6 +38,9 @@ class ReviewSettings(BaseModel):
     session_ttl_s: float = Field(12 * 3600, gt=0, description="A login lasts this long (one shift).")
     session_idle_timeout_s: float = Field(
         30 * 60, gt=0, description="A login also ends after this long without a request (a screen left unlocked).")
+    claim_s: float = Field(
+        DEFAULT_CLAIM_S, gt=0, le=8 * 3600,
+        description="An officer's claim on a case (认领) lasts this long unless renewed, released or decided.")
     evidence_url_expiry_s: int = Field(300, ge=1, le=3600, description="Presigned S3 evidence URLs expire after this.")
     metrics_timeout_s: float = Field(1.5, gt=0, description="How long the camera list waits for a worker.")
     secure_cookies: bool = Field(False, description="Mark the session cookie Secure (set when served over HTTPS).")

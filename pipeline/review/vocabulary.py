@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 
+from pipeline.evidence.render import CLIP_AFTER_S, CLIP_BEFORE_S
 from pipeline.vocabulary import CameraState, ViolationKind
 
 
@@ -13,6 +15,16 @@ class Status(StrEnum):
     REJECTED = "rejected"
     ESCALATED = "escalated"
     DUPLICATE = "duplicate"
+    # The closed loop after confirmation (workflow.py): 立案, 派遣, 处置, 核查, 结案.
+    FILED = "filed"
+    DISPATCHED = "dispatched"
+    DISPOSED = "disposed"
+    VERIFIED = "verified"
+    CLOSED = "closed"
+
+
+IN_LOOP = frozenset({Status.FILED, Status.DISPATCHED, Status.DISPOSED, Status.VERIFIED, Status.CLOSED})
+CONFIRMED_VIOLATIONS = frozenset({Status.CONFIRMED, *IN_LOOP})  # a filed case is a confirmed violation still
 
 
 # "Account" because pipeline.types.Role is another thing: what a detected object is.
@@ -59,7 +71,13 @@ STATUS_LABELS = {
     Status.REJECTED: "已驳回",
     Status.ESCALATED: "已上报",
     Status.DUPLICATE: "重复",
+    Status.FILED: "已立案",
+    Status.DISPATCHED: "已派遣",
+    Status.DISPOSED: "已处置",
+    Status.VERIFIED: "已核查",
+    Status.CLOSED: "已结案",
 }
+OVERDUE_LABEL = "超期"  # not a status: a dispatched case past its deadline, computed on read
 VIOLATION_LABELS = {
     ViolationKind.ILLEGAL_PARKING: "机动车乱停放",
     ViolationKind.STALL_ENCROACHMENT: "占道经营",
@@ -93,9 +111,19 @@ ACTION_LABELS = {
     "duplicate": "标记重复",
     "reopen": "重新打开",
     "assign": "分派",
+    "file": "立案",
+    "dispatch": "派遣",
+    "redispatch": "超期改派",
+    "dispose": "上报处置",
+    "verify": "核查通过",
+    "send_back": "核查退回",
+    "close": "结案",
+    "claim": "认领",
+    "claim_release": "释放认领",
     "evidence_view": "查看证据",
     "evidence_tamper_ack": "确认知悉证据异常",
     "bundle_export": "导出证据包",
+    "dossier_export": "导出案卷",
     "dataset_export": "导出训练数据",
     "user_add": "新增用户",
     "password_reset": "重置密码",
@@ -103,6 +131,7 @@ ACTION_LABELS = {
     "user_disable": "停用账号",
     "user_enable": "启用账号",
     "role_change": "修改角色",
+    "profile_change": "修改姓名或执法证号",
     "sessions_revoke": "强制下线",
     "login": "登录",
     "login_failed": "登录失败",
@@ -113,3 +142,13 @@ ACTION_LABELS = {
 def violation_label(violation: str) -> str:
     """Chinese name of a violation kind; a kind this table does not know yet is shown as it is."""
     return VIOLATION_LABELS.get(violation, violation)
+
+
+def clip_coverage(first_seen_wall: str, confirmed_wall: str) -> str:
+    """What a case's clip shows, in words. It is cut around the confirmation (render.CLIP_BEFORE_S before
+    to CLIP_AFTER_S after), so it shows the first sighting only when that came no earlier."""
+    seen_before_s = (datetime.fromisoformat(confirmed_wall) - datetime.fromisoformat(first_seen_wall)).total_seconds()
+    span = f"确认前 {CLIP_BEFORE_S:g} 秒至确认后 {CLIP_AFTER_S:g} 秒"
+    if seen_before_s <= CLIP_BEFORE_S:
+        return f"{span}，含首次发现"
+    return f"{span}；首次发现在确认前 {seen_before_s:.0f} 秒，不在片段内"

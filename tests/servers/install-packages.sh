@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Debian packages the tests' real servers need: redis-server, a GStreamer RTSP server run under the
-# system Python, and headless Chromium with its driver and a CJK font for the review page's browser
-# test. Installs only what is missing, so a prepared machine pays nothing.
+# system Python, and headless Chromium with its driver for the review page's browser test; and the
+# CJK font (fonts-wqy-microhei) that page and the case dossier PDF (案卷) print Chinese with, which
+# the review service needs on a server too. Installs only what is missing, so a prepared machine pays nothing.
 set -euo pipefail
 have_rtsp() {
   /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer" \

@@ -7,6 +7,7 @@ is; 422 is only FastAPI's own answer to a request that fails validation, which i
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import Depends, Path
 
@@ -42,4 +43,15 @@ UNAUTHORISED = refusal(401, "No user: log in first")
 FORBIDDEN = {**UNAUTHORISED, **refusal(403, "This user's role may not do this, or their reset password must be "
                                             "changed first")}
 CASE_ERRORS = {**FORBIDDEN, **refusal(404, "No such case")}
-DECISION_ERRORS = {**CASE_ERRORS, **bad_request(), **refusal(409, "The case is not in a state that allows this")}
+DECISION_ERRORS = {**CASE_ERRORS, **bad_request(), **refusal(
+    409, "The case is not in a state that allows this: decided already, held by someone else (code case_claimed), "
+         "or changed since the version sent (code case_changed); the detail says what to do")}
+# Exports and evidence are fetched anew each time: every look reaches the server and so the audit trail.
+NO_STORE = {"Cache-Control": "private, no-store"}
+
+
+def download_headers(file_name: str, *, inline: bool = False) -> dict[str, str]:
+    """An export's headers: never cached, saved as ``file_name`` (RFC 5987, so any name survives);
+    ``inline``: the browser shows it (a PDF to print) instead of saving it."""
+    disposition = "inline" if inline else "attachment"
+    return {**NO_STORE, "Content-Disposition": f"{disposition}; filename*=UTF-8''{quote(file_name, safe='')}"}

@@ -31,7 +31,7 @@ def login(request: Request, body: LoginIn, review: Review) -> TokenOut:
     except LoginRefused as refused:
         raise HTTPException(refused.status_code, refused.message, headers=refused.headers) from None
     if user is None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong name or password")
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "用户名或密码错误")
     token, session = review.store.accounts.create_session(user, review.settings.session_ttl_s)
     return TokenOut(access_token=token, expires_at=session.expires_at,
                     must_change_password=user.must_change_password, user=UserOut.of(user))

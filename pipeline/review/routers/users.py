@@ -1,4 +1,5 @@
-"""Review accounts, for admins: add, disable and enable, reset a password, change a role, end sessions.
+"""Review accounts, for admins: add, disable and enable, reset a password, change a role, set the
+姓名 and 执法证号 that decisions record, end sessions.
 
 Each change is audited with the admin as actor; disabling, a reset and revoking end the account's
 sessions at once. The last active admin cannot be disabled or demoted (409).
@@ -10,7 +11,7 @@ from fastapi import APIRouter, status
 
 from pipeline.review.auth import hash_password
 from pipeline.review.routers.dependencies import FORBIDDEN, Admin, Review, UserName, bad_request, refusal
-from pipeline.review.schemas import AccountOut, NewUserIn, PasswordResetIn, RoleIn, SessionsRevokedOut
+from pipeline.review.schemas import AccountOut, NewUserIn, PasswordResetIn, ProfileIn, RoleIn, SessionsRevokedOut
 
 router = APIRouter(prefix="/users", tags=["users"])
 
@@ -24,10 +25,11 @@ def users(caller: Admin, review: Review) -> list[AccountOut]:
 
 
 @router.post("", response_model=AccountOut, status_code=status.HTTP_201_CREATED,
-             responses={**FORBIDDEN, **bad_request(), **refusal(409, "The name is taken")})
+             responses={**FORBIDDEN, **bad_request(), **refusal(409, "The name or the badge number is taken")})
 def add_user(body: NewUserIn, caller: Admin, review: Review) -> AccountOut:
-    return AccountOut.of(review.store.accounts.add_user(body.name, body.role, hash_password(body.password),
-                                                        actor=caller.user.name))
+    return AccountOut.of(review.store.accounts.add_user(
+        body.name, body.role, hash_password(body.password), actor=caller.user.name, display_name=body.display_name,
+        badge_number=body.badge_number))
 
 
 @router.post("/{name}/disable", response_model=AccountOut, responses={**USER_ERRORS, **LAST_ADMIN},
@@ -52,6 +54,14 @@ def reset_password(name: UserName, body: PasswordResetIn, caller: Admin, review:
              summary="修改角色, in force from the account's next request")
 def change_role(name: UserName, body: RoleIn, caller: Admin, review: Review) -> AccountOut:
     return AccountOut.of(review.store.accounts.set_role(name, body.role, actor=caller.user.name))
+
+
+@router.post("/{name}/profile", response_model=AccountOut, responses={
+    **USER_ERRORS, **bad_request("the display name holds control characters"),
+    **refusal(409, "Another account has the badge number")}, summary="姓名与执法证号, as decisions record them")
+def set_profile(name: UserName, body: ProfileIn, caller: Admin, review: Review) -> AccountOut:
+    return AccountOut.of(review.store.accounts.set_profile(name, body.display_name, body.badge_number,
+                                                           actor=caller.user.name))
 
 
 @router.post("/{name}/revoke-sessions", response_model=SessionsRevokedOut, responses=USER_ERRORS,

@@ -1,6 +1,9 @@
 // Keyboard triage for the officers' page. Decisions go to the JSON API with the session cookie
-// and the session's CSRF token (from <meta name="csrf-token">) in X-CSRF-Token.
+// and the session's CSRF token (from <meta name="csrf-token">) in X-CSRF-Token. The list keeps
+// itself current by polling; a case page claims its case, so two officers never decide the same one.
 "use strict";
+
+const LIST_POLL_MS = 5000;
 
 const csrfToken = () => document.querySelector('meta[name="csrf-token"]').content;
 
@@ -9,32 +12,52 @@ function typingInField(event) {
   return tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT";
 }
 
-async function postJson(url, body) {
+function postJson(url, body) {
+  return post(url, { headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+}
+
+// A FormData body goes as multipart (the browser writes its Content-Type): the field photos of a disposal.
+async function post(url, { headers = {}, body }) {
   const response = await fetch(url, {
     method: "POST",
     credentials: "same-origin",
-    headers: { "Content-Type": "application/json", "X-CSRF-Token": csrfToken() },
-    body: JSON.stringify(body),
+    headers: { ...headers, "X-CSRF-Token": csrfToken() },
+    body,
   });
   const data = await response.json().catch(() => ({}));
   if (!response.ok) {
     const detail = Array.isArray(data.detail) ? data.detail.map((d) => d.msg).join("; ") : data.detail;
-    throw new Error(detail || `HTTP ${response.status}`);
+    const error = new Error(detail || `HTTP ${response.status}`);
+    error.code = data.code;  // e.g. case_claimed, case_changed: what the page offers next
+    throw error;
   }
   return data;
 }
 
 // ---- case list: J/K select, Enter opens, N/P pages, / searches -------------------------------
 function setUpList() {
-  const cards = Array.from(document.querySelectorAll("#case-cards .card"));
-  let selected = cards.length ? 0 : -1;
-  const select = (index) => {
-    if (!cards.length) return;
-    selected = Math.max(0, Math.min(cards.length - 1, index));
-    cards.forEach((card, i) => card.classList.toggle("selected", i === selected));
-    cards[selected].scrollIntoView({ block: "nearest" });
+  const list = document.getElementById("case-cards");
+  const cards = () => Array.from(list.querySelectorAll(".card"));
+  let selected = null;  // a card, not a position: new cards above it must not move the selection
+  const select = (card) => {
+    if (!card) return;
+    cards().forEach((each) => each.classList.toggle("selected", each === card));
+    selected = card;
+    card.scrollIntoView({ block: "nearest" });
   };
-  select(0);
+  const step = (by) => {
+    const all = cards();
+    select(all[Math.max(0, Math.min(all.length - 1, all.indexOf(selected) + by))]);
+  };
+  select(cards()[0]);
+  keepListCurrent(list, {
+    selected: () => selected,
+    select,
+    replace: (shown, fresh) => {
+      shown.replaceWith(fresh);
+      if (shown === selected) select(fresh);
+    },
+  });
   document.addEventListener("keydown", (event) => {
     if (event.key === "/" && !typingInField(event)) {
       event.preventDefault();
@@ -44,14 +67,107 @@ function setUpList() {
     if (typingInField(event) || event.ctrlKey || event.metaKey || event.altKey) return;
     const go = (id) => { const link = document.getElementById(id); if (link) link.click(); };
     switch (event.key) {
-      case "j": select(selected + 1); break;
-      case "k": select(selected - 1); break;
-      case "Enter": case "o": if (selected >= 0) cards[selected].querySelector("a").click(); break;
+      case "j": step(1); break;
+      case "k": step(-1); break;
+      case "Enter": case "o": if (selected) selected.querySelector("a").click(); break;
       case "n": go("next-page"); break;
       case "p": go("prev-page"); break;
       default: return;
     }
     event.preventDefault();
+  });
+}
+
+// Polls the list's changes (pages.py list_changes): a new case comes in at the top of the first page,
+// a changed card is redrawn in place, one that left the filter (decided by someone else) is greyed,
+// not removed, and the selected card stays where the officer sees it.
+function keepListCurrent(list, selection) {
+  let cursor = list.dataset.cursor;
+  const firstPage = list.dataset.page === "1";
+  const shownCard = (caseId) => list.querySelector(`.card[data-case-id="${CSS.escape(caseId)}"]`);
+  const poll = async () => {
+    const params = new URLSearchParams(window.location.search);
+    params.delete("page");
+    params.set("after", cursor);
+    // Marked as a poll, so a list left open does not keep its session from going idle.
+    const response = await fetch(`/list/changes?${params}`, { credentials: "same-origin",
+                                                              headers: { "X-Patrol-Poll": "1" } });
+    if (!response.ok || response.redirected) return false;  // logged out: the next click goes to the login page
+    const changes = new DOMParser().parseFromString(await response.text(), "text/html").querySelector("ol");
+    cursor = changes.dataset.cursor;
+    const anchor = selection.selected();
+    const anchorTop = anchor ? anchor.getBoundingClientRect().top : 0;
+    const arrived = [];
+    changes.querySelectorAll("template").forEach((template) => {
+      const fresh = template.content.firstElementChild;
+      const shown = shownCard(fresh.dataset.caseId);
+      if (shown) selection.replace(shown, fresh);
+      else if (template.dataset.change === "new" && firstPage) arrived.push(fresh);
+    });
+    arrived.reverse().forEach((card) => list.prepend(card));  // they come newest first
+    changes.querySelectorAll('[data-change="gone"]').forEach((gone) => {
+      const shown = shownCard(gone.dataset.caseId);
+      if (shown) shown.classList.add("gone");
+    });
+    if (arrived.length) {
+      const total = document.getElementById("total");
+      total.textContent = Number(total.textContent) + arrived.length;
+      const empty = document.getElementById("no-cases");
+      if (empty) empty.remove();
+      if (!anchor) selection.select(arrived[0]);
+    }
+    if (anchor) window.scrollBy(0, anchor.getBoundingClientRect().top - anchorTop);
+    return true;
+  };
+  // A hidden tab skips its turn; a network hiccup only costs one.
+  const next = () => setTimeout(async () => {
+    const stillLoggedIn = document.hidden || await poll().catch(() => true);
+    if (stillLoggedIn) next();
+  }, LIST_POLL_MS);
+  next();
+}
+
+// ---- the case's claim: taken on opening, renewed while the officer works, freed on leaving --------
+function setUpClaim(api) {
+  const banner = document.getElementById("claim-banner");
+  if (!banner) return;  // a decided case is nobody's to claim
+  let held = false;
+  let active = false;  // the officer did something since the last renewal
+  const show = (state) => { banner.dataset.state = state; };
+  const clock = (iso) => new Date(iso).toLocaleTimeString("zh-CN", {
+    timeZone: banner.dataset.timezone, hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
+  const claim = async (takeover) => {
+    try {
+      const answer = await postJson(`${api}/claim`, { takeover });
+      document.getElementById("claim-until").textContent = clock(answer.claim.expires_at);
+      held = true;
+      show("mine");
+    } catch (error) {
+      held = false;
+      document.getElementById("claim-refused").textContent = error.message;
+      show("refused");
+    }
+  };
+  if (banner.dataset.state !== "theirs") claim(false);
+  ["keydown", "pointermove", "scroll"].forEach((kind) => {
+    document.addEventListener(kind, () => { active = true; }, { passive: true });
+  });
+  // Renewed at half its length while the officer works; a screen left alone lets the case go.
+  setInterval(() => {
+    if (held && active) claim(false);
+    active = false;
+  }, Number(banner.dataset.claimS) * 500);
+  document.getElementById("btn-release").addEventListener("click", async () => {
+    await postJson(`${api}/release`, {});
+    held = false;
+    show("released");
+  });
+  const takeover = document.getElementById("btn-takeover");
+  if (takeover) takeover.addEventListener("click", () => claim(true));
+  // Leaving without a decision (J/K, back to the list) frees the case at once, not when the claim
+  // runs out. A beacon carries no header, so the CSRF token goes as a form field.
+  window.addEventListener("pagehide", () => {
+    if (held) navigator.sendBeacon(`${api}/release`, new URLSearchParams({ csrf_token: csrfToken() }));
   });
 }
 
@@ -63,9 +179,16 @@ function setUpCase(root) {
   const api = `/api/cases/${encodeURIComponent(caseId)}`;
   const errorBox = document.getElementById("action-error");
   const pickers = ["reject-picker", "duplicate-picker", "reopen-picker"].map((id) => document.getElementById(id));
+  // The version this page shows: a decision on a case that changed since is refused (case_changed).
+  const version = Number(root.dataset.version);
   let busy = false;
 
-  const showError = (message) => { errorBox.textContent = `操作失败：${message}`; errorBox.classList.remove("hidden"); };
+  const showError = (error) => {
+    document.getElementById("action-error-text").textContent = `操作失败：${error.message}`;
+    document.getElementById("reload-case").classList.toggle("hidden", error.code !== "case_changed");
+    errorBox.classList.remove("hidden");
+  };
+  setUpClaim(api);
   const closePickers = () => pickers.forEach((picker) => picker && picker.classList.add("hidden"));
   const openPicker = (id, focusId) => {
     closePickers();
@@ -84,10 +207,10 @@ function setUpCase(root) {
     if (busy) return;
     busy = true;
     try {
-      await postJson(`${api}/${action}`, body);
+      await postJson(`${api}/${action}`, { ...body, version });
       afterDecision(action);
     } catch (error) {
-      showError(error.message);
+      showError(error);
       busy = false;
     }
   };
@@ -120,9 +243,9 @@ function setUpCase(root) {
   reopenPicker.addEventListener("submit", async (event) => {
     event.preventDefault();
     try {
-      await postJson(`${api}/reopen`, { note: document.getElementById("reopen-note").value });
+      await postJson(`${api}/reopen`, { note: document.getElementById("reopen-note").value, version });
       window.location.reload();
-    } catch (error) { showError(error.message); }
+    } catch (error) { showError(error); }
   });
   const acknowledgeButton = document.getElementById("btn-ack-tamper");
   if (acknowledgeButton) {
@@ -130,7 +253,7 @@ function setUpCase(root) {
       try {
         await postJson(`${api}/acknowledge-tampering`, {});
         window.location.reload();
-      } catch (error) { showError(error.message); }
+      } catch (error) { showError(error); }
     });
   }
   const assignForm = document.getElementById("assign-form");
@@ -140,9 +263,28 @@ function setUpCase(root) {
       try {
         await postJson(`${api}/assign`, { assignee: document.getElementById("assignee").value || null });
         window.location.reload();
-      } catch (error) { showError(error.message); }
+      } catch (error) { showError(error); }
     });
   }
+
+  // 处置流程: each step's form posts to its route and the page shows the case as the step left it.
+  document.querySelectorAll("form.loop-step").forEach((form) => {
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const fields = new FormData(form);
+      try {
+        if (form.dataset.step === "dispose") {
+          await post(`${api}/dispose`, { body: fields });
+        } else {
+          const body = Object.fromEntries(fields);
+          if (event.submitter && event.submitter.name === "accept") body.accept = event.submitter.value === "true";
+          if (body.deadline === "") delete body.deadline;  // the deadline of the violation's kind
+          await postJson(`${api}/${form.dataset.step}`, body);
+        }
+        window.location.reload();
+      } catch (error) { showError(error); }
+    });
+  });
 
   const actions = {
     confirm: () => decide("confirm", { note: "" }),
