@@ -1,4 +1,5 @@
-"""What every benchmark shares: settings, the input videos (rendered once, cached), the machine, JSON."""
+"""What every benchmark shares: settings, the input videos (rendered once, cached), the machine, JSON, child
+processes."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
+import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -307,3 +311,22 @@ def write_result(settings: Settings, name: str, result: dict) -> Path:
                 "settings": json.loads(json.dumps(asdict(settings), default=str)), **result}
     path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
     return path
+
+
+def run_child(command: list[str], env: dict[str, str] | None = None, timeout_s: float = 900) -> tuple[str, float]:
+    """(stdout, peak resident memory in MiB) of a child process that must succeed."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        child = subprocess.Popen(command, stdout=out, stderr=err, cwd=REPO, env={**os.environ, **(env or {})})
+        timer = threading.Timer(timeout_s, lambda: os.kill(child.pid, signal.SIGKILL))
+        timer.start()
+        try:
+            _, status, usage = os.wait4(child.pid, 0)  # wait4: this child's own peak memory
+        finally:
+            timer.cancel()
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if child.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[:4])} … failed ({child.returncode}):\n{stderr[-3000:]}")
+    return stdout, usage.ru_maxrss / 1024
