@@ -322,3 +322,23 @@ class CaseNote:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CaseNote:
         return cls(**data)
+
+
+@dataclass(frozen=True, slots=True)
+class RecheckFinding:
+    """What a camera showed when the patrol looked again at the spot of a case (摄像头复核)."""
+
+    still_present: bool  # an object of the case's kind still stands where the case's box was
+    confidence: float  # 0..1, in the finding as it reads, present or cleared (pipeline/engine/recheck.py: how)
+    frame_wall: str  # ISO 8601 with offset: when the camera took the picture looked at
+    model: dict  # {"name", "sha256"} of the detector that looked
+    photo_jpeg: bytes  # the after-photo: the case's box and what stands there now, annotated
+
+
+@dataclass(frozen=True, slots=True)
+class RecheckResult:
+    """A recheck of one case: a finding, or why the camera could not be looked at (then ``finding`` is None)."""
+
+    case_id: str
+    finding: RecheckFinding | None
+    problem: str | None = None  # e.g. "camera unreachable: camera cam-07: cannot open rtsp://…: Connection refused"

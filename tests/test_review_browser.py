@@ -15,9 +15,16 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from review_support import FAULT_CASE, REPO, STREAMS, copy_of_street, queued_case_count
-from selenium import webdriver
-from selenium.webdriver.common.action_chains import ActionChains
+from browser_support import (
+    SCREENSHOTS,
+    case_page_ready,
+    chromium,
+    full_page_screenshot,
+    log_in,
+    press,
+    wait_for_intake,
+)
+from review_support import FAULT_CASE, STREAMS, copy_of_street, queued_case_count
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ready
 from selenium.webdriver.support.ui import WebDriverWait
@@ -34,25 +41,12 @@ def street_var(tmp_path_factory, tmp_path):
     """A private copy of the replayed street (made once per session): this test's decisions are its own."""
     return copy_of_street(tmp_path_factory, tmp_path / "var")
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-SCREENSHOTS = REPO / "var" / "screenshots"
 TRIAGE_CASES = 24  # decided back to back for the per-minute figure
 
 
 @pytest.fixture(scope="module")
 def browser():
-    if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
-        pytest.fail("the page test drives Debian's chromium and chromium-driver; `make test` installs them "
-                    "(tests/servers/install-packages.sh)", pytrace=False)
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,1100",
-                     "--lang=zh-CN", "--autoplay-policy=user-gesture-required"):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # to see script and CSP errors
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=str(CHROMEDRIVER)))
-    driver.set_page_load_timeout(30)
+    driver = chromium()
     try:
         yield driver
     finally:
@@ -62,67 +56,18 @@ def browser():
 @pytest.fixture
 def review_server(street_var):
     server = start_review_server(street_var, port=0, streams_dir=STREAMS)
-    _wait_for_intake(street_var)
+    wait_for_intake(street_var)
     try:
         yield server, street_var
     finally:
         server.stop()
 
 
-def _wait_for_intake(var: Path, timeout_s: float = 20.0) -> None:
-    store = ReviewStore(var / "review" / "review.sqlite3")
-    try:
-        deadline = time.monotonic() + timeout_s
-        while len(store.cases.all_case_ids()) < queued_case_count(var):
-            assert time.monotonic() < deadline, "the review server did not take the queued cases"
-            time.sleep(0.1)
-    finally:
-        store.close()
-
-
-def _log_in(driver, server) -> None:
-    driver.get(server.url)
-    assert "/login" in driver.current_url  # every page needs a user
-    driver.find_element(By.ID, "name").send_keys(server.user)
-    driver.find_element(By.ID, "password").send_keys(server.password)
-    driver.find_element(By.ID, "login-submit").click()
-    WebDriverWait(driver, 10).until(ready.presence_of_element_located((By.ID, "case-cards")))
-
-
-def _press(driver, *keys: str) -> None:
-    ActionChains(driver).send_keys(*keys).perform()
-
-
-# One script, so the answer comes from one document even while the browser navigates.
-_LOADED_CASE = """
-const root = document.getElementById('case');
-const img = document.querySelector('.pictures figure.main img');
-const shown = document.readyState === 'complete' && (!img || (img.complete && img.naturalWidth > 0));
-return root && shown ? root.dataset.caseId : null;
-"""
-
-
-def _case_page_ready(driver, case_id: str | None = None) -> str:
-    """Waits until a case page (any, or ``case_id``) shows its main picture; returns its case id."""
-    def loaded(d):
-        shown = d.execute_script(_LOADED_CASE)
-        return shown if shown and (case_id is None or shown == case_id) else False
-    return WebDriverWait(driver, 15).until(loaded)
-
-
-def _full_page_screenshot(driver, path: Path) -> None:
-    """The whole page, clip player and audit trail included, not only the first screenful."""
-    width, height = driver.get_window_size().values()
-    driver.set_window_size(width, driver.execute_script("return document.documentElement.scrollHeight") + 140)
-    driver.save_screenshot(str(path))
-    driver.set_window_size(width, height)
-
-
 def test_officer_rejects_a_case_with_the_keyboard(browser, review_server):
     server, var = review_server
     assert server.url in server.line() and f"{server.user} / {server.password}" in server.line()  # what the demo prints
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    _log_in(browser, server)
+    log_in(browser, server.url, server.user, server.password)
 
     cards = browser.find_elements(By.CSS_SELECTOR, "#case-cards .card")
     assert len(cards) == queued_case_count(var)  # the list opens on 待审核: every case is new
@@ -131,12 +76,12 @@ def test_officer_rejects_a_case_with_the_keyboard(browser, review_server):
     assert cards[0].get_attribute("data-case-id") == FAULT_CASE  # newest first
     browser.save_screenshot(str(SCREENSHOTS / "review-list.png"))
 
-    _press(browser, "j")  # the second card: the newest vehicle case
+    press(browser, "j")  # the second card: the newest vehicle case
     selected = browser.find_element(By.CSS_SELECTOR, "#case-cards .card.selected")
     case_id = selected.get_attribute("data-case-id")
     assert selected == browser.find_elements(By.CSS_SELECTOR, "#case-cards .card")[1]
-    _press(browser, "\ue007")  # Enter
-    assert _case_page_ready(browser, case_id) == case_id
+    press(browser, "\ue007")  # Enter
+    assert case_page_ready(browser, case_id) == case_id
     page = browser.find_element(By.TAG_NAME, "main").text
     for label in ("标注快照", "原始画面", "首次发现", "视频片段", "网格编码", "370181001001999", "36.700100"):
         assert label in page, label
@@ -145,21 +90,21 @@ def test_officer_rejects_a_case_with_the_keyboard(browser, review_server):
     errors = [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
     assert errors == []  # no script error, no resource refused by the content security policy
     screenshot = SCREENSHOTS / "review-page.png"
-    _full_page_screenshot(browser, screenshot)
+    full_page_screenshot(browser, screenshot)
     print(f"\nreview page screenshot: {screenshot}")
 
-    _press(browser, "r")
+    press(browser, "r")
     picker = browser.find_element(By.ID, "reject-picker")
     assert picker.is_displayed()
-    _press(browser, "2")  # 误检
+    press(browser, "2")  # 误检
     assert browser.find_element(By.CSS_SELECTOR, "#reject-picker input[value=detector_error]").is_selected()
-    _press(browser, "\ue007")
+    press(browser, "\ue007")
     banner = WebDriverWait(browser, 10).until(ready.presence_of_element_located((By.ID, "done-banner")))
     assert f"案件 {case_id} 已驳回" in banner.text  # and the next case is open, for the next decision
     assert browser.find_element(By.ID, "case").get_attribute("data-case-id") != case_id
 
     browser.find_element(By.ID, "done-link").click()
-    _case_page_ready(browser, case_id)
+    case_page_ready(browser, case_id)
     assert browser.find_element(By.ID, "case-status").text == "已驳回"
     assert "误检" in browser.find_element(By.ID, "decision").text
     newest = browser.find_element(By.CSS_SELECTOR, "#audit tbody tr:not(.view)")
@@ -187,20 +132,20 @@ def test_keyboard_triage_rate(browser, street_var, capsys):
     _queue_copies_of_a_case(street_var, TRIAGE_CASES)
     server = start_review_server(street_var, port=0, streams_dir=STREAMS)
     try:
-        _wait_for_intake(street_var)
-        _log_in(browser, server)
-        _press(browser, "\ue007")
-        current = _case_page_ready(browser)
+        wait_for_intake(street_var)
+        log_in(browser, server.url, server.user, server.password)
+        press(browser, "\ue007")
+        current = case_page_ready(browser)
         started = time.perf_counter()
         for decided in range(TRIAGE_CASES):
             if decided % 3 == 2:
-                _press(browser, "r", "2", "\ue007")
+                press(browser, "r", "2", "\ue007")
             else:
-                _press(browser, "c")
+                press(browser, "c")
             WebDriverWait(browser, 15).until(lambda d, was=current: d.execute_script(
                 "const done = document.getElementById('done-link'); return done && done.textContent === arguments[0];",
                 was))
-            current = _case_page_ready(browser)
+            current = case_page_ready(browser)
         elapsed = time.perf_counter() - started
     finally:
         server.stop()

@@ -355,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     from pipeline.cli.bench_verbs import add_bench_verbs
     from pipeline.cli.forward_verbs import add_forward_verbs
     from pipeline.cli.model_verbs import add_model_verbs
+    from pipeline.cli.recheck_verbs import add_recheck_verbs
     from pipeline.cli.retrain_verbs import add_retrain_verbs
     from pipeline.cli.review_verbs import add_review_verbs
     from pipeline.cli.shadow_verbs import add_shadow_verbs
@@ -365,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_verbs(verbs)
     add_forward_verbs(verbs)
     add_shadow_verbs(verbs)
+    add_recheck_verbs(verbs)
     return parser
 
 

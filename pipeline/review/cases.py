@@ -41,7 +41,13 @@ from pipeline.review.vocabulary import (
     RejectReason,
     Status,
 )
-from pipeline.review.workflow import LOOP_COLUMN, CaseLoop, loop_from_json, overdue_condition
+from pipeline.review.workflow import (
+    LOOP_COLUMN,
+    RECHECK_FAILED_CONDITION,
+    CaseLoop,
+    loop_from_json,
+    overdue_condition,
+)
 from pipeline.types import CaseRecord, EvidenceItem
 
 SYSTEM_ACTOR = "system"
@@ -83,9 +89,10 @@ class ReviewCase:
                 **(self.loop.audit_state() if self.loop else {})}
 
     def files(self) -> dict[str, EvidenceItem]:
-        """Every file of the case by name: its evidence as filed, and the field photos of its disposal."""
-        photos = {photo.name: photo.as_evidence() for photo in self.loop.photos} if self.loop else {}
-        return {**self.record.evidence, **photos}
+        """Every file of the case by name: its evidence as filed, the field photos of its disposal and the
+        after-photos of its camera rechecks."""
+        later = [*self.loop.photos, *self.loop.rechecks] if self.loop else []
+        return {**self.record.evidence, **{photo.name: photo.as_evidence() for photo in later}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +109,7 @@ class CaseFilter:
     viewer: str | None = None  # whose "mine" the claim filter means
     case_ids: tuple[str, ...] | None = None  # only these
     overdue: bool = False  # only dispatched cases past their deadline now (超期)
+    recheck_failed: bool = False  # only cases whose latest camera recheck is flagged (复核未通过)
 
     def where(self) -> tuple[str, list[Any]]:
         clauses, values = [], []
@@ -131,6 +139,8 @@ class CaseFilter:
             condition, parameters = overdue_condition()
             clauses.append(condition)
             values.extend(parameters)
+        if self.recheck_failed:
+            clauses.append(RECHECK_FAILED_CONDITION)
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", values
 
 
@@ -320,11 +330,12 @@ class CaseRepository:
             change.conn.execute("UPDATE cases SET assignee = ? WHERE case_id = ?", (assignee, case_id))
             return _record_state_change(change, case)
 
-    def change_state(self, case_id: str, user: User, action: str,
+    def change_state(self, case_id: str, actor: str, action: str,
                      apply: Callable[[sqlite3.Connection, ReviewCase], dict[str, Any]]) -> ReviewCase:
-        """A change whose rules live elsewhere (the 处置流程: workflow_steps.py): ``apply`` checks the case
-        as this transaction reads it, writes the change, and returns its audit entry's detail."""
-        with self._db.change(user.name, action, case_id) as change:
+        """A change whose rules live elsewhere (the 处置流程: workflow_steps.py; a camera recheck:
+        recheck.py): ``apply`` checks the case as this transaction reads it, writes the change, and
+        returns its audit entry's detail."""
+        with self._db.change(actor, action, case_id) as change:
             case = _get_in(change.conn, case_id)
             return _record_state_change(change, case, apply(change.conn, case))
 

@@ -101,6 +101,23 @@ CREATE TABLE IF NOT EXISTS disposal_photos (
     size INTEGER NOT NULL,
     PRIMARY KEY (case_id, name)
 );
+-- 摄像头复核 (recheck.py): what the patrol's camera showed at a case's spot, with its after-photo.
+CREATE TABLE IF NOT EXISTS camera_rechecks (
+    case_id TEXT NOT NULL REFERENCES case_loop (case_id),
+    name TEXT NOT NULL,  -- recheck-<n>.jpg
+    number INTEGER NOT NULL,  -- n: 1 for the case's first recheck
+    checked_at TEXT NOT NULL,  -- filed, on this service's clock (ISO 8601 UTC) like the loop's times
+    frame_wall TEXT NOT NULL,  -- the picture's time on the camera's clock, with its offset
+    still_present INTEGER NOT NULL,
+    confidence REAL NOT NULL,
+    flagged INTEGER NOT NULL,  -- 复核未通过: still present at or after the deadline then in force
+    model TEXT NOT NULL,  -- the detector's name
+    key TEXT NOT NULL,  -- of the after-photo in the evidence store
+    sha256 TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    PRIMARY KEY (case_id, name)
+);
 -- Status changes for the city platform (outbox.py), written in the change's transaction.
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY,  -- the order they are sent in

@@ -76,8 +76,8 @@ def note_status_change(conn: sqlite3.Connection, before: ReviewCase, after: Revi
 
 
 def _as_the_platform_sees(case: ReviewCase) -> dict[str, Any]:
-    # Who works a case in the office is no news to the platform.
-    return {**case.review_state(), "assignee": None}
+    # Who works a case in the office is no news to the platform, nor is a camera recheck, which changes no status.
+    return {**case.review_state(), "assignee": None, "rechecks": None}
 
 
 def _last_status_queued(conn: sqlite3.Connection, case_id: str) -> str | None:

@@ -44,6 +44,7 @@ from pipeline.review.services import ReviewServices, services
 from pipeline.review.vocabulary import (
     ACTION_LABELS,
     OVERDUE_LABEL,
+    RECHECK_FAILED_LABEL,
     REJECT_REASON_LABELS,
     ROLE_LABELS,
     STATUS_LABELS,
@@ -57,7 +58,8 @@ from pipeline.review.workflow import open_steps
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "web" / "templates")
 PER_PAGE = 24
-FILTER_KEYS = ("status", "violation", "camera", "zone", "since", "until", "q", "claim")
+FILTER_KEYS = ("status", "violation", "camera", "zone", "since", "until", "q", "claim", "recheck")
+RECHECK_FAILED = "failed"  # the list's ?recheck=failed: only 复核未通过 cases
 
 router = APIRouter(include_in_schema=False)
 Review = Annotated[ReviewServices, Depends(services)]
@@ -96,7 +98,7 @@ def _zone_name(context: Context, zone_id: str, camera_id: str | None = None) -> 
 TEMPLATES.env.filters.update(local_time=_local_time, local_clock=_local_clock, camera_name=_camera_name,
                              zone_name=_zone_name)
 TEMPLATES.env.globals.update(status_labels={s.value: label for s, label in STATUS_LABELS.items()},
-                             overdue_label=OVERDUE_LABEL,
+                             overdue_label=OVERDUE_LABEL, recheck_failed_label=RECHECK_FAILED_LABEL,
                              violation_labels=VIOLATION_LABELS, action_labels=ACTION_LABELS,
                              reject_reasons={r.value: label for r, label in REJECT_REASON_LABELS.items()},
                              role_labels={r.value: label for r, label in ROLE_LABELS.items()},
@@ -220,7 +222,8 @@ def case_page(request: Request, case_id: str, caller: Annotated[Caller, Depends(
         is_supervisor=caller.user.role is AccountRole.SUPERVISOR, people={user.name: user.label for user in accounts},
         assignable=[user.name for user in accounts if user.role in REVIEWERS and user.active],
         reasons=list(RejectReason), claim_s=review.settings.claim_s, timezone=str(_display_timezone(request)),
-        loop_steps=open_steps(case.status, caller.user.role, case.loop), units=review.workflow.units)
+        loop_steps=open_steps(case.status, caller.user.role, case.loop), units=review.workflow.units,
+        disposal_recheck=case.loop.recheck_of_disposal if case.loop else None)
 
 
 @router.get("/stats", response_class=HTMLResponse)
@@ -289,6 +292,8 @@ def _page_filter(request: Request, caller: Caller) -> tuple[CaseFilter, dict[str
         values["status"] = ""
     if values["claim"] not in {scope.value for scope in ClaimScope}:
         values["claim"] = None
+    if values["recheck"] != RECHECK_FAILED:
+        values["recheck"] = None
     for key in ("since", "until"):
         if values[key] is not None and _parse_local(values[key], zone) is None:
             values[key] = None
@@ -296,7 +301,8 @@ def _page_filter(request: Request, caller: Caller) -> tuple[CaseFilter, dict[str
         status=Status(values["status"]) if values["status"] else None, violation=values["violation"],
         camera_id=values["camera"], zone_id=values["zone"], since=_parse_local(values["since"], zone),
         until=_parse_local(values["until"], zone), text=(values["q"] or "")[:100] or None,
-        claim=ClaimScope(values["claim"]) if values["claim"] else None, viewer=caller.user.name)
+        claim=ClaimScope(values["claim"]) if values["claim"] else None, viewer=caller.user.name,
+        recheck_failed=values["recheck"] == RECHECK_FAILED)
     return filters, values
 
 

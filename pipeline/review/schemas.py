@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
 from pydantic import BaseModel, Field
 
@@ -19,6 +18,7 @@ from pipeline.review.cameras import CameraSnapshot, CameraStatus
 from pipeline.review.cases import CaseChanges, CasePage, ReviewCase
 from pipeline.review.claims import Claim
 from pipeline.review.evidence_check import TamperedFile
+from pipeline.review.loop_schemas import LoopOut, evidence_url
 from pipeline.review.vocabulary import (
     ACTION_LABELS,
     CAMERA_STATE_LABELS,
@@ -241,6 +241,8 @@ class CaseSummary(BaseModel):
     thumbnail_url: str | None
     case_number: str | None = Field(None, description="案件编号 given at 立案, e.g. 双山-20261207-0001; null before")
     overdue: bool = Field(False, description="超期: dispatched and past its deadline, as of this answer")
+    recheck_failed: bool = Field(False, description="复核未通过: the latest camera recheck found the violation "
+                                 "still there at or after its deadline")
 
     @classmethod
     def of(cls, case: ReviewCase) -> CaseSummary:
@@ -254,7 +256,8 @@ class CaseSummary(BaseModel):
             address=record.location.get("address"), grid_code=record.location.get("grid_code"),
             assignee=case.assignee, claim=ClaimOut.of(case.claim),
             thumbnail_url=evidence_url(record.case_id, thumbnail) if thumbnail else None,
-            case_number=case.loop.case_number if case.loop else None, overdue=bool(case.loop and case.loop.overdue))
+            case_number=case.loop.case_number if case.loop else None, overdue=bool(case.loop and case.loop.overdue),
+            recheck_failed=bool(case.loop and case.loop.recheck_failed))
 
 
 class CasePageOut(BaseModel):
@@ -292,39 +295,6 @@ class DecisionOut(BaseModel):
     reject_reason_label: str | None
     note: str | None
     duplicate_of: str | None
-
-
-class PhotoOut(BaseModel):
-    name: str
-    disposal: int = Field(description="which report of disposal it came with: 1, then 2 after a send-back, …")
-    content_type: str
-    sha256: str
-    size: int
-    url: str
-
-
-class LoopOut(BaseModel):
-    """A case's 处置流程 (workflow.py); times are ISO 8601 UTC, null until the step is taken."""
-
-    case_number: str
-    filed_at: str
-    unit: str | None = Field(description="the responsible unit's id (GET /api/workflow/units)")
-    unit_name: str | None
-    dispatched_at: str | None = Field(description="the latest 派遣, 超期改派 or 核查退回")
-    deadline: str | None
-    disposed_at: str | None = Field(description="the latest report of disposal, unless sent back since")
-    verified_at: str | None
-    closed_at: str | None
-    photos: list[PhotoOut] = Field(description="every report's field photos, oldest first")
-
-    @classmethod
-    def of(cls, case: ReviewCase) -> LoopOut | None:
-        loop = case.loop
-        if loop is None:
-            return None
-        return cls(**{name: getattr(loop, name) for name in cls.model_fields if name != "photos"},
-                   photos=[PhotoOut(name=p.name, disposal=p.disposal, content_type=p.content_type, sha256=p.sha256,
-                                    size=p.size, url=evidence_url(case.case_id, p.name)) for p in loop.photos])
 
 
 class LocationOut(BaseModel):
@@ -435,7 +405,3 @@ def _decider_identity(case: ReviewCase, audit: list[AuditEntry]) -> dict[str, st
                      and entry.after.get("decided_by") == case.decided_by != entry.before.get("decided_by")), None)
     detail = decision.detail if decision else {}
     return {"decided_by_name": detail.get("display_name"), "decided_by_badge": detail.get("badge_number")}
-
-
-def evidence_url(case_id: str, name: str) -> str:
-    return f"/api/cases/{quote(case_id, safe='')}/evidence/{quote(name, safe='')}"

@@ -91,7 +91,8 @@ def case_problems(store: ReviewStore, evidence: EvidenceStore, case: ReviewCase)
 
 
 def evidence_problems(evidence: EvidenceStore, case: ReviewCase) -> Iterator[str]:
-    # The field photos of its disposal too: their sha256s are in the review state the trail holds.
+    # The field photos of its disposal and its rechecks' after-photos too: their sha256s are in the review
+    # state the trail holds.
     for name, item in case.files().items():
         try:
             data = evidence.get(item.key)

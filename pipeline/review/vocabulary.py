@@ -78,6 +78,7 @@ STATUS_LABELS = {
     Status.CLOSED: "已结案",
 }
 OVERDUE_LABEL = "超期"  # not a status: a dispatched case past its deadline, computed on read
+RECHECK_FAILED_LABEL = "复核未通过"  # not a status: the camera found the violation still there past the deadline
 VIOLATION_LABELS = {
     ViolationKind.ILLEGAL_PARKING: "机动车乱停放",
     ViolationKind.STALL_ENCROACHMENT: "占道经营",
@@ -118,6 +119,7 @@ ACTION_LABELS = {
     "verify": "核查通过",
     "send_back": "核查退回",
     "close": "结案",
+    "camera_recheck": "摄像头复核",
     "claim": "认领",
     "claim_release": "释放认领",
     "evidence_view": "查看证据",

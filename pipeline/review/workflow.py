@@ -16,6 +16,9 @@ Who takes which step, and why:
 Overdue (超期) is no stored state: a dispatched case whose deadline has passed, computed from the
 deadline and ``clock()`` whenever the case is read, so no background job has to flip it.
 
+A camera recheck (摄像头复核, recheck.py) is no step either: `patrol recheck` files on a dispatched
+or disposed case what the patrol's camera sees at its spot now, and the state stays as it was.
+
 The table of units and deadlines is a YAML file (workflow.yaml beside this module, or the one
 ``ReviewSettings.workflow_config`` names).
 """
@@ -125,11 +128,10 @@ class NotOverdue(Conflict):
 
 
 @dataclass(frozen=True, slots=True)
-class DisposalPhoto:
-    """A field photo of a reported disposal, stored in the evidence store under the case."""
+class CasePhoto:
+    """A picture filed on a case after the fact, stored in the evidence store under the case by its sha256."""
 
-    name: str  # disposal-<n>-<i>.jpg: the n-th report of disposal, its i-th photo
-    disposal: int
+    name: str
     key: str
     sha256: str
     content_type: str
@@ -137,6 +139,31 @@ class DisposalPhoto:
 
     def as_evidence(self) -> EvidenceItem:
         return EvidenceItem(key=self.key, sha256=self.sha256, content_type=self.content_type)
+
+
+@dataclass(frozen=True, slots=True)
+class DisposalPhoto(CasePhoto):
+    """A field photo of a reported disposal; named disposal-<n>-<i>.jpg: the n-th report, its i-th photo."""
+
+    disposal: int
+
+
+@dataclass(frozen=True, slots=True)
+class CameraRecheck(CasePhoto):
+    """摄像头复核 (recheck.py): what the patrol's camera showed at the case's spot, named recheck-<n>.jpg
+    after its after-photo."""
+
+    number: int  # n: 1 for the first recheck of the case
+    checked_at: str  # when it was filed, on the service's clock, as every time of the loop
+    frame_wall: str  # when the camera took the picture, on the camera's clock
+    still_present: bool
+    confidence: float  # in the finding as it reads, present or cleared
+    flagged: bool  # 复核未通过: still present at or after the deadline then in force
+    model: str  # the detector's name
+
+    @property
+    def result_label(self) -> str:
+        return f"{'仍在' if self.still_present else '已清除'}（置信度 {self.confidence:.2f}）"
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,12 +180,17 @@ class CaseLoop:
     verified_at: str | None
     closed_at: str | None
     photos: tuple[DisposalPhoto, ...]
+    rechecks: tuple[CameraRecheck, ...]  # oldest first
     overdue: bool
 
     def audit_state(self) -> dict[str, Any]:
         """What the loop adds to the case's review state, which ``patrol verify`` holds to the trail."""
-        return {"case_number": self.case_number, "unit": self.unit, "deadline": self.deadline,
-                "photos": {photo.name: photo.sha256 for photo in self.photos}}
+        state = {"case_number": self.case_number, "unit": self.unit, "deadline": self.deadline,
+                 "photos": {photo.name: photo.sha256 for photo in self.photos}}
+        if self.rechecks:  # only then: the entries of a case never rechecked keep the shape they were sealed in
+            state["rechecks"] = {recheck.name: {"sha256": recheck.sha256, "still_present": recheck.still_present,
+                                                "flagged": recheck.flagged} for recheck in self.rechecks}
+        return state
 
     def photo(self, name: str) -> DisposalPhoto | None:
         return next((photo for photo in self.photos if photo.name == name), None)
@@ -169,6 +201,21 @@ class CaseLoop:
         latest = max((photo.disposal for photo in self.photos), default=0)
         return tuple(photo for photo in self.photos if photo.disposal == latest)
 
+    def recheck_since(self, moment: str | None) -> CameraRecheck | None:
+        """The latest recheck if it was filed at or after ``moment``; None otherwise, or without a moment."""
+        latest = self.rechecks[-1] if self.rechecks else None
+        return latest if latest and moment and latest.checked_at >= moment else None
+
+    @property
+    def recheck_of_disposal(self) -> CameraRecheck | None:
+        """The latest recheck since the latest report of disposal; None before one, or while none is reported."""
+        return self.recheck_since(self.disposed_at)
+
+    @property
+    def recheck_failed(self) -> bool:
+        """复核未通过: the latest recheck found the violation still there at or after its deadline."""
+        return bool(self.rechecks and self.rechecks[-1].flagged)
+
 
 # The loop's columns as one JSON value in a query on ``cases`` (NULL before 立案), photos included.
 LOOP_COLUMN = (
@@ -177,8 +224,16 @@ LOOP_COLUMN = (
     " 'disposed_at', l.disposed_at, 'verified_at', l.verified_at, 'closed_at', l.closed_at,"
     " 'photos', (SELECT json_group_array(json_object('name', p.name, 'disposal', p.disposal, 'key', p.key,"
     " 'sha256', p.sha256, 'content_type', p.content_type, 'size', p.size))"
-    " FROM disposal_photos p WHERE p.case_id = l.case_id))"
+    " FROM disposal_photos p WHERE p.case_id = l.case_id),"
+    " 'rechecks', (SELECT json_group_array(json_object('name', r.name, 'number', r.number, 'key', r.key,"
+    " 'sha256', r.sha256, 'content_type', r.content_type, 'size', r.size, 'checked_at', r.checked_at,"
+    " 'frame_wall', r.frame_wall, 'still_present', r.still_present, 'confidence', r.confidence,"
+    " 'flagged', r.flagged, 'model', r.model)) FROM camera_rechecks r WHERE r.case_id = l.case_id))"
     " FROM case_loop l WHERE l.case_id = cases.case_id)")
+# The cases whose latest recheck is flagged (复核未通过), as CaseLoop.recheck_failed reads it.
+RECHECK_FAILED_CONDITION = (
+    "case_id IN (SELECT r.case_id FROM camera_rechecks r WHERE r.flagged"
+    " AND r.number = (SELECT MAX(number) FROM camera_rechecks WHERE case_id = r.case_id))")
 
 
 def loop_from_json(text: str | None, status: Status) -> CaseLoop | None:
@@ -187,9 +242,12 @@ def loop_from_json(text: str | None, status: Status) -> CaseLoop | None:
         return None
     fields = json.loads(text)
     photos = sorted((DisposalPhoto(**photo) for photo in fields.pop("photos")), key=lambda p: (p.disposal, p.name))
+    rechecks = sorted((CameraRecheck(**{**recheck, "still_present": bool(recheck["still_present"]),
+                                        "flagged": bool(recheck["flagged"])}) for recheck in fields.pop("rechecks")),
+                      key=lambda recheck: recheck.number)
     deadline = fields["deadline"]
     overdue = status is Status.DISPATCHED and deadline is not None and deadline < utc_iso(now())
-    return CaseLoop(**fields, photos=tuple(photos), overdue=overdue)
+    return CaseLoop(**fields, photos=tuple(photos), rechecks=tuple(rechecks), overdue=overdue)
 
 
 def overdue_condition() -> tuple[str, list[Any]]:

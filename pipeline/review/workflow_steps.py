@@ -84,7 +84,7 @@ class WorkflowSteps:
         photos = [check_photo(name, data) for name, data in uploads]
         case = self._cases.get(case_id)
         check_step(Step.DISPOSE, case.status, user.role, case.loop)
-        folder = _evidence_folder(case.record)
+        folder = evidence_folder(case.record)
         stored = [self._evidence.put(f"{folder}/disposal/{photo.sha256}.{photo.kind.extension}", photo.data,
                                      photo.kind.content_type) for photo in photos]
 
@@ -104,12 +104,20 @@ class WorkflowSteps:
 
     def verify(self, case_id: str, user: User, *, accept: bool, note: str = "") -> ReviewCase:
         """核查: accept the disposal, or send the case back to the unit (核查退回, with a note saying
-        why) under a fresh deadline of its kind."""
+        why) under a fresh deadline of its kind.
+
+        A disposal the camera's recheck found still there may be accepted: the camera can be wrong
+        (a passing lorry, a like car on the same spot), and the supervisor has its after-photo beside
+        the unit's field photos. The page warns, and the entry names the recheck it went against."""
         note = note.strip()
         if accept:
             def accepted(conn: sqlite3.Connection, case: ReviewCase) -> dict[str, Any]:
                 _update_loop(conn, case.case_id, verified_at=utc_iso(now()))
-                return {"note": note}
+                recheck = case.loop.recheck_of_disposal if case.loop else None
+                if recheck is None or not recheck.still_present:
+                    return {"note": note}
+                against = {"name": recheck.name, "confidence": recheck.confidence}
+                return {"note": note, "against_camera_recheck": against}
 
             return self._take(Step.VERIFY, case_id, user, accepted)
         if not note:
@@ -138,7 +146,7 @@ class WorkflowSteps:
             conn.execute("UPDATE cases SET status = ? WHERE case_id = ?", (transition.target.value, case.case_id))
             return detail
 
-        return self._cases.change_state(case_id, user, step.value, apply)
+        return self._cases.change_state(case_id, user.name, step.value, apply)
 
 
 def _update_loop(conn: sqlite3.Connection, case_id: str, **columns: str | None) -> None:
@@ -146,7 +154,7 @@ def _update_loop(conn: sqlite3.Connection, case_id: str, **columns: str | None) 
     conn.execute(f"UPDATE case_loop SET {assignments} WHERE case_id = ?", [*columns.values(), case_id])
 
 
-def _evidence_folder(record: CaseRecord) -> str:
+def evidence_folder(record: CaseRecord) -> str:
     """Where the case's evidence lies (2026-12-07/<camera>/<case id>), so its photos lie beside it."""
     keys = [item.key for item in record.evidence.values()]
     return posixpath.dirname(keys[0]) if keys and "/" in keys[0] else f"cases/{record.case_id}"

@@ -75,11 +75,13 @@ def case_filter(
     claim: Annotated[ClaimScope | None, Query(
         description="认领: mine (held by you), unclaimed (held by nobody now), others (held by someone else)")] = None,
     overdue: Annotated[bool, Query(description="true: only 超期 cases, dispatched and past their deadline now")] = False,
+    recheck_failed: Annotated[bool, Query(description="true: only 复核未通过 cases, whose latest camera recheck "
+                                          "found the violation still there past its deadline")] = False,
 ) -> CaseFilter:
     zone_info = review.settings.display_timezone
     return CaseFilter(status=status_, violation=violation, camera_id=camera, zone_id=zone, assignee=assignee,
                       since=local_or_422("since", since, zone_info), until=local_or_422("until", until, zone_info),
-                      text=q, claim=claim, viewer=caller.user.name, overdue=overdue)
+                      text=q, claim=claim, viewer=caller.user.name, overdue=overdue, recheck_failed=recheck_failed)
 
 
 def local_or_422(parameter: str, moment: datetime | None, zone_info: tzinfo) -> datetime | None:

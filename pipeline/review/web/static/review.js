@@ -196,6 +196,15 @@ function setUpCase(root) {
     if (focusId) document.getElementById(focusId).focus();
   };
 
+  // After a change made on this page (a 处置流程 step, reopen, assign): the case as it is now, without
+  // the "案件 … 已确认" banner of the decision that brought the officer here, which would contradict it.
+  const showCaseNow = () => {
+    const url = new URL(window.location.href);
+    ["done", "did"].forEach((name) => url.searchParams.delete(name));
+    if (url.href === window.location.href) window.location.reload();
+    else window.location.replace(url.href);
+  };
+
   // After a decision the next case in the list opens, so triage never needs the mouse.
   const afterDecision = (action) => {
     const done = `done=${encodeURIComponent(caseId)}&did=${action}`;
@@ -244,7 +253,7 @@ function setUpCase(root) {
     event.preventDefault();
     try {
       await postJson(`${api}/reopen`, { note: document.getElementById("reopen-note").value, version });
-      window.location.reload();
+      showCaseNow();
     } catch (error) { showError(error); }
   });
   const acknowledgeButton = document.getElementById("btn-ack-tamper");
@@ -252,7 +261,7 @@ function setUpCase(root) {
     acknowledgeButton.addEventListener("click", async () => {
       try {
         await postJson(`${api}/acknowledge-tampering`, {});
-        window.location.reload();
+        showCaseNow();
       } catch (error) { showError(error); }
     });
   }
@@ -262,7 +271,7 @@ function setUpCase(root) {
       event.preventDefault();
       try {
         await postJson(`${api}/assign`, { assignee: document.getElementById("assignee").value || null });
-        window.location.reload();
+        showCaseNow();
       } catch (error) { showError(error); }
     });
   }
@@ -281,7 +290,7 @@ function setUpCase(root) {
           if (body.deadline === "") delete body.deadline;  // the deadline of the violation's kind
           await postJson(`${api}/${form.dataset.step}`, body);
         }
-        window.location.reload();
+        showCaseNow();
       } catch (error) { showError(error); }
     });
   });
@@ -309,7 +318,7 @@ function setUpCase(root) {
       event.preventDefault();
       actions[keys[event.key]]();
       if (event.key === "r") rejectPicker.focus();
-    } else if (event.key === "u" && status !== "new" && root.dataset.supervisor === "yes") {
+    } else if (event.key === "u" && document.getElementById("btn-reopen")) {  // as the page offers it: not in 处置流程
       event.preventDefault();
       actions.reopen();
     } else if (event.key === "j") { follow("older"); } else if (event.key === "k") { follow("newer"); } else if (event.key === "b") {
