@@ -50,22 +50,6 @@ def run(settings: Settings, videos: list[Video] | None = None) -> dict:
     return result
 
 
-class CoreTimer(StageTimer):
-    """A StageTimer on the process's CPU clock (every thread of it): core time, not wall time."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.start()
-
-    def start(self) -> None:
-        self._last = time.process_time()
-
-    def mark(self, stage: str) -> None:
-        now = time.process_time()
-        self.seconds[stage] += now - self._last
-        self._last = now
-
-
 def time_stages(video: Video, detector: Detector, settings: Settings) -> dict:
     """Core-ms per analysed frame of each stage over the whole of ``video``, one stage after the other."""
     camera = video.camera
@@ -76,7 +60,7 @@ def time_stages(video: Video, detector: Detector, settings: Settings) -> dict:
         filing = embedded_cases(Workspace(Path(scratch)), {"name": detector.card.name, "sha256": ""})
         frames = decode(str(video.path), camera_id=camera.id, analysis_fps=camera.analysis_fps, ring=state.ring,
                         stats=state.stats)
-        timer = CoreTimer()
+        timer = StageTimer(clock=time.process_time)  # core time of every thread, not wall time
         try:
             for frame in frames:
                 timer.mark("decode")

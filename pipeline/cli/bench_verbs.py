@@ -16,8 +16,9 @@ WHICH = ("all", "compare", "stages", "cameras", "gating", "gpu")
 def add_bench_verbs(verbs: argparse._SubParsersAction) -> None:
     """Adds `patrol bench` to the `patrol` parser."""
     bench = verbs.add_parser(
-        "bench", help="throughput benchmarks: against ultralytics and bare ONNX Runtime, per stage, cameras per "
-        "box, motion gating and batching, GPU; JSON and PNG in --out, a table on stdout")
+        "bench", help="throughput benchmarks: against the CPU bound of every stage and ultralytics' own loop (bare "
+        "ONNX Runtime as a reference), per stage, cameras per box, motion gating and batching, GPU; JSON and PNG in "
+        "--out, a table on stdout")
     bench.add_argument("which", nargs="?", default="all", choices=WHICH)
     bench.add_argument("--quick", action="store_true", help="short runs: everything in a few minutes")
     bench.add_argument("--out", default=str(REPO / "benchmarks" / "results"), help="folder for the JSON and PNG")
