@@ -30,7 +30,7 @@ from support import (
 __all__ = ["CAR_VIDEO", "DEFAULT_MODEL", "REPO", "SAMPLE_CAMERA", "SAMPLE_VIDEO", "SHARED"]
 
 # Real servers on loopback, each in its own plugin module.
-pytest_plugins = ["fixture_redis", "fixture_s3", "fixture_rtsp"]
+pytest_plugins = ["fixture_redis", "fixture_s3", "fixture_rtsp", "fixture_review"]
 
 # Fixtures that start a real server: a test that uses one, directly or through another fixture
 # (or a parameter of one, via ``request.getfixturevalue``: mark that parameter), is ``servers``.

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
-from review_support import PASSWORD, STREAMS, copy_of_street, login, running_app
+from review_support import PASSWORD, STREAMS, login, running_app
 
 from pipeline.cli.main import main
 from pipeline.review import accounts, claims
@@ -26,17 +26,6 @@ from pipeline.review.store import ReviewStore
 from pipeline.review.verify import verify
 
 WANG = {"display_name": "王小明", "badge_number": "37-0101-88"}
-
-
-@pytest.fixture
-def street_var(tmp_path_factory, tmp_path):
-    return copy_of_street(tmp_path_factory, tmp_path / "var")
-
-
-@pytest.fixture
-def client(street_var):
-    with running_app(street_var) as client:
-        yield client
 
 
 @pytest.fixture

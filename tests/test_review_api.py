@@ -23,7 +23,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from pydantic import ValidationError
 from queue_contract import make_record, publish_raw
-from review_support import FAULT_CASE, PASSWORD, copy_of_street, login, running_app
+from review_support import FAULT_CASE, PASSWORD, login, running_app
 
 from pipeline.engine.health import CameraReport, Counters, PatrolCollector, PatrolReport, Rates
 from pipeline.evidence import LocalEvidenceStore, open_evidence_store
@@ -32,18 +32,6 @@ from pipeline.review import auth
 from pipeline.review.body_limit import MAX_BODY_BYTES, BodyLimit
 from pipeline.review.login_throttle import ACCOUNT_LIMIT, ADDRESS_LIMIT, LoginThrottle
 from pipeline.review.settings import ReviewSettings
-
-
-@pytest.fixture
-def street_var(tmp_path_factory, tmp_path):
-    """A private copy of the replayed street (made once per session): this test's decisions are its own."""
-    return copy_of_street(tmp_path_factory, tmp_path / "var")
-
-
-@pytest.fixture
-def client(street_var):
-    with running_app(street_var) as client:
-        yield client
 
 
 def all_cases(client, headers, **params) -> list[dict]:
@@ -886,7 +874,6 @@ def test_intake_survives_an_unreachable_queue(street_var, redis_server, redis_ur
         assert redis_queue.pending_count() == 0  # taken and acknowledged
     redis_queue.close()
     source.close()
-
 
 
 def test_intake_sets_a_malformed_record_aside_and_takes_the_rest_of_its_batch(tmp_path, caplog):

@@ -16,7 +16,7 @@ import cv2
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from review_support import copy_of_street, login, running_app
+from review_support import login, running_app
 
 from pipeline.cli.main import main
 from pipeline.cli.review_verbs import _cli_actor
@@ -25,12 +25,6 @@ from pipeline.review.dataset import CLASSES
 from pipeline.review.db import ReviewDatabase
 from pipeline.review.store import ReviewStore
 from pipeline.synth.actors import CLASSES as DETECTOR_CLASSES
-
-
-@pytest.fixture
-def street_var(tmp_path_factory, tmp_path):
-    """A private copy of the replayed street (made once per session): this test's decisions are its own."""
-    return copy_of_street(tmp_path_factory, tmp_path / "var")
 
 
 @pytest.fixture

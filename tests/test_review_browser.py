@@ -24,7 +24,7 @@ from browser_support import (
     press,
     wait_for_intake,
 )
-from review_support import FAULT_CASE, STREAMS, copy_of_street, queued_case_count
+from review_support import FAULT_CASE, STREAMS, queued_case_count
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ready
 from selenium.webdriver.support.ui import WebDriverWait
@@ -35,11 +35,6 @@ from pipeline.review.store import ReviewStore
 
 pytestmark = pytest.mark.servers  # headless Chromium against the review server on a port
 
-
-@pytest.fixture
-def street_var(tmp_path_factory, tmp_path):
-    """A private copy of the replayed street (made once per session): this test's decisions are its own."""
-    return copy_of_street(tmp_path_factory, tmp_path / "var")
 
 TRIAGE_CASES = 24  # decided back to back for the per-minute figure
 
