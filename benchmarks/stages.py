@@ -77,8 +77,13 @@ def time_stages(video: Video, detector: Detector, settings: Settings) -> dict:
                 for violation in state.step(frame, detections, timer):
                     filing.file(state, violation)
                     cases += 1
+                for case_id in state.clips_recorded():  # the clip completed: evidence's cost too
+                    filing.complete(state, case_id)
                 timer.mark("evidence")
             timer.mark("decode")  # the frames after the last analysed one
+            for case_id in state.flush():
+                filing.complete(state, case_id, post_roll_seen=False)
+            timer.mark("evidence")
         finally:
             filing.filer.close(drain_timeout_s=0)
     seconds = timer.seconds

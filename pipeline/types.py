@@ -181,6 +181,10 @@ def _is_plate(value: object) -> bool:
     return value is None or isinstance(value, dict)
 
 
+def _is_optional_text(value: object) -> bool:
+    return value is None or isinstance(value, str)
+
+
 # Every key a record is read from, with the JSON value it must hold: checked before a record is built, so a
 # malformed one is refused as a whole instead of failing later in whoever stores, shows or forwards it.
 _RECORD_KEYS: dict[str, tuple[Callable[[object], bool], str]] = {
@@ -204,9 +208,13 @@ _RECORD_KEYS: dict[str, tuple[Callable[[object], bool], str]] = {
     "pipeline_version": (_is_text, "a string"),
     "evidence": (_is_evidence, "an object of {key, sha256, content_type} strings"),
     "plate": (_is_plate, "an object or null"),
+    "clip_until_s": (_is_number, "a number"),
+    "evidence_stream": (_is_optional_text, "a string or null"),
 }
-# Most cases have no plate, and records filed before plates existed never had the key.
-_OPTIONAL_KEYS = frozenset({"plate"})
+# Most cases have no plate, and records filed before plates existed never had the key; only a
+# clip cut short has ``clip_until_s``.
+# Only a camera with a sub-stream says which stream its pictures are from (``evidence_stream``).
+_OPTIONAL_KEYS = frozenset({"plate", "clip_until_s", "evidence_stream"})
 
 
 def _refuse_constant(name: str) -> None:
@@ -239,6 +247,12 @@ class CaseRecord:
     evidence: dict[str, EvidenceItem] = field(default_factory=dict)
     # {"text", "confidence", "colour", "frame": "best"|"trigger", "pts_s"} of a parking case's plate
     plate: dict | None = None
+    # Stream seconds (the clock of confirmed_s) where clip.mp4 ends, when that is short of its post-roll:
+    # the worker died, or the stream ended, before the post-roll was recorded. None: the clip is whole.
+    clip_until_s: float | None = None
+    # Of a camera with a sub-stream (detect_url): "main" when the photos are the main stream's,
+    # "sub" when they are the analysed sub-stream's (the main stream was down); None: one stream.
+    evidence_stream: str | None = None
     # Keys of a newer version's record that this one does not know (a rolling upgrade runs both): kept
     # so the record is stored, sealed and forwarded as it was published.
     unknown_keys: dict[str, Any] = field(default_factory=dict)
@@ -247,7 +261,8 @@ class CaseRecord:
         """JSON-ready copy; ``CaseRecord.from_dict(record.to_dict()) == record``.
 
         A case without a plate has no ``plate`` key, so records filed before plates existed keep
-        their bytes, and the sha256 sealed over them in the review audit still holds."""
+        their bytes, and the sha256 sealed over them in the review audit still holds; nor has one
+        whose clip is whole a ``clip_until_s``."""
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name in _RECORD_KEYS}
         data["bbox"] = list(self.bbox)
         data["location"] = dict(self.location)
@@ -257,6 +272,10 @@ class CaseRecord:
             del data["plate"]
         else:
             data["plate"] = dict(self.plate)
+        if self.clip_until_s is None:
+            del data["clip_until_s"]
+        if self.evidence_stream is None:  # a camera of one stream: its records keep their bytes
+            del data["evidence_stream"]
         return {**self.unknown_keys, **data}
 
     @classmethod
@@ -264,7 +283,7 @@ class CaseRecord:
         """The record ``data`` holds; MalformedRecord naming every key that is missing or of the wrong type.
 
         Strict on what this version reads, so a bad record is refused instead of half-read (only ``plate``
-        may be missing); keys it does not know are kept in ``unknown_keys``, not refused."""
+        and ``clip_until_s`` may be missing); keys it does not know are kept in ``unknown_keys``, not refused."""
         if not isinstance(data, Mapping):
             raise MalformedRecord(f"a record is a JSON object, not {type(data).__name__}")
         problems = []

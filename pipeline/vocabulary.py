@@ -92,6 +92,11 @@ class Metric(StrEnum):
     RECONNECTS = "patrol_camera_reconnects"
     STALLS = "patrol_camera_stalls"
     CORRUPT_PACKETS = "patrol_camera_corrupt_packets"
+    # cameras with a sub-stream (detect_url): each input, labelled input="sub" (analysed) or "main" (recorded)
+    INPUT_STATE = "patrol_camera_input_state"
+    INPUT_PACKETS_FPS = "patrol_camera_input_packets_fps"
+    INPUT_RECONNECTS = "patrol_camera_input_reconnects"
+    CLOCK_OFFSET = "patrol_camera_clock_offset_seconds"
     CASES_FILED = "patrol_cases_filed"
     SPOOL_ENTRIES = "patrol_spool_entries"
     SPOOL_REJECTED = "patrol_spool_rejected"

@@ -8,6 +8,8 @@ every server a test started is killed when the test ends, whatever happened.
 cameras instead: one shared stream per mount that runs on the wall clock from the server's start,
 loops the file, and is joined where it is now; :attr:`RtspServer.started_wall` is the
 ``time.time()`` of position 0, so a test can compute where a live mount should be.
+``server.drop("cam")`` / ``server.restore("cam")`` take one mount away and bring it back while the
+others (and a live mount's timeline) run on: one stream of a camera restarting.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ class RtspServer:
         # the file outlives start(): it is closed when the server is reaped
         self._stderr = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")  # noqa: SIM115
         self._process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._stderr,
-                                         stdin=subprocess.DEVNULL, text=True)
+                                         stdin=subprocess.PIPE, text=True)
         self._paused = False
         deadline = time.monotonic() + timeout_s
         stdout = self._process.stdout
@@ -106,6 +108,32 @@ class RtspServer:
         self.kill()
         raise RuntimeError(f"rtsp server on port {self.port} did not get ready in {timeout_s:.0f}s "
                            f"(exit {self._process.returncode}): {stderr.strip()[-2000:]}")
+
+    def drop(self, name: str, timeout_s: float = 10.0) -> None:
+        """Takes mount ``name`` away, the rest of the server running on: its clients' connections
+        are closed and new ones refused until :meth:`restore` (a camera's encoder restarting)."""
+        self._command(f"drop {name}", f"dropped {name}", timeout_s)
+
+    def restore(self, name: str, timeout_s: float = 10.0) -> None:
+        """Brings mount ``name`` back; a live mount is where its timeline is now, in step with the others."""
+        self._command(f"restore {name}", f"restored {name}", timeout_s)
+
+    def _command(self, line: str, answer: str, timeout_s: float) -> None:
+        if not self.running:
+            raise RuntimeError("rtsp server is not running")
+        self.url(line.split()[1])  # KeyError for a mount it does not serve
+        self._process.stdin.write(line + "\n")
+        self._process.stdin.flush()
+        deadline = time.monotonic() + timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            readable, _, _ = select.select([self._process.stdout], [], [], min(left, 0.5))
+            if readable:
+                got = self._process.stdout.readline().strip()
+                if got == answer:
+                    return
+                if not got:
+                    break
+        raise RuntimeError(f"rtsp server did not answer {line!r} with {answer!r}: {self.stderr().strip()[-2000:]}")
 
     def stderr(self) -> str:
         """What the server wrote on stderr so far (GStreamer warnings, tracebacks)."""
@@ -154,8 +182,12 @@ class RtspServer:
                 self._process.wait(10)
             except subprocess.TimeoutExpired:
                 pass
-            if self._process.stdout is not None:
-                self._process.stdout.close()
+            for pipe in (self._process.stdout, self._process.stdin):
+                if pipe is not None:
+                    try:
+                        pipe.close()
+                    except OSError:  # stdin's buffer could not be flushed into a dead process
+                        pass
         if self._stderr is not None:
             self._stderr.close()
         self._paused = False

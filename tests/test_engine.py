@@ -147,28 +147,27 @@ def test_a_camera_down_past_its_threshold_files_a_fault_case_and_a_note_when_bac
 
 
 def _parked(camera: CameraPipeline, start_s: float, seconds: float, wall0: float) -> list:
-    """A car parked in the sample's no-parking kerb, 5 frames a second; the violations due on the way."""
+    """A car parked in the sample's no-parking kerb, 5 frames a second; the violations confirmed on the way."""
     image = np.zeros((540, 960, 3), np.uint8)
-    due = []
+    confirmed = []
     for index in range(int(seconds * 5)):
         pts = start_s + index / 5
         frame = Frame("shuangshan-sample", index, pts, wall0 + pts, image)
-        due += camera.step(frame, _car((100.0, 400.0, 260.0, 480.0)))
-    return due
+        confirmed += camera.step(frame, _car((100.0, 400.0, 260.0, 480.0)))
+    return confirmed
 
 
-def test_a_case_still_in_post_roll_when_the_worker_dies_is_filed_by_the_next_run(tmp_path: Path) -> None:
-    config = load_camera(SAMPLE_CAMERA)  # illegal_parking: 20 s of dwell; post-roll 4 s
+def test_a_case_confirmed_but_not_on_the_spool_when_the_worker_dies_is_filed_by_the_next_run(tmp_path: Path) -> None:
+    config = load_camera(SAMPLE_CAMERA)  # illegal_parking: 20 s of dwell
     keeper = EpisodeKeeper(FileEpisodeMemory(tmp_path), every_s=2)
     dying = CameraPipeline(config, "live:shuangshan-sample", wall_clock_ids=True)
-    assert _parked(dying, 0.0, 22.0, T0) == []  # confirmed at 20 s, its clip not complete yet
-    (case_id,) = dying.unfiled_case_ids()
+    (violation,) = _parked(dying, 0.0, 22.0, T0)  # confirmed at 20 s; being rendered, or held for a full disk
+    assert dying.unfiled_case_ids() == {violation.case_id}
     keeper.store(keeper.snapshot([dying]))  # the last save before the kill
 
     restarted = CameraPipeline(config, "live:shuangshan-sample", wall_clock_ids=True)
     keeper.restore(restarted)
-    due = _parked(restarted, 0.0, 6.0, T0 + 30) + restarted.flush()
-    assert [v.case_id for v in due] == [case_id]
+    assert [v.case_id for v in _parked(restarted, 0.0, 6.0, T0 + 30)] == [violation.case_id]
 
 
 def test_a_filed_case_is_not_filed_again_by_the_next_run(tmp_path: Path) -> None:
@@ -181,7 +180,7 @@ def test_a_filed_case_is_not_filed_again_by_the_next_run(tmp_path: Path) -> None
 
     restarted = CameraPipeline(config, "live:shuangshan-sample", wall_clock_ids=True)
     keeper.restore(restarted)
-    assert _parked(restarted, 0.0, 6.0, T0 + 30) + restarted.flush() == []
+    assert _parked(restarted, 0.0, 6.0, T0 + 30) == []
 
 
 @pytest.mark.parametrize("saved", [
@@ -223,6 +222,7 @@ def test_a_full_spool_disk_holds_the_case_in_memory_and_commits_it_when_room_ret
     try:
         cases.file(camera, violation)  # what a patrol's evidence writer calls: no error, nothing dropped
         filer.add_note(note)
+        cases.complete(camera, violation.case_id)  # its post-roll seen while the disk is still full
         assert filer.held == 2 and filer.disk_full
         assert camera.unfiled_case_ids() == {violation.case_id}  # a kill now: the next run files it
         line = spool_line(Patrol([], None, cases, loop_files=False).report())

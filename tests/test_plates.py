@@ -206,7 +206,9 @@ def test_the_patrol_still_files_a_case_when_ocr_fails(tmp_path):
     filer = CaseFiler(CaseSpool(tmp_path / "spool"), LocalEvidenceStore(tmp_path / "evidence"),
                       SqliteCaseQueue(tmp_path / "cases.sqlite3"))
     filer.start()
-    CaseMaker(_renderer(BrokenOcr()), filer, MODEL).file(CameraPipeline(_parking_camera(), "test"), violation)
+    cases, camera = CaseMaker(_renderer(BrokenOcr()), filer, MODEL), CameraPipeline(_parking_camera(), "test")
+    cases.file(camera, violation)
+    cases.complete(camera, violation.case_id)
     assert filer.close(drain_timeout_s=30) == 0
     queue = SqliteCaseQueue(tmp_path / "cases.sqlite3")
     try:

@@ -32,6 +32,11 @@ MIN_POLYGON_AREA = 1e-4
 _URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
+def _is_stream(url: str) -> bool:
+    """A URL of a stream rather than a video file (a path or ``file://``)."""
+    return bool(_URL_SCHEME.match(url)) and not url.lower().startswith("file://")
+
+
 class Location(StrictModel):
     """Where the camera is, as filed with every case."""
 
@@ -266,7 +271,20 @@ class CameraConfig(StrictModel):
         max_length=MAX_URL_CHARS,
         description=(
             "Stream URL (rtsp://, http://, ...) or a video file path; a relative path is taken"
-            " from the folder of the camera file."
+            " from the folder of the camera file. With detect_url, the main stream: recorded for the"
+            " evidence, not analysed."
+        ),
+    )
+    detect_url: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_URL_CHARS,
+        description=(
+            "The camera's low-resolution sub-stream, as url (a stream, or a file when url is one): when"
+            " given it is the one decoded and analysed at analysis_fps, while url (the main stream) is"
+            " only demuxed, its packets kept for the clip, and decoded only around a case for"
+            " full-resolution photos, crop and plate (the sub-stream's when the main stream is down,"
+            " and the case says so). Zones are fractions of the frame, so they hold in both streams."
         ),
     )
     analysis_fps: float = Field(
@@ -324,13 +342,29 @@ class CameraConfig(StrictModel):
                 )
         return self
 
-    @field_validator("url")
+    @field_validator("url", "detect_url")
     @classmethod
-    def _resolve_file_path(cls, url: str, info: ValidationInfo) -> str:
+    def _resolve_file_path(cls, url: str | None, info: ValidationInfo) -> str | None:
         base_dir = (info.context or {}).get("base_dir")
-        if base_dir is None or _URL_SCHEME.match(url) or Path(url).is_absolute():
+        if url is None or base_dir is None or _URL_SCHEME.match(url) or Path(url).is_absolute():
             return url
         return str((Path(base_dir) / url).resolve())
+
+    @model_validator(mode="after")
+    def _two_inputs_of_one_kind(self) -> CameraConfig:
+        # The streams' clocks are reconciled on the arrival of their packets, files' on their own
+        # timestamps: a stream and a file have no clock in common.
+        if self.detect_url is not None:
+            if self.detect_url == self.url:
+                raise ValueError("detect_url is the same as url: leave it out to analyse url itself")
+            if _is_stream(self.detect_url) != _is_stream(self.url):
+                raise ValueError("detect_url and url must both be streams or both be video files")
+        return self
+
+    @property
+    def analysed_url(self) -> str:
+        """The input decoded and analysed: the sub-stream when there is one, else ``url``."""
+        return self.detect_url or self.url
 
     @field_validator("timezone")
     @classmethod

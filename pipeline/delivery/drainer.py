@@ -6,6 +6,9 @@ locked) the drainer keeps the entry and retries it (and everything after it, in 
 back-off for as long as the fault lasts. Only an entry that can never be delivered, one that cannot
 be read back as a valid case or note, is set aside in the spool's ``rejected`` folder. Case ids make
 each redelivery idempotent: a case already on the queue is never uploaded or published again.
+
+A case whose clip this process is still recording waits in the spool, and so do its notes; the
+cases behind it do not wait for it.
 """
 
 from __future__ import annotations
@@ -67,7 +70,9 @@ class SpoolDrainer:
     def drain_once(self) -> int:
         """Delivers entries until the spool is empty or a backend fails; returns how many went."""
         count = 0
-        for entry in self.spool.entries():
+        for entry in self.spool.deliverable():
+            if entry.is_note and self.spool.holds(entry.case_id):  # its case waits for its clip
+                continue
             self._deliver(entry)
             count += 1
         return count

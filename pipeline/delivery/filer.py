@@ -4,6 +4,10 @@ A case reaches local disk before any backend is asked, so an outage of Redis or 
 the worker, delays a case but never loses it. A spool that cannot take a case (its disk full)
 does not lose it either: the case waits in memory, and a retry with back-off commits it once the
 disk has room, before any case that came after it.
+
+A case is committed at its confirmation, its clip still pending (``commit(..., pending=True)``),
+and completed once the clip's post-roll is in (``complete``): from its confirmation on, a kill of
+the worker delays it and may cut its clip short, but never loses it.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from pipeline.delivery.drainer import Listener, SpoolDrainer
 from pipeline.delivery.spool import DISK_FULL, CaseSpool
@@ -26,6 +31,16 @@ log = logging.getLogger(__name__)
 
 def _nothing() -> None:
     pass
+
+
+@dataclass
+class _Held:
+    """What the spool could not take yet, with what to call once it has."""
+
+    item: RenderedCase | CaseNote
+    then: Callable[[], None] = _nothing
+    pending: bool = False  # a case whose clip is still being recorded
+    completes: bool = False  # a completed case, to replace its pending entry
 
 
 class CaseFiler:
@@ -42,8 +57,7 @@ class CaseFiler:
         self.listeners = self.drainer.listeners  # one list: listeners added later hear deliveries too
         self.spool_error: str | None = None  # why the spool takes no case, while it does not
         self.disk_full = False  # while the spool's disk is full (or over quota)
-        # What the spool could not take yet, in commit order, each with what to call once it has.
-        self._held: deque[tuple[RenderedCase | CaseNote, Callable[[], None]]] = deque()
+        self._held: deque[_Held] = deque()  # in commit order
         self._held_changed = threading.Condition()
         self._committer = ServiceThread("spool-committer", self._commit_held, Backoff(retry_min_s, retry_max_s),
                                         idle_s=1.0)
@@ -52,7 +66,7 @@ class CaseFiler:
     @property
     def held(self) -> int:
         """Cases and notes waiting in memory for the spool to take them."""
-        return len(self._held)
+        return sum(not held.completes for held in self._held)  # a completion's case is on the spool already
 
     def start(self) -> CaseFiler:
         if not self._started:
@@ -72,15 +86,26 @@ class CaseFiler:
             return False
         return not self.spool.holds(case_id)
 
-    def commit(self, case: RenderedCase, then: Callable[[], None] = _nothing) -> None:
+    def commit(self, case: RenderedCase, then: Callable[[], None] = _nothing, *, pending: bool = False) -> None:
         """Puts ``case`` on the spool, then calls ``then``. If the spool cannot take it (an
         OSError: its disk full), the case is held in memory and ``then`` is called once a retry
-        has put it there."""
-        self._put(case, then)
+        has put it there. A ``pending`` case waits there for ``complete``."""
+        self._put(_Held(case, then, pending=pending))
+
+    def complete(self, case: RenderedCase) -> None:
+        """Replaces the pending case of the same id with ``case`` and releases it for delivery; if
+        the spool cannot take it, the pending entry stays (a later process delivers it as it is)
+        while a retry goes on."""
+        with self._held_changed:
+            for held in self._held:
+                if held.pending and held.item.case_id == case.case_id:  # not on the spool yet: it goes whole
+                    held.item, held.pending = case, False
+                    return
+        self._put(_Held(case, completes=True))
 
     def add_note(self, note: CaseNote) -> None:
         """Queues ``note`` behind every case committed or held before it."""
-        self._put(note, _nothing)
+        self._put(_Held(note))
 
     def wait_delivered(self, timeout_s: float) -> bool:
         """True once every case is on the spool and delivered from it; False if ``timeout_s`` passed first."""
@@ -103,36 +128,38 @@ class CaseFiler:
         self.queue.close()
         return left
 
-    def _put(self, item: RenderedCase | CaseNote, then: Callable[[], None]) -> None:
+    def _put(self, held: _Held) -> None:
         with self._held_changed:
             written = not self._held  # behind a held case, a later one waits its turn
             if written:
                 try:
-                    self._write(item)
+                    self._write(held)
                 except OSError:
                     written = False
             if not written:
-                self._held.append((item, then))
+                self._held.append(held)
         if written:
-            then()
+            held.then()
 
     def _commit_held(self) -> None:
         while True:
             with self._held_changed:
                 if not self._held:
                     return
-                item, then = self._held[0]
-                self._write(item)  # an OSError leaves it first in line, tried again after the back-off
+                held = self._held[0]
+                self._write(held)  # an OSError leaves it first in line, tried again after the back-off
                 self._held.popleft()
                 self._held_changed.notify_all()
-            then()
+            held.then()
 
-    def _write(self, item: RenderedCase | CaseNote) -> None:
+    def _write(self, held: _Held) -> None:
         try:
-            if isinstance(item, CaseNote):
-                self.spool.add_note(item)
+            if isinstance(held.item, CaseNote):
+                self.spool.add_note(held.item)
+            elif held.completes:
+                self.spool.complete(held.item)
             else:
-                self.spool.commit(item)
+                self.spool.commit(held.item, pending=held.pending)
         except OSError as exc:
             if self.spool_error is None:
                 log.error("spool %s cannot take cases, holding them in memory until it can: %s", self.spool.root, exc)

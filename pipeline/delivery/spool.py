@@ -5,6 +5,13 @@ A rendered case is written into a staging folder under the spool (its evidence f
 (``pipeline/delivery/drainer.py``) delivers committed entries in commit order; a worker killed at
 any point finds its committed entries on restart and delivers them.
 
+A case is committed when it is confirmed, before its clip's post-roll has been recorded: the entry
+is whole (its record says where its clip ends) but *pending*, which only the process that wrote it
+knows and the drainer respects. Once the post-roll is in, the completed case is committed as a new
+entry and the pending one removed. A process killed before that leaves the pending entry, which the
+next one, knowing nothing of it, delivers as it is; killed in between, it leaves both, and the next
+one keeps the later.
+
 The layout on disk (``<commit-order>--<case_id>/record.json`` and ``files/<evidence key>``) is
 the same as before delivery became its own package, so a spool left by an older worker drains
 after an upgrade.
@@ -116,20 +123,41 @@ class CaseSpool:
             shutil.rmtree(leftover, ignore_errors=True)
         self._lock = threading.Lock()
         self._last_order = 0
+        self._pending: dict[str, Path] = {}  # case id -> entry whose clip this process still records
+        latest: dict[str, SpoolEntry] = {}
+        for entry in self.entries():
+            if not entry.is_note:
+                if entry.case_id in latest:  # completed before the kill: the earlier one was pending
+                    self.remove(latest[entry.case_id])
+                latest[entry.case_id] = entry
 
     def close(self) -> None:
         self._lock_file.close()
 
-    def commit(self, case: RenderedCase) -> SpoolEntry:
-        """Durably adds a rendered case; after this returns, the case survives a power cut."""
-        return self._commit(case.case_id, _RECORD, case.record.to_dict(), case.store_into)
+    def commit(self, case: RenderedCase, *, pending: bool = False) -> SpoolEntry:
+        """Durably adds a rendered case; after this returns, the case survives a power cut. A
+        ``pending`` one (its clip still being recorded) is not ``deliverable`` until ``complete``
+        replaces it; a later process delivers it as it is."""
+        return self._commit(case.case_id, _RECORD, case.record.to_dict(), case.store_into, pending=pending)
+
+    def complete(self, case: RenderedCase) -> SpoolEntry:
+        """Durably replaces the pending entry of ``case`` with ``case``, deliverable. KeyError if
+        this process holds no pending entry of it."""
+        pending = self._pending[case.case_id]
+        entry = self.commit(case)
+        with self._lock:  # out of sight before it stops being pending: see deliverable
+            doomed = self._staging / f"done.{pending.name}"
+            os.replace(pending, doomed)
+            del self._pending[case.case_id]
+        shutil.rmtree(doomed, ignore_errors=True)
+        return entry
 
     def add_note(self, note: CaseNote) -> SpoolEntry:
         """Durably queues a note; it is delivered after every case committed before it."""
         return self._commit(note.case_id, _NOTE, note.to_dict(), lambda _files: None)
 
     def _commit(self, case_id: str, name: str, content: dict,
-                put_files: Callable[[LocalEvidenceStore], None]) -> SpoolEntry:
+                put_files: Callable[[LocalEvidenceStore], None], *, pending: bool = False) -> SpoolEntry:
         if not case_id or "/" in case_id or case_id.startswith("."):
             raise ValueError(f"{case_id!r} cannot name a spool entry")
         staged = self._staging / f"{case_id}.{uuid.uuid4().hex}"
@@ -139,8 +167,14 @@ class CaseSpool:
             write_synced(staged / name, json.dumps(content, ensure_ascii=False).encode("utf-8"))
             fsync_directory(staged)
             final = self.root / f"{self._next_order():020d}--{case_id}"
+            if pending:  # before it shows: the drainer must never find it deliverable
+                with self._lock:
+                    self._pending[case_id] = final
             os.replace(staged, final)
         except BaseException:
+            if pending:
+                with self._lock:
+                    self._pending.pop(case_id, None)
             shutil.rmtree(staged, ignore_errors=True)
             raise
         fsync_directory(self.root)
@@ -149,6 +183,12 @@ class CaseSpool:
     def entries(self) -> list[SpoolEntry]:
         """Committed entries in commit order."""
         return [SpoolEntry(p) for p in sorted(self.root.iterdir()) if "--" in p.name and p.is_dir()]
+
+    def deliverable(self) -> list[SpoolEntry]:
+        """Committed entries in commit order, less those whose clip this process still records."""
+        with self._lock:  # one look at both: an entry is removed before it leaves _pending
+            recording = set(self._pending.values())
+            return [entry for entry in self.entries() if entry.path not in recording]
 
     def holds(self, case_id: str) -> bool:
         """Whether a case (not a note) with this id waits here."""

@@ -2,6 +2,9 @@
 
 rate → gate → (detect, by the caller, batched or not) → track → rules → post-roll: replay, the
 live patrol and the stage benchmark all call ``CameraPipeline.step`` for each analysed frame.
+
+A violation is filed the moment it is confirmed, with the clip recorded so far; the post-roll only
+completes its clip (``clips_recorded``), so a worker killed meanwhile has already spooled it.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pipeline.types import Detections, Frame, Violation
 
 
 class CameraPipeline:
-    """One camera's analysis state: tracker, rules, its clip ring and violations awaiting post-roll."""
+    """One camera's analysis state: tracker, rules, its clip ring and the clips awaiting post-roll."""
 
     def __init__(self, camera: CameraConfig, case_namespace: str, *, ring_s: float = 30.0,
                  wall_clock_ids: bool = False) -> None:
@@ -41,9 +44,9 @@ class CameraPipeline:
         self.gated = 0  # analysed frames that reused the previous detections instead of running the network
         self.passed_over = 0  # sampled frames the adaptive rate left unanalysed while every zone was still
         self._last_detections = Detections.empty()
-        self._pending: list[Violation] = []
-        # Confirmed but not on the spool yet (in post-roll, or being rendered): the episodes saved
-        # meanwhile say so, and a worker killed now leaves them for the next one to file.
+        self._recording: list[tuple[float, str]] = []  # (post-roll end, case id) of clips still recorded
+        # Confirmed but not on the spool yet (being rendered, or held for a full disk): the episodes
+        # saved meanwhile say so, and a worker killed now leaves them for the next one to file.
         self._unfiled: set[str] = set()
         self._unfiled_lock = threading.Lock()
 
@@ -66,8 +69,8 @@ class CameraPipeline:
         return self.gate is None or self.gate.needs_detection(frame.image, frame.pts_s)
 
     def step(self, frame: Frame, detections: Detections | None, timer: StageTimer | None = None) -> list[Violation]:
-        """Tracks and applies the rules to one analysed frame; returns the violations whose clip
-        post-roll has now been seen, ready to file.
+        """Tracks and applies the rules to one analysed frame; returns the violations confirmed on
+        it, to file at once: their clips' post-roll is still to come (``clips_recorded``).
 
         ``detections`` None: the frame was not detected (``needs_detection`` said so), the last
         detections stand for it. ``timer`` gets a ``track`` and a ``rules`` mark.
@@ -84,14 +87,21 @@ class CameraPipeline:
         if confirmed:
             with self._unfiled_lock:
                 self._unfiled.update(v.case_id for v in confirmed)
-            self._pending.extend(confirmed)
+            self._recording += [(v.confirmed_s + CLIP_AFTER_S, v.case_id) for v in confirmed]
         if timer is not None:
             timer.mark("rules")
         self.stats.analysed += 1
         self.last_frame = frame
-        due = [v for v in self._pending if v.confirmed_s + CLIP_AFTER_S <= frame.pts_s]
-        self._pending = [v for v in self._pending if v not in due]
-        return due
+        return confirmed
+
+    def clips_recorded(self) -> list[str]:
+        """The cases whose clip's post-roll the last analysed frame has reached: their clips are whole."""
+        if self.last_frame is None:
+            return []
+        now = self.last_frame.pts_s
+        done = [case_id for end_s, case_id in self._recording if end_s <= now]
+        self._recording = [(end_s, case_id) for end_s, case_id in self._recording if end_s > now]
+        return done
 
     def filed(self, case_id: str) -> None:
         """The case is on the spool (or was filed before): its episode may be saved as filed."""
@@ -102,7 +112,8 @@ class CameraPipeline:
         with self._unfiled_lock:
             return frozenset(self._unfiled)
 
-    def flush(self) -> list[Violation]:
-        """Violations still waiting for post-roll (the stream ended or the patrol stops)."""
-        pending, self._pending = self._pending, []
-        return pending
+    def flush(self) -> list[str]:
+        """The cases whose clip's post-roll will not come (the stream ended or the patrol stops):
+        their clips end where the ring does."""
+        recording, self._recording = self._recording, []
+        return [case_id for _, case_id in recording]

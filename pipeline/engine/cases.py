@@ -1,14 +1,22 @@
-"""From a camera's violation to a committed case: render the evidence, then hand it to delivery."""
+"""From a camera's violation to a committed case: render the evidence, then hand it to delivery.
+
+A case goes to the spool when it is confirmed, with the clip recorded so far, and its clip is
+completed once the post-roll is in: a worker killed in between has filed it, its clip short.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
+from functools import partial
 
 from pipeline.delivery import CaseFiler
 from pipeline.engine.camera import CameraPipeline
 from pipeline.evidence import EvidenceRenderer, RenderedCase
+from pipeline.evidence.main_frame import on_main_stream
 from pipeline.evidence.render import CLIP_AFTER_S, CLIP_BEFORE_S, CameraFault
 from pipeline.ingest import ClipError
+from pipeline.ingest.dual import DualRing
 from pipeline.types import Violation
 
 log = logging.getLogger(__name__)
@@ -22,16 +30,42 @@ class CaseMaker:
         self.renderer = renderer
         self.filer = filer
         self.model = model
+        self._recording: dict[str, RenderedCase] = {}  # as rendered, on the spool, its clip still recorded
+        self._lock = threading.Lock()
 
     def file(self, camera: CameraPipeline, violation: Violation) -> None:
-        """Renders and commits the case; raises if it cannot be rendered. The case stays unfiled on
+        """At confirmation: renders the case with the clip recorded so far and commits it, its clip
+        pending until ``complete``; raises if it cannot be rendered. The case stays unfiled on
         ``camera`` until it is on the spool, which on a full disk is after the disk has room again."""
-        if self.filer.needs_filing(violation.case_id):
-            self.filer.commit(self.render(camera, violation), then=lambda: camera.filed(violation.case_id))
-        else:
+        if not self.filer.needs_filing(violation.case_id):
             camera.filed(violation.case_id)
+            return
+        until_s = self._recorded_until(camera, violation.confirmed_s)
+        case = self.render(camera, violation)
+        self.filer.commit(self._clipped(camera, case, until_s), partial(camera.filed, violation.case_id), pending=True)
+        with self._lock:
+            self._recording[violation.case_id] = case
+
+    def complete(self, camera: CameraPipeline, case_id: str, *, post_roll_seen: bool = True) -> None:
+        """Gives the case filed at its confirmation the clip recorded since and releases it for
+        delivery: once its post-roll has been seen, or (``post_roll_seen`` False) when no more of
+        it will be. Call it once ``file`` of the case has returned."""
+        with self._lock:
+            case = self._recording.pop(case_id, None)
+        if case is None:  # filed before, or never rendered
+            return
+        confirmed_s = case.record.confirmed_s
+        until_s = confirmed_s + CLIP_AFTER_S if post_roll_seen else self._recorded_until(camera, confirmed_s)
+        self.filer.complete(self._clipped(camera, case, until_s))
 
     def render(self, camera: CameraPipeline, violation: Violation) -> RenderedCase:
+        if isinstance(camera.ring, DualRing):  # detect_url: pictures and clip from the main stream when it holds them
+            shown = on_main_stream(camera.ring, violation, clip_s=(violation.confirmed_s - CLIP_BEFORE_S,
+                                                                   violation.confirmed_s + CLIP_AFTER_S))
+            zone = next(z for z in camera.camera.zones if z.id == violation.zone_id)
+            return self.renderer.render(shown.violation, camera=camera.info,
+                                        zone_polygon_px=zone.polygon_px(shown.violation.trigger_frame.size),
+                                        clip_mp4=shown.clip, model=self.model, streams=shown.streams)
         try:
             clip = camera.ring.clip(violation.confirmed_s - CLIP_BEFORE_S, violation.confirmed_s + CLIP_AFTER_S)
         except (ClipError, OSError, ValueError) as exc:  # a case without a clip beats no case
@@ -44,3 +78,20 @@ class CaseMaker:
 
     def file_fault(self, camera: CameraPipeline, fault: CameraFault) -> None:
         self.filer.commit(self.renderer.render_camera_fault(fault, camera=camera.info, model=self.model))
+
+    @staticmethod
+    def _recorded_until(camera: CameraPipeline, confirmed_s: float) -> float:
+        """How far past ``confirmed_s`` the camera's ring reaches, up to the end of the post-roll."""
+        span = camera.ring.span
+        return min(span[1] if span is not None else confirmed_s, confirmed_s + CLIP_AFTER_S)
+
+    @staticmethod
+    def _clipped(camera: CameraPipeline, case: RenderedCase, until_s: float) -> RenderedCase:
+        """``case`` with the clip up to ``until_s``; its record says so when that is short of the post-roll."""
+        confirmed_s = case.record.confirmed_s
+        try:
+            clip = camera.ring.clip(confirmed_s - CLIP_BEFORE_S, until_s)
+        except (ClipError, OSError, ValueError):  # rendering has said so: a case without a clip beats no case
+            clip = None
+        short = clip is not None and until_s < confirmed_s + CLIP_AFTER_S
+        return case.with_clip(clip, clip_until_s=round(until_s, 3) if short else None)

@@ -79,6 +79,19 @@ class RateWindow:
 
 
 @dataclass(frozen=True)
+class InputReport:
+    """One input of a camera with a sub-stream: ``sub`` (decoded, analysed) or ``main`` (recorded)."""
+
+    name: str
+    state: str
+    state_since: float  # wall clock
+    packets_fps: float  # packets received per second over the last few seconds
+    reconnects: int
+    stalls: int
+    last_error: str | None
+
+
+@dataclass(frozen=True)
 class CameraReport:
     camera_id: str
     state: str
@@ -94,6 +107,8 @@ class CameraReport:
     stalls_last_hour: int
     last_error: str | None
     analysis_rate_fps: float | None = None  # the rate analysed at now, on cameras with the adaptive rate on
+    inputs: tuple[InputReport, ...] = ()  # cameras with a sub-stream: each input on its own
+    clock_offset_s: float | None = None  # main-stream time minus sub-stream time now, while both are connected
 
 
 @dataclass(frozen=True)
@@ -120,8 +135,17 @@ def health_line(report: CameraReport) -> str:
         line += f" gated={rates.gated_fps:.1f}/s"
     if report.analysis_rate_fps is not None:  # only cameras with the adaptive rate on
         line += f" rate={report.analysis_rate_fps:g}/s analysed-share={rates.analysed_share:.0%}"
+    for put in report.inputs:  # cameras with a sub-stream: the recorded main stream's own state and figures
+        line += f" {put.name}={put.state}"
+        if put.name != "sub":
+            line += f" {put.name}-in={put.packets_fps:.1f}/s {put.name}-reconnects={put.reconnects}"
+    if report.clock_offset_s is not None:
+        line += f" clock={report.clock_offset_s:+.3f}s"
     if report.state != CameraState.LIVE and report.last_error:  # while reconnecting too: why it is not live
         line += f" error: {report.last_error}"
+    for put in report.inputs:
+        if put.name != "sub" and put.state != CameraState.LIVE and put.last_error:
+            line += f" {put.name}-error: {put.last_error}"
     return line
 
 
@@ -169,6 +193,22 @@ class PatrolCollector(Collector):
         yield _gauge(Metric.ANALYSIS_RATE, "Frames per second the camera is analysed at now: its analysis fps, or "
                      "its still_fps while every zone is still (cameras with the adaptive rate on)",
                      ((c.camera_id, c.analysis_rate_fps) for c in cams if c.analysis_rate_fps is not None))
+        yield _gauge(Metric.INPUT_STATE, "Cameras with a sub-stream: 1 for each input's current state (input sub: "
+                     "analysed, main: recorded), 0 for the others",
+                     ((c.camera_id, i.name, s.value, float(i.state == s)) for c in cams for i in c.inputs
+                      for s in CameraState), ("camera", "input", "state"))
+        yield _gauge(Metric.INPUT_PACKETS_FPS, "Cameras with a sub-stream: packets each input received per second "
+                     "over the last window", ((c.camera_id, i.name, i.packets_fps) for c in cams for i in c.inputs),
+                     ("camera", "input"))
+        yield _gauge(Metric.CLOCK_OFFSET, "Cameras with a sub-stream: main-stream time minus sub-stream time, as "
+                     "reconciled from the arrival of their packets",
+                     ((c.camera_id, c.clock_offset_s) for c in cams if c.clock_offset_s is not None))
+        inputs = CounterMetricFamily(Metric.INPUT_RECONNECTS, "Cameras with a sub-stream: reconnects of each input",
+                                     labels=("camera", "input"))
+        for camera in cams:
+            for put in camera.inputs:
+                inputs.add_metric((camera.camera_id, put.name), put.reconnects)
+        yield inputs
         yield _gauge(Metric.LAG, "Decode-to-analysed latency of the latest analysed frame",
                      ((c.camera_id, c.lag_s) for c in cams if c.lag_s is not None))
         yield _gauge(Metric.LAST_FRAME, "Unix time of the last decoded frame",

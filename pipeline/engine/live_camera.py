@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 
 from pipeline.engine.camera import CameraPipeline
 from pipeline.engine.faults import FaultWatch, FileFault, Recovered, fault_case, recovery_note
-from pipeline.engine.health import CameraReport, Counters, RateWindow
+from pipeline.engine.health import CameraReport, Counters, InputReport, RateWindow
 from pipeline.evidence.render import CameraFault
-from pipeline.ingest import LiveSource, StateChange
+from pipeline.ingest import LiveSource, StateChange, SubMainSource
 from pipeline.types import CaseNote
 from pipeline.vocabulary import CameraState
 
@@ -74,7 +74,20 @@ class PatrolCamera:
             last_frame_wall=stats.last_frame_wall, reconnects=stats.reconnects, stalls=stats.stalls,
             corrupt=stats.corrupt, reconnects_last_hour=CameraEvents.last_hour(self.events.reconnects, now),
             stalls_last_hour=CameraEvents.last_hour(self.events.stalls, now), last_error=self.last_error,
-            analysis_rate_fps=None if self.pipeline.rate is None else self.pipeline.analysis_fps)
+            analysis_rate_fps=None if self.pipeline.rate is None else self.pipeline.analysis_fps,
+            **self._inputs())
+
+    def _inputs(self) -> dict:
+        """A camera with a sub-stream: each input's state and figures, and the offset between their clocks."""
+        source = self.source
+        if not isinstance(source, SubMainSource):
+            return {}
+        sides = (("sub", source, source.dual.sub), ("main", source.main, source.dual.main))
+        inputs = tuple(InputReport(name, put.state, put.state_since, ring.packets_fps(), put.stats.reconnects,
+                                   put.stats.stalls, put.last_error) for name, put, ring in sides)
+        newest = source.dual.sub.newest_s
+        offset = None if newest is None or source.main.state != CameraState.LIVE else source.dual.offset(newest)
+        return {"inputs": inputs, "clock_offset_s": None if offset is None else offset.main_minus_sub_s}
 
     def check_faults(self, now_wall: float) -> CameraFault | CaseNote | None:
         """The fault case to file when the camera has been without video past its threshold, the

@@ -16,7 +16,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from pipeline.config import CameraConfig
 from pipeline.detect import FrameDetector
@@ -28,7 +28,7 @@ from pipeline.engine.health import PatrolReport, health_line, spool_line
 from pipeline.engine.live_camera import CameraEvents, PatrolCamera
 from pipeline.engine.shadow import LiveShadow, ShadowBatch
 from pipeline.evidence.render import CameraFault
-from pipeline.ingest import LiveSource
+from pipeline.ingest import DualRing, LiveSource, SubMainSource
 from pipeline.ingest.source import is_live_url
 from pipeline.rules.memory import EpisodeMemory
 from pipeline.types import CaseNote, Detections, Frame
@@ -86,6 +86,8 @@ class Patrol:
         self._analysis_slots = threading.BoundedSemaphore(2)
         self._analysis_jobs: deque[Future] = deque()
         self._writers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="evidence")
+        # Each confirmed case's filing, until its clip's completion (which must follow it) is handed out.
+        self._filing: dict[str, Future] = {}
         # Each waiting job holds two full frames. When storage falls behind, the inference loop
         # waits here (its cameras skip frames) rather than memory growing or a case being dropped.
         self._writer_slots = threading.BoundedSemaphore(16)
@@ -122,14 +124,19 @@ class Patrol:
         return done
 
     def _open(self, camera: CameraConfig) -> PatrolCamera:
-        live = is_live_url(camera.url)
+        live = is_live_url(camera.analysed_url)
         pipeline = CameraPipeline(camera, case_namespace=f"live:{camera.id}", wall_clock_ids=True)
         if live and self.episodes is not None:  # a file starts again from its beginning: nothing carries over
             self.episodes.restore(pipeline)
         events = CameraEvents()
         stop = threading.Event()
-        source = LiveSource(camera, pipeline.ring, pipeline.stats, loop_files=self._loop_files, wake=self._wake,
-                            stop=stop, on_state=events.record)
+        if camera.detect_url is None:
+            source = LiveSource(camera, pipeline.ring, pipeline.stats, loop_files=self._loop_files, wake=self._wake,
+                                stop=stop, on_state=events.record)
+        else:  # the sub-stream analysed, the main stream recorded: the clip and pictures come from its ring
+            pipeline.ring = DualRing(pipeline.ring.seconds, arrival=live)
+            source = SubMainSource(camera, pipeline.ring, pipeline.stats, loop_files=self._loop_files,
+                                   wake=self._wake, stop=stop, on_state=events.record)
         watch = FaultWatch(camera.id, camera.ingest.offline_fault_after_s, time.time()) if live else None
         return PatrolCamera(pipeline, source, events, watch, stop)
 
@@ -178,7 +185,7 @@ class Patrol:
         return PatrolReport(
             cameras=[camera.report(now) for camera in self.cameras],
             cases_filed=drainer.delivered,
-            spool_entries=len(self.filer.spool.entries()),
+            spool_entries=len(self.filer.spool.deliverable()),  # a clip still recorded waits for no backend
             backend_error=drainer.backend_error,
             spool_path=str(self.filer.spool.root),
             spool_rejected=drainer.rejected,
@@ -315,19 +322,27 @@ class Patrol:
     def _track_and_apply_rules(self, batch: list[tuple[PatrolCamera, Frame]], found: dict[PatrolCamera, Detections],
                                shadow: ShadowBatch | None) -> None:
         for camera, frame in batch:
-            for violation in camera.pipeline.step(frame, found.get(camera)):
-                self._submit(self.cases.file, camera.pipeline, violation)
+            pipeline = camera.pipeline
+            for violation in pipeline.step(frame, found.get(camera)):
+                self._filing[violation.case_id] = self._submit(self.cases.file, pipeline, violation)
+            for case_id in pipeline.clips_recorded():
+                self._submit(self._complete, pipeline, case_id, self._filing.pop(case_id, None), True)
             camera.lag_s = time.time() - frame.wall_ts
         if shadow is not None:
             self.shadow.step(shadow)
 
     def _flush(self, cameras: list[PatrolCamera], *, leaving: bool = False) -> list[Future]:
-        """Files what the cameras hold back for post-roll: their stream ended, or they are ``leaving``
-        the patrol. Returns the filing's futures."""
+        """Completes the clips the cameras still record a post-roll for with what there is: their
+        stream ended, or they are ``leaving`` the patrol. Returns the futures of that."""
         if self.shadow is not None:
             self.shadow.flush(cameras, leaving=leaving)
-        return [self._submit(self.cases.file, camera.pipeline, violation)
-                for camera in cameras for violation in camera.pipeline.flush()]
+        return [self._submit(self._complete, camera.pipeline, case_id, self._filing.pop(case_id, None), False)
+                for camera in cameras for case_id in camera.pipeline.flush()]
+
+    def _complete(self, pipeline: CameraPipeline, case_id: str, filing: Future | None, post_roll_seen: bool) -> None:
+        if filing is not None:
+            wait([filing])  # on the other writer: it came first, so it runs or ran (its error is logged there)
+        self.cases.complete(pipeline, case_id, post_roll_seen=post_roll_seen)
 
     def _after_analysis(self, job: Callable, *args) -> None:
         """Runs ``job`` on the analysis thread after what is queued there; waits while two jobs are."""

@@ -24,7 +24,7 @@ from pipeline.config import CameraConfig
 from pipeline.detect import FrameDetector
 from pipeline.engine.camera import CameraPipeline
 from pipeline.engine.cases import CaseMaker
-from pipeline.ingest import decode
+from pipeline.ingest import DualRing, Recorder, decode
 from pipeline.types import CaseRecord, Detections, Frame, Violation
 
 
@@ -84,14 +84,20 @@ class Planned:
     inference: Future[list[Detections]] | None = None  # None on an analysed frame: motion gating spared the network
 
 
+def _ignore(_case_id: str, *, post_roll_seen: bool) -> None:
+    pass
+
+
 @dataclass(frozen=True)
 class Analyser:
     """One model's analysis of the replayed frames: its own camera state (tracker, rules,
-    post-roll), its detector, and what becomes of each violation it confirms."""
+    post-roll), its detector, what becomes of each violation it confirms and, once its clip's
+    post-roll has been seen (or the video ended first), of its case."""
 
     pipeline: CameraPipeline
     detector: FrameDetector
     on_violation: Callable[[Violation], None]
+    on_clip_recorded: Callable[..., None] = _ignore  # (case id, *, post_roll_seen)
 
     def plan(self, frame: Frame, network: Executor) -> Planned:
         """Whether the frame is analysed and, when the network runs on it, its detections on their way."""
@@ -107,10 +113,12 @@ class Analyser:
         detections = None if planned.inference is None else planned.inference.result()[0]
         for violation in self.pipeline.step(frame, detections):
             self.on_violation(violation)
+        for case_id in self.pipeline.clips_recorded():
+            self.on_clip_recorded(case_id, post_roll_seen=True)
 
     def flush(self) -> None:
-        for violation in self.pipeline.flush():
-            self.on_violation(violation)
+        for case_id in self.pipeline.flush():
+            self.on_clip_recorded(case_id, post_roll_seen=False)
 
 
 PREFETCH_FRAMES = 4  # decoded frames waiting for the network: enough to ride out a slow keyframe
@@ -166,7 +174,8 @@ class Prefetch(Iterator):
 
 def replay(video: str, camera: CameraConfig, detector: FrameDetector, cases: CaseMaker, *, cases_path: Path,
            evidence_root: Path | None, start_wall: float, progress: bool = False,
-           drain_timeout_s: float = 60.0, beside: Sequence[Analyser] = ()) -> ReplaySummary:
+           drain_timeout_s: float = 60.0, beside: Sequence[Analyser] = (),
+           detect_video: str | None = None) -> ReplaySummary:
     """Runs the patrol over a file with no pacing; appends one JSON line per case to ``cases_path``
     as each reaches the queue, and waits up to ``drain_timeout_s`` at the end for the spool (and,
     on a full disk, for room on it: the summary counts the cases still held).
@@ -174,9 +183,19 @@ def replay(video: str, camera: CameraConfig, detector: FrameDetector, cases: Cas
     Decoding, the detector (``detector.parallel_runs`` frames at once) and the rest (tracking,
     rules, filing, in frame order) run on their own threads, so on a multi-core machine the
     network never waits for the others. Each analyser ``beside`` analyses every decoded frame
-    too, after the patrol's own; what it confirms goes to its ``on_violation``, never to ``cases``."""
+    too, after the patrol's own; what it confirms goes to its ``on_violation``, never to ``cases``.
+
+    ``detect_video``: the same scene's sub-stream, as a camera's ``detect_url``: it is the file
+    analysed, while ``video`` (the main stream) is only demuxed beside it, a few seconds ahead, for
+    the cases' pictures and clips."""
     pipeline = CameraPipeline(camera, case_namespace=f"replay:{Path(video).name}")
-    analysers = [Analyser(pipeline, detector, partial(cases.file, pipeline)), *beside]
+    recorder, ring = None, pipeline.ring
+    if detect_video is not None:
+        pipeline.ring = dual = DualRing(ring.seconds, arrival=False)
+        recorder = Recorder(video, dual.main, camera_id=camera.id, follow=lambda: dual.sub.newest_s or 0.0)
+        video, ring = detect_video, dual.sub
+    analysers = [Analyser(pipeline, detector, partial(cases.file, pipeline), partial(cases.complete, pipeline)),
+                 *beside]
     filer = cases.filer
     cases_path.parent.mkdir(parents=True, exist_ok=True)
     filed = 0
@@ -205,7 +224,9 @@ def replay(video: str, camera: CameraConfig, detector: FrameDetector, cases: Cas
 
         filer.listeners.append(record_case)
         filer.start()
-        frames = Prefetch(decode(video, camera_id=camera.id, analysis_fps=camera.analysis_fps, ring=pipeline.ring,
+        if recorder is not None:
+            recorder.start()
+        frames = Prefetch(decode(video, camera_id=camera.id, analysis_fps=camera.analysis_fps, ring=ring,
                                  stats=pipeline.stats, start_wall=start_wall),
                           depth=PREFETCH_FRAMES, name=f"decode-{camera.id}")
         # a stand-in for a detector (tests) is called one frame at a time, in frame order
@@ -226,10 +247,14 @@ def replay(video: str, camera: CameraConfig, detector: FrameDetector, cases: Cas
                 job.result()
         finally:  # a video that breaks off still files what it confirmed before the break
             frames.close()
+            if recorder is not None:
+                recorder.release()  # the main stream's post-roll: no longer held back by the analysed file
             network.shutdown(wait=True)
             analysis.shutdown(wait=True)
             for analyser in analysers:
                 analyser.flush()
+            if recorder is not None:
+                recorder.close()
             delivered = filer.wait_delivered(drain_timeout_s)
             filer.listeners.remove(record_case)
     spooled = 0 if delivered else len(filer.spool.entries())

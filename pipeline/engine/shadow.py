@@ -243,14 +243,13 @@ class LiveShadow:
             self._note(pipeline, pipeline.step(frame, detections))
 
     def flush(self, cameras: list[PatrolCamera], *, leaving: bool = False) -> None:
-        """Notes what the cameras' pipelines hold back for post-roll (their stream ended, or they
-        are ``leaving`` the patrol, and their pipelines with them)."""
+        """Logs where the candidate stopped watching the cameras ``leaving`` the patrol, and drops
+        their pipelines. Their cases were noted at confirmation: none waits for a post-roll."""
+        if not leaving:
+            return
         for camera in cameras:
-            pipeline = self._pipelines.pop(camera, None) if leaving else self._pipelines.get(camera)
-            if pipeline is None:  # no frame yet
-                continue
-            self._note(pipeline, pipeline.flush())
-            if leaving and pipeline.last_frame is not None:
+            pipeline = self._pipelines.pop(camera, None)
+            if pipeline is not None and pipeline.last_frame is not None:
                 self._log(pipeline, watched_until=_wall(pipeline.last_frame.wall_ts, pipeline.camera.tz),
                           frames_analysed=pipeline.stats.analysed)
 

@@ -66,6 +66,24 @@ class RenderedCase:
         for item in self.record.evidence.values():
             store.put(item.key, self.files[item.key], item.content_type)
 
+    def with_clip(self, clip_mp4: bytes | None, *, clip_until_s: float | None = None) -> RenderedCase:
+        """This case with ``clip_mp4`` as its clip (None: without one), sealed again: the clip's sha256,
+        and metadata.json, which carries every other file's. ``clip_until_s``: where a clip cut short ends.
+        A whole clip gives the bytes rendering with it in the first place gives."""
+        metadata_item = self.record.evidence["metadata.json"]
+        files = _Files(metadata_item.key.rsplit("/", 1)[0])
+        for name, item in self.record.evidence.items():
+            if name == "metadata.json" or (name == "clip.mp4" and clip_mp4 is not None):
+                if clip_mp4 is not None and "clip.mp4" not in files.items:  # where rendering puts it
+                    files.add("clip.mp4", clip_mp4, "video/mp4")
+            elif name != "clip.mp4":
+                files.items[name], files.data[item.key] = item, self.files[item.key]
+        record = replace(self.record, evidence=dict(files.items), clip_until_s=clip_until_s)
+        # metadata.json is the record plus what only it says: that part stays as it was
+        metadata = {key: value for key, value in json.loads(self.files[metadata_item.key]).items()
+                    if key not in self.record.to_dict()}
+        return files.case(record, {**record.to_dict(), **metadata})
+
 
 class _Files:
     """The files of one case as they are rendered, each with its sha256."""
@@ -123,7 +141,11 @@ class EvidenceRenderer:
         zone_polygon_px: np.ndarray,
         clip_mp4: bytes | None,
         model: dict[str, Any],
+        streams: Mapping[str, Any] | None = None,
     ) -> RenderedCase:
+        """``streams``: of a camera with a sub-stream, which input each picture and the clip are
+        from (``photos``: main or sub, see ``pipeline/evidence/main_frame.py``), filed in
+        metadata.json and, as ``evidence_stream``, in the record; None for a camera of one stream."""
         _check_inputs(violation, camera, model)
         event = self._event_codes.lookup(violation.event_entry)
         confirmed_at = datetime.fromtimestamp(violation.trigger_frame.wall_ts, camera.timezone)
@@ -186,6 +208,7 @@ class EvidenceRenderer:
             pipeline_version=self._pipeline_version,
             evidence=dict(files.items),
             plate=plate,
+            evidence_stream=None if streams is None else str(streams["photos"]),
         )
         metadata = {
             **record.to_dict(),
@@ -195,6 +218,8 @@ class EvidenceRenderer:
             "first_bbox": list(as_bbox(violation.first_bbox)),
             "zone_polygon_px": np.asarray(zone_polygon_px, np.float64).tolist(),
         }
+        if streams is not None:
+            metadata["streams"] = {**streams, "size": list(violation.trigger_frame.size)}
         return files.case(record, metadata)
 
     def render_camera_fault(

@@ -77,6 +77,19 @@ class PacketRing:
                 return None
             return self._packets[0].pts_s, self._packets[-1].pts_s
 
+    def gop(self, at_s: float, after_s: float = 0.5) -> list[_Packet]:
+        """The packets a decoder needs for the picture shown at ``at_s``, in decode order: from the
+        last keyframe at or before it through those decoded up to ``after_s`` later, all of that
+        keyframe's stream (a reconnect starts another); empty when no keyframe before it is held."""
+        with self._lock:
+            packets = list(self._packets)
+        keyframes = [i for i, p in enumerate(packets) if p.keyframe and p.pts_s <= at_s]
+        if not keyframes:
+            return []
+        first = keyframes[-1]
+        params = packets[first].params
+        return [p for p in packets[first:] if p.dts_s <= at_s + after_s and p.params is params]
+
     def clip(self, start_s: float, end_s: float) -> bytes:
         """An MP4 of [start_s, end_s], starting at the last keyframe at or before start_s."""
         with self._lock:

@@ -19,7 +19,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from pipeline.config import CameraConfig
@@ -56,14 +56,21 @@ class LiveSource:
 
     HISTORY = 256  # transitions kept in ``history``
 
-    def __init__(self, camera: CameraConfig, ring: PacketRing, stats: SourceStats, *, loop_files: bool,
+    THREAD = "decode"  # the reading thread's name, before the camera id
+
+    def __init__(self, camera: CameraConfig, ring: PacketRing | None, stats: SourceStats, *, loop_files: bool,
                  wake: threading.Event, stop: threading.Event,
-                 on_state: Callable[[StateChange], None] | None = None, rng: random.Random | None = None) -> None:
+                 on_state: Callable[[StateChange], None] | None = None, rng: random.Random | None = None,
+                 url: str | None = None) -> None:
+        """``url``: the input read (default: the camera's analysed one, ``detect_url`` or else ``url``);
+        ``ring``: where its packets are kept for clips (None: nowhere)."""
         self.camera = camera
+        self.url = url or camera.analysed_url
+        self.label = camera.id  # how log lines name this input
         self.ring = ring
         self.stats = stats
         self.settings = camera.ingest
-        self.live_url = is_live_url(camera.url)
+        self.live_url = is_live_url(self.url)
         self.last_error: str | None = None
         self.history: deque[StateChange] = deque(maxlen=self.HISTORY)
         self.backoff = Backoff(self.settings.reconnect_min_s, self.settings.reconnect_max_s, rng)
@@ -80,7 +87,7 @@ class LiveSource:
         self._latest: Frame | None = None
         self._frame_lock = threading.Lock()
         self._progress_at = time.monotonic()  # last time decoded pictures were seen to advance
-        self._thread = threading.Thread(target=self._run, name=f"decode-{camera.id}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"{self.THREAD}-{camera.id}", daemon=True)
         self._watchdog = threading.Thread(target=self._watch, name=f"watchdog-{camera.id}", daemon=True)
 
     # ---- what the patrol reads ----
@@ -118,7 +125,7 @@ class LiveSource:
     # ---- the decode thread ----
 
     def _run(self) -> None:
-        camera, settings, stats = self.camera, self.settings, self.stats
+        camera, stats = self.camera, self.stats
         origin_s = 0.0  # stream time keeps growing across reconnects: one clock for dwell, ids and clips
         try:
             while not self._stop.is_set():
@@ -126,22 +133,14 @@ class LiveSource:
                 live_since: float | None = None
                 error: str | None = None
                 try:
-                    for frame in decode(camera.url, camera_id=camera.id, analysis_fps=camera.analysis_fps,
-                                        ring=self.ring, stats=stats, loop=self._loop_files, realtime=True,
-                                        stop=self._stop, origin_s=origin_s,
-                                        open_timeout_s=settings.open_timeout_s,
-                                        read_timeout_s=settings.read_timeout_s):
+                    for frame in self._read(origin_s):
                         if self._state != CameraState.LIVE:
                             if live_since is None:
                                 live_since = time.monotonic()
                             self._progress_at = time.monotonic()
                             again = self._state == CameraState.STALLED
                             self._set(CameraState.LIVE, "pictures again" if again else "receiving pictures")
-                        with self._frame_lock:
-                            if self._latest is not None:
-                                stats.skipped += 1
-                            self._latest = frame
-                        self._wake.set()
+                        self._deliver(frame)
                 except SourceError as exc:
                     error = str(exc)
                 except Exception as exc:  # a bug or an odd stream must not end a camera for good
@@ -161,7 +160,7 @@ class LiveSource:
                     return
                 if live_since is not None and time.monotonic() - live_since >= self.stable_after_s:
                     self.backoff.reset()
-                self.last_error = error or f"camera {camera.id}: stream ended ({redact(camera.url)})"
+                self.last_error = error or f"camera {camera.id}: stream ended ({redact(self.url)})"
                 delay = self.backoff.next_delay()
                 log.warning("%s; reconnecting in %.1fs", self.last_error, delay)
                 self._set(CameraState.OFFLINE, f"{self.last_error}; retry in {delay:.2f}s")
@@ -177,9 +176,25 @@ class LiveSource:
             if self._state not in (CameraState.ENDED, CameraState.FAILED):
                 self._set(CameraState.STOPPED, "patrol stopping")
 
+    def _read(self, origin_s: float) -> Iterator:
+        """One connection's items (analysis frames), its stream time starting at ``origin_s``."""
+        settings = self.settings
+        return decode(self.url, camera_id=self.camera.id, analysis_fps=self.camera.analysis_fps, ring=self.ring,
+                      stats=self.stats, loop=self._loop_files, realtime=True, stop=self._stop, origin_s=origin_s,
+                      open_timeout_s=settings.open_timeout_s, read_timeout_s=settings.read_timeout_s)
+
+    def _deliver(self, frame: Frame) -> None:
+        with self._frame_lock:
+            if self._latest is not None:
+                self.stats.skipped += 1
+            self._latest = frame
+        self._wake.set()
+
     def _scrub(self, text: str) -> str:
-        """Text of an unexpected error, with the camera URL's password replaced."""
-        return text.replace(self.camera.url, redact(self.camera.url))
+        """Text of an unexpected error, with the camera URLs' passwords replaced."""
+        for url in {self.url, self.camera.url, self.camera.detect_url} - {None}:
+            text = text.replace(url, redact(url))
+        return text
 
     # ---- the watchdog thread ----
 
@@ -208,7 +223,7 @@ class LiveSource:
             change = StateChange(self.camera.id, old, new, time.time(), reason)
             self._state, self._state_since = new, change.wall_ts
             self.history.append(change)
-            log.info("camera %s: %s -> %s (%s)", self.camera.id, old, new, reason)
+            log.info("camera %s: %s -> %s (%s)", self.label, old, new, reason)
             if self._on_state is not None:
                 try:
                     self._on_state(change)

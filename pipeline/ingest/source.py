@@ -94,10 +94,11 @@ def never_opens(url: str) -> str | None:
 def require_an_openable_camera(cameras: Sequence[tuple[Path, CameraConfig]]) -> None:
     """SourceError naming each camera file, its URL and why, when not one of ``cameras`` (with the file each
     came from) can ever be opened: a patrol of them would watch nothing, then end as if all were well."""
-    reasons = [(file, camera, never_opens(camera.url)) for file, camera in cameras]
+    reasons = [(file, camera, never_opens(camera.analysed_url)) for file, camera in cameras]
     if all(why is not None for _, _, why in reasons):
         raise SourceError("no camera can ever be opened:\n" + "\n".join(
-            f"  {file}: url {redact(camera.url)}: {why}" for file, camera, why in reasons))
+            f"  {file}: {'detect_url' if camera.detect_url else 'url'} {redact(camera.analysed_url)}: {why}"
+            for file, camera, why in reasons))
 
 
 def _reason(exc: Exception, timed_out: bool, timeout_s: float, what: str) -> str:

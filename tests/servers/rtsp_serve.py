@@ -26,6 +26,12 @@ for the next client: fed from the same running pipeline, it picks up where the c
 
 Prints one line on stdout once it listens, ``ready WALL``: WALL is the ``time.time()`` of position 0
 of every live mount (all in step). Exits 0 on SIGTERM or SIGINT.
+
+Commands on stdin, one a line, each answered by a line on stdout: ``drop NAME`` takes the mount
+away (its clients' connections are closed, new ones refused) and ``restore NAME`` brings it back,
+as a camera's encoder restarting; a live mount's timeline runs on meanwhile, so the restored mount
+is in step with the others again, as the two streams of one camera are (answers ``dropped NAME``,
+``restored NAME``, or ``unknown ...``).
 """
 
 from __future__ import annotations
@@ -175,6 +181,41 @@ class LiveCamera:
         self.sink.set_property("ts-offset", self._round_start - segment.base)
 
 
+def obey(server: GstRtspServer.RTSPServer, factories: dict) -> bool:
+    """One command from stdin (see the module's doc); False once stdin is closed, which ends the watch."""
+    line = sys.stdin.readline()
+    if not line:
+        return False
+    word, _, name = line.strip().partition(" ")
+    if word not in ("drop", "restore") or name not in factories:
+        print(f"unknown {line.strip()}", flush=True)
+        return True
+    path = "/" + name
+    if word == "restore":
+        server.get_mount_points().add_factory(path, factories[name])
+        print(f"restored {name}", flush=True)
+        return True
+    server.get_mount_points().remove_factory(path)
+
+    def close_watchers(_server, client, *_) -> GstRtspServer.RTSPFilterResult:
+        watching = []
+
+        def on_mount(_client, session, *_) -> GstRtspServer.RTSPFilterResult:
+            media = session.get_media(path)
+            if (media[0] if isinstance(media, tuple) else media) is None:
+                return GstRtspServer.RTSPFilterResult.KEEP
+            watching.append(session)
+            # the session goes with its connection (removing it while its data flows aborts the server)
+            return GstRtspServer.RTSPFilterResult.KEEP
+
+        client.session_filter(on_mount, None)
+        return GstRtspServer.RTSPFilterResult.REMOVE if watching else GstRtspServer.RTSPFilterResult.KEEP
+
+    server.client_filter(close_watchers, None)
+    print(f"dropped {name}", flush=True)
+    return True
+
+
 def parse_mount(parser: argparse.ArgumentParser, option: str, spec: str) -> tuple[str, Path]:
     name, sep, file = spec.partition("=")
     path = Path(file)
@@ -199,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     server.set_address("127.0.0.1")
     server.set_service(str(args.port))
     mounts = server.get_mount_points()
+    factories: dict[str, GstRtspServer.RTSPMediaFactory] = {}
     loop = GLib.MainLoop()
     failures: list[str] = []
 
@@ -214,12 +256,14 @@ def main(argv: list[str] | None = None) -> int:
         factory.set_shared(False)  # a pipeline per client: each one starts at the beginning
         factory.set_eos_shutdown(True)
         mounts.add_factory("/" + name, factory)
+        factories[name] = factory
 
     cameras = []
     for spec in args.live_mount:
         name, path = parse_mount(parser, "--live-mount", spec)
         camera = LiveCamera(name, path, fail)
         mounts.add_factory("/" + name, camera.factory)
+        factories[name] = camera.factory
         cameras.append(camera)
 
     if cameras:
@@ -236,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     base_time, started_wall = clock.get_time(), time.time()
     for camera in cameras:
         camera.play(base_time)
+    GLib.io_add_watch(GLib.IOChannel.unix_new(sys.stdin.fileno()), GLib.PRIORITY_DEFAULT,
+                      GLib.IOCondition.IN | GLib.IOCondition.HUP, lambda *_: obey(server, factories))
     for signum in (signal.SIGTERM, signal.SIGINT):
         GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signum, lambda: (loop.quit(), False)[1])
     print(f"ready {started_wall:.6f}", flush=True)
