@@ -48,7 +48,8 @@ def audit_of(client, headers, case_id) -> list[dict]:
 
 def test_review_imports_no_analysis_stage():
     """The review side runs on a box without the models: it must not pull in ingest, detect or track."""
-    script = "import sys, pipeline.review, pipeline.review.dataset, pipeline.review.verify; print(*sys.modules)"
+    script = ("import sys, pipeline.review.app, pipeline.review.dataset, pipeline.review.verify; "
+              "print(*sys.modules)")
     loaded = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True).stdout.split()
     assert "pipeline.review.app" in loaded
     assert not [name for name in loaded if name.startswith(("pipeline.ingest", "pipeline.detect", "pipeline.track",

@@ -22,6 +22,9 @@ if TYPE_CHECKING:  # the verbs import the review modules only when they run
 DEFAULT_DB = str(DEFAULT_WORKSPACE.review_db)
 DEFAULT_QUEUE = DEFAULT_WORKSPACE.queue_url  # what `patrol demo` writes
 PASSWORD_ENV = "PATROL_PASSWORD"
+MAP_TILES_ENV = "PATROL_MAP_TILES"
+MAP_ATTRIBUTION_ENV = "PATROL_MAP_ATTRIBUTION"
+MAX_CLAIM_MINUTES = 8 * 60.0  # ReviewSettings.claim_s's bound
 
 
 def _cli_actor() -> str:
@@ -70,7 +73,9 @@ def cmd_serve(args) -> int:
                                   audit_key=args.audit_key, signed_heads=args.signed_heads,
                                   evidence_url=args.evidence, streams_dir=streams,
                                   metrics_urls=tuple(args.metrics_url), secure_cookies=args.secure_cookies,
-                                  display_timezone=args.timezone, workflow_config=args.workflow)
+                                  display_timezone=args.timezone, workflow_config=args.workflow,
+                                  map_tiles=args.map_tiles or None, map_attribution=args.map_attribution or None,
+                                  **({} if args.claim_minutes is None else {"claim_s": args.claim_minutes * 60}))
     except ValidationError as exc:
         raise UsageError("; ".join(f"--{'-'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from exc
     try:
@@ -284,8 +289,19 @@ def _timezone(name: str) -> ZoneInfo:
         raise argparse.ArgumentTypeError(f"{name} is not an IANA time zone such as Asia/Shanghai") from exc
 
 
+def _claim_minutes(text: str) -> float:
+    try:
+        minutes = float(text)
+    except ValueError:
+        minutes = float("nan")
+    if not 0 < minutes <= MAX_CLAIM_MINUTES:  # also NaN
+        raise argparse.ArgumentTypeError(f"{text} is not a number of minutes above 0 and at most {MAX_CLAIM_MINUTES:g}")
+    return minutes
+
+
 def add_review_verbs(verbs: argparse._SubParsersAction) -> None:
     """Adds the review service's verbs to the `patrol` parser."""
+    from pipeline.review.claims import DEFAULT_CLAIM_S
     from pipeline.review.local_time import DEFAULT_DISPLAY_TIMEZONE
     from pipeline.review.vocabulary import AccountRole
 
@@ -328,6 +344,14 @@ def add_review_verbs(verbs: argparse._SubParsersAction) -> None:
     signing_options(serve, "that signs the audit chain's head, made (mode 0600) if absent; keep it where "
                     "whoever can write the database cannot")
     timezone_option(serve, "for times shown and times typed without an offset")
+    serve.add_argument("--claim-minutes", type=_claim_minutes, metavar="MINUTES",
+                       help=f"how long an officer's claim (认领) on a case lasts unless renewed (default "
+                            f"{DEFAULT_CLAIM_S / 60:g}, at most {MAX_CLAIM_MINUTES:g})")
+    serve.add_argument("--map-tiles", default=os.environ.get(MAP_TILES_ENV), metavar="URL",
+                       help="a tile server drawn under the map page, e.g. https://tiles.example.org/{z}/{x}/{y}.png "
+                            f"(default: ${MAP_TILES_ENV}; none: the map draws its SVG alone, needing no internet)")
+    serve.add_argument("--map-attribution", default=os.environ.get(MAP_ATTRIBUTION_ENV), metavar="TEXT",
+                       help=f"the tiles' credit line shown on the map (default: ${MAP_ATTRIBUTION_ENV})")
     serve.set_defaults(func=cmd_serve)
 
     users = verbs.add_parser("users", help="review accounts")

@@ -69,6 +69,13 @@ def account_role(conn: sqlite3.Connection, name: str) -> AccountRole | None:
     return None if account is None else account.role
 
 
+def refuse_disabled_assignee(conn: sqlite3.Connection, name: str | None) -> None:
+    """Invalid when account ``name`` is disabled: a case assigned to it would wait on nobody."""
+    account = find_account(conn, name) if name is not None else None
+    if account is not None and not account.active:
+        raise Invalid(f"{account.label}（{name}）的账号已停用，不能分派案件：请选择在用的执法队员或中队长")
+
+
 def checked_profile(display_name: str | None, badge_number: str | None) -> tuple[str | None, str | None]:
     """The display name and badge number as stored (trimmed; blank is none); Invalid for either out of form."""
     display_name = (display_name or "").strip() or None

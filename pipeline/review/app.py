@@ -24,6 +24,8 @@ from pipeline.review.body_limit import BodyLimit
 from pipeline.review.cameras import CameraBoard
 from pipeline.review.errors import ReviewError
 from pipeline.review.intake import CaseIntake, NotesReader
+from pipeline.review.map_tiles import tile_origin
+from pipeline.review.openapi_refusals import add_transport_refusals
 from pipeline.review.services import ReviewServices
 from pipeline.review.settings import ReviewSettings
 from pipeline.review.signed_heads import HeadSigner, anchor_paths
@@ -89,11 +91,20 @@ def create_app(settings: ReviewSettings, *, environ: Mapping[str, str] = os.envi
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _add_error_handlers(app)
     app.add_middleware(BodyLimit)  # added before the security headers, so its 413 gets them too
-    _add_security_headers(app, getattr(review.evidence, "endpoint", None))
+    _add_security_headers(app, getattr(review.evidence, "endpoint", None),
+                          tile_origin(settings.map_tiles) if settings.map_tiles else None)
     return app
 
 
 def _add_openapi_route(app: FastAPI) -> None:
+    def openapi_with_refusals() -> dict:
+        # 413 and 503 come from the middleware and the error handlers, so no route declares them itself.
+        if app.openapi_schema is None:
+            app.openapi_schema = add_transport_refusals(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    app.openapi = openapi_with_refusals
+
     # Supervisors and admins, who script against the API; officers work on the page.
     @app.get("/openapi.json", include_in_schema=False,
              dependencies=[Depends(api_roles(AccountRole.SUPERVISOR, AccountRole.ADMIN))])
@@ -142,10 +153,12 @@ def _add_error_handlers(app: FastAPI) -> None:
         return await request_validation_exception_handler(request, exc)
 
 
-def _add_security_headers(app: FastAPI, object_store: str | None) -> None:
-    # Presigned evidence URLs point at the object store, so pictures and clips may come from there.
+def _add_security_headers(app: FastAPI, object_store: str | None, map_tiles: str | None) -> None:
+    # Presigned evidence URLs point at the object store, so pictures and clips may come from there;
+    # the map's tiles from the one tile server an operator set, if any (map_tiles.py).
     media = "'self'" + (f" {object_store}" if object_store else "")
-    policy = (f"default-src 'self'; img-src {media} data:; media-src {media}; script-src 'self'; "
+    images = media + (f" {map_tiles}" if map_tiles else "")
+    policy = (f"default-src 'self'; img-src {images} data:; media-src {media}; script-src 'self'; "
               "style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 
     @app.middleware("http")

@@ -56,7 +56,7 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _too_large(self, send: Send, limit: int) -> None:
-        body = json.dumps({"detail": f"the request body is over {limit} bytes"}).encode()
+        body = json.dumps({"detail": f"请求内容超过 {limit} 字节的上限，未被接收"}, ensure_ascii=False).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})

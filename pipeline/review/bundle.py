@@ -1,12 +1,13 @@
 """A case bundle: one zip with everything needed to show a case to someone outside the system.
 
 Layout: ``evidence/<name>`` (the stored files as they are), ``case.json`` (record, review state,
-notes), ``audit.jsonl`` (the case's audit entries, this export's own included), ``signed_head.json``
-(this export's entry, the chain's head then, signed with the service's Ed25519 key) and
-``audit-public-key.pem`` (that key's public half), ``manifest.json`` (each file's sha256 and, for
-evidence, whether it still matches the sha256 filed with the case), and ``SHA256SUMS`` (checkable
-with ``sha256sum -c``). Evidence is listed with the sha256 its case record holds, never one taken
-from its bytes now: a file changed since shows up as FAILED there, and in ``TAMPERED.txt``.
+notes, the plate in force: an officer's correction beside the machine's read), ``audit.jsonl`` (the
+case's audit entries, this export's own included), ``signed_head.json`` (this export's entry, the
+chain's head then, signed with the service's Ed25519 key) and ``audit-public-key.pem`` (that key's
+public half), ``manifest.json`` (each file's sha256 and, for evidence, whether it still matches the
+sha256 filed with the case), and ``SHA256SUMS`` (checkable with ``sha256sum -c``). Evidence is
+listed with the sha256 its case record holds, never one taken from its bytes now: a file changed
+since shows up as FAILED there, and in ``TAMPERED.txt``.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def build_bundle(case: ReviewCase, evidence: EvidenceStore, audit: list[AuditEnt
         "record": case.record.to_dict(),
         "record_sha256": case.record_sha256,
         "review": case.review_state(),
+        "plate": _plate(case),
         "notes": None if notes is None else [note.to_dict() for note in notes],
     })
     files["audit.jsonl"] = "".join(json.dumps(entry.to_dict(), ensure_ascii=False, sort_keys=True) + "\n"
@@ -79,6 +81,18 @@ def build_bundle(case: ReviewCase, evidence: EvidenceStore, audit: list[AuditEnt
         for path, data in files.items():
             archive.writestr(f"{case.case_id}/{path}", data)
     return buffer.getvalue()
+
+
+def _plate(case: ReviewCase) -> dict[str, Any] | None:
+    """The plate as the case stands; the record above holds the machine's read as filed."""
+    plate = case.plate
+    if plate is None:
+        return None
+    correction = plate.correction
+    return {"text": plate.text, "colour": plate.colour.value, "read": plate.read,
+            "correction": None if correction is None else {
+                "text": correction.text, "colour": correction.colour.value, "by": correction.by, "at": correction.at,
+                "reason": correction.reason, "audit_seq": correction.audit_seq}}
 
 
 def _json(value: Any) -> bytes:

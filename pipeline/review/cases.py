@@ -18,7 +18,7 @@ from datetime import datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pipeline.review.accounts import User, account_role, find_account
+from pipeline.review.accounts import User, account_role, find_account, refuse_disabled_assignee
 from pipeline.review.audit import canonical_json, now_iso
 from pipeline.review.claims import (
     CLAIM_COLUMNS,
@@ -32,6 +32,7 @@ from pipeline.review.db import AuditedChange, ReviewDatabase
 from pipeline.review.errors import Conflict, Invalid, NoSuchCase
 from pipeline.review.local_time import DEFAULT_DISPLAY_TIMEZONE, show_clock
 from pipeline.review.outbox import note_status_change
+from pipeline.review.plates import PLATE_CORRECTION_COLUMN, CasePlate, PlateCorrection, case_plate, correction_from_json
 from pipeline.review.vocabulary import (
     ACTION_LABELS,
     IN_LOOP,
@@ -55,7 +56,8 @@ SYSTEM_ACTOR = "system"
 _VERSION = ("(SELECT MAX(seq) FROM audit WHERE audit.case_id = cases.case_id"
             " AND json_extract(audit.after, '$.status') IS NOT NULL)")
 _CASE_COLUMNS = ("case_id, record, record_sha256, status, assignee, decided_by, decided_at, reject_reason, "
-                 f"decision_note, duplicate_of, received_at, {CLAIM_COLUMNS}, {_VERSION}, {LOOP_COLUMN}")
+                 f"decision_note, duplicate_of, received_at, {CLAIM_COLUMNS}, {_VERSION}, {LOOP_COLUMN}, "
+                 f"{PLATE_CORRECTION_COLUMN}")
 CHANGES_PER_POLL = 200  # audit entries one look at the changes reads at most; the cursor says where it stopped
 
 
@@ -76,10 +78,16 @@ class ReviewCase:
     claim: Claim | None = None  # while it lasts
     version: int = 0
     loop: CaseLoop | None = None  # its 处置流程, from 立案 on (workflow.py)
+    plate_correction: PlateCorrection | None = None  # an officer's, in force (plates.py)
 
     @property
     def case_id(self) -> str:
         return self.record.case_id
+
+    @property
+    def plate(self) -> CasePlate | None:
+        """The plate the case shows: the officer's correction, else the machine's read; None without one."""
+        return case_plate(self.record.plate, self.plate_correction)
 
     def review_state(self) -> dict[str, Any]:
         """The fields a decision or a step of the loop changes; the before/after of its audit entry."""
@@ -252,6 +260,14 @@ class CaseRepository:
             ).fetchall()
         return CasePage([_case_from_row(row) for row in rows], total, page, per_page, cursor)
 
+    def matching(self, condition: str, values: list[Any], *, order_by: str, limit: int) -> list[ReviewCase]:
+        """The cases meeting ``condition``, SQL on ``cases`` written elsewhere (duplicates.py), ``values``
+        filling its parameters and then ``order_by``'s."""
+        with self._db.reading() as conn:
+            rows = conn.execute(f"SELECT {_CASE_COLUMNS} FROM cases WHERE {condition} ORDER BY {order_by} LIMIT ?",
+                                [*values, limit]).fetchall()
+        return [_case_from_row(row) for row in rows]
+
     def distinct(self, column: str) -> list[str]:
         """The values of ``column`` (camera_id, zone_id or violation) among stored cases, for filter menus."""
         if column not in ("camera_id", "zone_id", "violation"):
@@ -287,15 +303,10 @@ class CaseRepository:
         ``expected_version``: the case's version as the decider's page showed it; CaseChanged when it
         has changed since. CaseClaimed while someone else holds the case."""
         note = note.strip()
-        if decision is Decision.REJECT and reason is None:
-            raise Invalid("驳回须选择原因")
-        if reason is RejectReason.OTHER and not note:
-            raise Invalid("驳回原因为“其他”（other）时须填写说明")
-        if decision is Decision.DUPLICATE and not duplicate_of:
-            raise Invalid("标记重复须填写与之重复的案件编号")
+        check_decision(decision, reason, note, duplicate_of)
         with self._db.change(user.name, decision.value, case_id) as change:
             case = _case_as_seen(change.conn, case_id, expected_version)
-            refuse_unless_open_to(user, case_id, case.status, case.assignee, case.claim)
+            refuse_unless_open_to(user, case_id, case.status, case.assignee, case.claim, change.conn)
             if decision is Decision.DUPLICATE:
                 _check_duplicate_target(change.conn, case_id, duplicate_of)
             change.conn.execute(
@@ -327,6 +338,7 @@ class CaseRepository:
             case = _get_in(change.conn, case_id)
             if assignee is not None and account_role(change.conn, assignee) in (None, AccountRole.ADMIN):
                 raise Invalid(f"{assignee} 不是执法队员或中队长的账号")
+            refuse_disabled_assignee(change.conn, assignee)
             change.conn.execute("UPDATE cases SET assignee = ? WHERE case_id = ?", (assignee, case_id))
             return _record_state_change(change, case)
 
@@ -338,6 +350,16 @@ class CaseRepository:
         with self._db.change(actor, action, case_id) as change:
             case = _get_in(change.conn, case_id)
             return _record_state_change(change, case, apply(change.conn, case))
+
+
+def check_decision(decision: Decision, reason: RejectReason | None, note: str, duplicate_of: str | None) -> None:
+    """What a decision needs besides the case: Invalid without it (a bulk decision asks once for all its cases)."""
+    if decision is Decision.REJECT and reason is None:
+        raise Invalid("驳回须选择原因")
+    if reason is RejectReason.OTHER and not note.strip():
+        raise Invalid("驳回原因为“其他”（other）时须填写说明")
+    if decision is Decision.DUPLICATE and not duplicate_of:
+        raise Invalid("标记重复须填写与之重复的案件编号")
 
 
 def _record_state_change(change: AuditedChange, before: ReviewCase, detail: dict[str, Any] | None = None) -> ReviewCase:
@@ -384,11 +406,12 @@ def _check_duplicate_target(conn: sqlite3.Connection, case_id: str, duplicate_of
 
 def _case_from_row(row: tuple) -> ReviewCase:
     (_, record, digest, status, assignee, decided_by, decided_at, reason, note, duplicate_of, received_at,
-     claimed_by, claim_expires_at, holder_name, version, loop) = row
+     claimed_by, claim_expires_at, holder_name, version, loop, plate_correction) = row
     status = Status(status)
     return ReviewCase(
         record=CaseRecord.from_dict(json.loads(record)), record_sha256=digest, status=status,
         assignee=assignee, decided_by=decided_by, decided_at=decided_at,
         reject_reason=RejectReason(reason) if reason else None, decision_note=note, duplicate_of=duplicate_of,
         received_at=received_at, claim=claim_from_columns(claimed_by, claim_expires_at, holder_name),
-        version=version or 0, loop=loop_from_json(loop, status))
+        version=version or 0, loop=loop_from_json(loop, status),
+        plate_correction=correction_from_json(plate_correction))

@@ -86,13 +86,14 @@ class CaseClaimed(Conflict):
 
 
 def refuse_unless_open_to(user: User, case_id: str, status: Status, assignee: str | None,
-                          claim: Claim | None) -> None:
+                          claim: Claim | None, conn: sqlite3.Connection | None = None) -> None:
     """What keeps ``user`` from working on a case now: it is decided, assigned to another officer, or
-    held by someone else."""
+    held by someone else. Given the change's ``conn``, the refusal names the assignee by their 姓名."""
     if status is not Status.NEW:
         raise Conflict(f"案件 {case_id} 已处理（{STATUS_LABELS[status]}），如需更改请联系中队长重新打开")
     if user.role is AccountRole.OFFICER and assignee not in (None, user.name):
-        raise NotAllowed(f"案件 {case_id} 已分派给 {assignee}，请选择其他案件")
+        account = find_account(conn, assignee) if conn is not None else None
+        raise NotAllowed(f"案件 {case_id} 已分派给 {account.label if account else assignee}，请选择其他案件")
     if claim is not None and claim.holder != user.name:
         raise CaseClaimed(claim)
 
@@ -109,7 +110,7 @@ class ClaimRepository:
         with self._db.change(user.name, "claim", case_id) as change:
             status, assignee, held = _claim_state(change.conn, case_id)
             taken_from = held.holder if takeover and held is not None and held.holder != user.name else None
-            refuse_unless_open_to(user, case_id, status, assignee, None if taken_from else held)
+            refuse_unless_open_to(user, case_id, status, assignee, None if taken_from else held, change.conn)
             holder = find_account(change.conn, user.name) or user
             claim = Claim(user.name, holder.label, clock() + duration_s)
             change.conn.execute("UPDATE cases SET claimed_by = ?, claim_expires_at = ? WHERE case_id = ?",

@@ -128,6 +128,19 @@ CREATE TABLE IF NOT EXISTS outbox (
     sent_at TEXT  -- NULL until the platform answered 2xx
 );
 CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (sent_at, seq);
+-- An officer's corrections of a case's plate (plates.py), the latest in force; the case's record keeps the
+-- machine's read as filed, and each correction has its audit entry.
+CREATE TABLE IF NOT EXISTS plate_corrections (
+    seq INTEGER PRIMARY KEY,
+    case_id TEXT NOT NULL REFERENCES cases (case_id),
+    text TEXT NOT NULL,  -- without separators, e.g. 鲁A12345
+    colour TEXT NOT NULL,  -- vocabulary.PlateColour
+    corrected_by TEXT NOT NULL,
+    corrected_at TEXT NOT NULL,  -- ISO 8601 UTC
+    reason TEXT,
+    audit_seq INTEGER NOT NULL  -- the correction's entry in the audit chain
+);
+CREATE INDEX IF NOT EXISTS plate_corrections_by_case ON plate_corrections (case_id, seq);
 COMMIT;
 """
 # Columns that came after the tables: CREATE TABLE IF NOT EXISTS leaves an older file's tables as

@@ -25,8 +25,10 @@ from pipeline.review.audit import AuditEntry
 from pipeline.review.cases import ReviewCase
 from pipeline.review.evidence_check import StoredEvidence
 from pipeline.review.local_time import show_local
+from pipeline.review.plates import read_colour
 from pipeline.review.vocabulary import (
     ACTION_LABELS,
+    PLATE_COLOUR_LABELS,
     REJECT_REASON_LABELS,
     STATUS_LABELS,
     Decision,
@@ -159,14 +161,13 @@ def _case_facts(case: ReviewCase, zone: tzinfo) -> list[tuple[str, str]]:
     record = case.record
     location = record.location
     lat, lon = location.get("lat"), location.get("lon")
-    plate = record.plate
     facts = [
         ("违规类型", f"{violation_label(record.violation)}（{record.violation}）"),
         ("事件", f"{record.event_name}（事件编码 {record.event_code}）"),
         ("首次发现", show_local(record.first_seen_wall, zone)),
         ("确认时间", show_local(record.confirmed_wall, zone)),
         ("持续时间", f"{record.dwell_s:.0f} 秒"),
-        ("车牌", f"{plate['text']}（识别置信度 {plate.get('confidence', 0):.2f}）" if plate else "—"),
+        ("车牌", _plate(case, zone)),
         ("摄像头", f"{record.camera_name}（{record.camera_id}）"),
         ("地址", location.get("address") or "—"),
         ("网格编码", location.get("grid_code") or "—"),
@@ -177,6 +178,24 @@ def _case_facts(case: ReviewCase, zone: tzinfo) -> list[tuple[str, str]]:
     if "clip.mp4" in record.evidence:
         facts.append(("视频片段", f"clip.mp4：{clip_coverage(record.first_seen_wall, record.confirmed_wall)}"))
     return facts
+
+
+def _plate(case: ReviewCase, zone: tzinfo) -> str:
+    """The machine's read; under an officer's correction, the plate in force first, who corrected it and when."""
+    plate = case.plate
+    if plate is None:
+        return "—"
+    read = plate.read if plate.read and plate.read.get("text") else None
+    read_text = "未识别"
+    if read:
+        colour = PLATE_COLOUR_LABELS[read_colour(read)]
+        read_text = f"{read['text']}（{colour}，识别置信度 {read.get('confidence') or 0:.2f}）"
+    correction = plate.correction
+    if correction is None:
+        return read_text
+    reason = f"，原因：{correction.reason}" if correction.reason else ""
+    return (f"{plate.text}（{plate.colour_label}）；人工更正：{correction.by_name} 于 {show_local(correction.at, zone)}"
+            f"{reason}；识别结果：{read_text}")
 
 
 def _decision(case: ReviewCase, decided_by: Officer | None, zone: tzinfo) -> list[tuple[str, str]]:

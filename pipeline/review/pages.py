@@ -38,12 +38,14 @@ from pipeline.review.cases import CaseFilter
 from pipeline.review.claims import ClaimScope
 from pipeline.review.errors import Conflict, Invalid
 from pipeline.review.local_time import read_local, show_clock, show_local
+from pipeline.review.routers.case_map import build_map
 from pipeline.review.routers.stats import Period, stats_for
 from pipeline.review.schemas import CameraBoardOut, CaseChangesOut, CasePageOut
 from pipeline.review.services import ReviewServices, services
 from pipeline.review.vocabulary import (
     ACTION_LABELS,
     OVERDUE_LABEL,
+    PLATE_COLOUR_LABELS,
     RECHECK_FAILED_LABEL,
     REJECT_REASON_LABELS,
     ROLE_LABELS,
@@ -103,6 +105,7 @@ TEMPLATES.env.globals.update(status_labels={s.value: label for s, label in STATU
                              reject_reasons={r.value: label for r, label in REJECT_REASON_LABELS.items()},
                              role_labels={r.value: label for r, label in ROLE_LABELS.items()},
                              clip_coverage=clip_coverage, csrf_field=CSRF_FORM_FIELD)
+TEMPLATES.env.globals["plate_colours"] = {colour.value: label for colour, label in PLATE_COLOUR_LABELS.items()}
 
 
 def _render(request: Request, template: str, caller: Caller | None, status_code: int = 200, **context) -> Response:
@@ -239,6 +242,17 @@ def stats_page(request: Request, caller: Annotated[Caller, Depends(page_roles(*R
 def camera_page(request: Request, caller: Annotated[Caller, Depends(page_roles(*CAMERA_VIEWERS))],
                 review: Review) -> Response:
     return _render(request, "cameras.html", caller, board=CameraBoardOut.of(review.cameras.snapshot()))
+
+
+@router.get("/map", response_class=HTMLResponse)
+def map_page(request: Request, caller: Annotated[Caller, Depends(page_caller)], review: Review) -> Response:
+    """地图 (static/map.js draws it from the figures the page carries, and keeps them current)."""
+    violation = (request.query_params.get("violation") or "")[:64] or None
+    overdue = request.query_params.get("overdue") in ("1", "true", "on")
+    figures = build_map(caller, review, violation=violation, overdue_only=overdue)
+    kinds = sorted(set(VIOLATION_LABELS) | set(review.store.cases.distinct("violation")))
+    return _render(request, "map.html", caller, figures=figures, violations=kinds,
+                   filters={"violation": violation, "overdue": overdue})
 
 
 Admin = Annotated[Caller, Depends(page_roles(AccountRole.ADMIN))]

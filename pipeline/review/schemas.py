@@ -19,6 +19,8 @@ from pipeline.review.cases import CaseChanges, CasePage, ReviewCase
 from pipeline.review.claims import Claim
 from pipeline.review.evidence_check import TamperedFile
 from pipeline.review.loop_schemas import LoopOut, evidence_url
+from pipeline.review.plate_schemas import PlateOut
+from pipeline.review.plates import plate_correctable
 from pipeline.review.vocabulary import (
     ACTION_LABELS,
     CAMERA_STATE_LABELS,
@@ -43,7 +45,8 @@ class ErrorOut(BaseModel):
     code: str | None = Field(None, description="What kind of refusal, for a script to branch on: not_found, "
                              "conflict, not_allowed, invalid, case_claimed (someone else holds the case), "
                              "case_changed (the version sent is not the case's), workflow_state (the 处置流程 step "
-                             "does not fit the case's state), not_overdue, too_large, unsupported_media (a photo). "
+                             "does not fit the case's state), not_overdue, too_large, unsupported_media (a photo), "
+                             "plate_format (a corrected plate that is no Chinese plate). "
                              "Absent on login and role refusals.")
 
 
@@ -243,6 +246,9 @@ class CaseSummary(BaseModel):
     overdue: bool = Field(False, description="超期: dispatched and past its deadline, as of this answer")
     recheck_failed: bool = Field(False, description="复核未通过: the latest camera recheck found the violation "
                                  "still there at or after its deadline")
+    current_plate: PlateOut | None = Field(None, description="车牌 as the case stands: an officer's correction over "
+                                           "the machine's read, both given; null: none read nor added")
+    version: int = Field(0, description="Send with a decision: it is refused if the case changed since (409)")
 
     @classmethod
     def of(cls, case: ReviewCase) -> CaseSummary:
@@ -257,7 +263,8 @@ class CaseSummary(BaseModel):
             assignee=case.assignee, claim=ClaimOut.of(case.claim),
             thumbnail_url=evidence_url(record.case_id, thumbnail) if thumbnail else None,
             case_number=case.loop.case_number if case.loop else None, overdue=bool(case.loop and case.loop.overdue),
-            recheck_failed=bool(case.loop and case.loop.recheck_failed))
+            recheck_failed=bool(case.loop and case.loop.recheck_failed), current_plate=PlateOut.of(case),
+            version=case.version)
 
 
 class CasePageOut(BaseModel):
@@ -318,8 +325,9 @@ class CaseDetail(CaseSummary):
     notes: list[NoteOut] | None = Field(description="null when the case queue cannot be reached right now")
     audit: list[AuditEntryOut]
     record_sha256: str
-    version: int = Field(description="Send with a decision: it is refused if the case changed since (409)")
-    plate: dict[str, Any] | None = Field(None, description="a parking case's plate: text, confidence, colour, frame")
+    plate: dict[str, Any] | None = Field(None, description="a parking case's plate as the machine read it, as filed: "
+                                         "text, confidence, colour, frame (current_plate: as corrected)")
+    plate_correctable: bool = Field(False, description="the page offers 更正车牌 (POST /api/cases/{id}/plate)")
     loop: LoopOut | None = Field(None, description="处置流程 from 立案 on; null before")
 
     @classmethod
@@ -331,7 +339,7 @@ class CaseDetail(CaseSummary):
             **CaseSummary.of(case).model_dump(),
             event_name=record.event_name, first_seen_wall=record.first_seen_wall, track_id=record.track_id,
             bbox=list(record.bbox), model=dict(record.model), record_sha256=case.record_sha256, plate=record.plate,
-            version=case.version, loop=LoopOut.of(case),
+            loop=LoopOut.of(case), plate_correctable=plate_correctable(case.status, record.violation, case.plate),
             location=LocationOut(lat=location.get("lat"), lon=location.get("lon"), address=location.get("address"),
                                  grid_code=location.get("grid_code")),
             decision=DecisionOut(

@@ -50,12 +50,14 @@ def start_review_server(
     metrics_urls: Sequence[str] = (),
     queue_url: str | None = None,
     evidence_url: str | None = None,
+    map_tiles: str | None = None,
 ) -> ReviewServer:
     """Serve the review page over ``var``'s queue, evidence and review store (the ``Workspace``
     layout) — what ``patrol demo`` writes.
 
     Gives the supervisor account ``demo`` a fresh random password each start, so a newcomer can
-    review, reopen and reassign at once. ``port=0`` picks a free port. OSError if it cannot listen.
+    review, reopen and reassign at once. ``port=0`` picks a free port; ``map_tiles``: a tile server
+    under the map page (ReviewSettings.map_tiles). OSError if it cannot listen.
     """
     workspace = Workspace(var)
     settings = ReviewSettings(
@@ -64,6 +66,7 @@ def start_review_server(
         evidence_url=evidence_url or str(workspace.evidence),
         streams_dir=streams_dir,
         metrics_urls=tuple(metrics_urls),
+        map_tiles=map_tiles,
     )
     password = secrets.token_urlsafe(12)
     _ensure_demo_user(settings.db_path, password)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from fastapi import Request
 
 from pipeline.evidence import EvidenceStore
+from pipeline.review.accounts import User
 from pipeline.review.cameras import CameraBoard
 from pipeline.review.cases import ReviewCase
 from pipeline.review.errors import Conflict
@@ -17,6 +18,7 @@ from pipeline.review.schemas import CaseDetail
 from pipeline.review.settings import ReviewSettings
 from pipeline.review.signed_heads import HeadSigner
 from pipeline.review.store import ReviewStore
+from pipeline.review.vocabulary import Decision
 from pipeline.review.workflow import WorkflowConfig
 from pipeline.review.workflow_steps import WorkflowSteps
 
@@ -54,6 +56,15 @@ class ReviewServices:
             raise Conflict(f"案件 {case.case_id} 的证据文件 {'、'.join(names)} 缺失或与案件记录的 sha256 不符"
                            f"（证据文件校验失败）：须由中队长确认知悉（POST /api/cases/{case.case_id}/"
                            "acknowledge-tampering）后才能确认、驳回或标记重复；也可以上报此案件")
+
+    def decide(self, user: User, case_id: str, decision: Decision, *, version: int | None = None,
+               **fields) -> ReviewCase:
+        """A decision on a new case, one case at a time as every route takes it (a bulk decision too):
+        refused while its evidence differs from its record unacknowledged, except escalating, which is what
+        an officer should do with evidence that does not hold; then CaseRepository.decide's rules."""
+        if decision is not Decision.ESCALATE:
+            self.refuse_unacknowledged_tampering(self.store.cases.get(case_id))
+        return self.store.cases.decide(case_id, user, decision, expected_version=version, **fields)
 
     def close(self) -> None:
         """Release everything, for whoever made the app; an app's lifespan only stops the intake."""

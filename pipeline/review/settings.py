@@ -6,11 +6,12 @@ import socket
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
 from pipeline.review.claims import DEFAULT_CLAIM_S
 from pipeline.review.db import DEFAULT_REVIEW_DB
 from pipeline.review.local_time import DEFAULT_DISPLAY_TIMEZONE
+from pipeline.review.map_tiles import check_tile_template
 
 
 class ReviewSettings(BaseModel):
@@ -41,6 +42,9 @@ class ReviewSettings(BaseModel):
     claim_s: float = Field(
         DEFAULT_CLAIM_S, gt=0, le=8 * 3600,
         description="An officer's claim on a case (认领) lasts this long unless renewed, released or decided.")
+    duplicate_window_h: float = Field(
+        6.0, gt=0, le=7 * 24, description="重复: cases confirmed this many hours either side of a case, at its camera "
+                                          "and zone or with its plate, are suggested as what it repeats.")
     evidence_url_expiry_s: int = Field(300, ge=1, le=3600, description="Presigned S3 evidence URLs expire after this.")
     metrics_timeout_s: float = Field(1.5, gt=0, description="How long the camera list waits for a worker.")
     secure_cookies: bool = Field(False, description="Mark the session cookie Secure (set when served over HTTPS).")
@@ -48,3 +52,12 @@ class ReviewSettings(BaseModel):
         ZoneInfo(DEFAULT_DISPLAY_TIMEZONE),
         description="IANA time zone of the district: times are shown on its clock, and a time typed without an "
                     "offset (a list filter, a link) is read on it.")
+    map_tiles: str | None = Field(
+        None, description="A tile server's URL template ({z}/{x}/{y}, Web Mercator) drawn under the map page; None: "
+                          "no tiles, the map needs nothing from outside (its one origin is allowed in the CSP).")
+    map_attribution: str | None = Field(None, max_length=200, description="The tiles' credit line, shown on the map.")
+
+    @field_validator("map_tiles")
+    @classmethod
+    def _tile_template(cls, template: str | None) -> str | None:
+        return check_tile_template(template) if template else None

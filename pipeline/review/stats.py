@@ -9,6 +9,8 @@ camera, grid cell, officer) has a row per value with the same figures as the per
 * 误检率 (false-detection rate): rejected as 误检 (``detector_error``) / decided cases;
 * 派遣, 结案 and 超期: cases dispatched (at least once), closed, and dispatched but past their
   deadline now (overdue as workflow.py reads it);
+* 复核未通过: cases whose latest camera recheck found the violation still there at or after its
+  deadline (recheck.py), as the case list's filter reads it;
 * median times from filing to decision (审核), to dispatch and to close: each from the case reaching
   the review service (``received_at``), on the service's own clock like the steps' times, so a
   camera worker's clock never enters them.
@@ -52,6 +54,7 @@ class StatsRow:
     dispatched: int
     closed: int
     overdue: int
+    recheck_failed: int  # 复核未通过: the latest camera recheck found it still there past the deadline
     confirmation_rate: float | None  # None: nothing decided yet
     false_detection_rate: float | None
     median_decision_s: float | None  # None: no such step taken yet
@@ -108,6 +111,7 @@ class _Tally:
     dispatched: int = 0
     closed: int = 0
     overdue: int = 0
+    recheck_failed: int = 0
     decision_s: list[float] = field(default_factory=list)
     dispatch_s: list[float] = field(default_factory=list)
     close_s: list[float] = field(default_factory=list)
@@ -119,6 +123,7 @@ class _Tally:
             self.dispatched += case.loop.dispatched_at is not None
             self.closed += case.loop.closed_at is not None
             self.overdue += case.loop.overdue
+            self.recheck_failed += case.loop.recheck_failed
         for seconds, found in ((case.decision_s, self.decision_s), (case.dispatch_s, self.dispatch_s),
                                (case.close_s, self.close_s)):
             if seconds is not None:
@@ -132,7 +137,7 @@ class _Tally:
             key=key, label=self.label, filed=filed, pending=self.statuses[Status.NEW], confirmed=confirmed,
             rejected=self.statuses[Status.REJECTED], false_detections=self.false_detections,
             escalated=self.statuses[Status.ESCALATED], duplicate=self.statuses[Status.DUPLICATE],
-            dispatched=self.dispatched, closed=self.closed, overdue=self.overdue,
+            dispatched=self.dispatched, closed=self.closed, overdue=self.overdue, recheck_failed=self.recheck_failed,
             confirmation_rate=confirmed / decided if decided else None,
             false_detection_rate=self.false_detections / decided if decided else None,
             median_decision_s=_median(self.decision_s), median_dispatch_s=_median(self.dispatch_s),
@@ -219,7 +224,7 @@ def _local_day(epoch_s: float, zone: tzinfo) -> str:
 # -- exports --------------------------------------------------------------------------------------
 
 COLUMNS = ("分组", "键", "名称", "案件数", "待审核", "已确认", "已驳回", "其中误检", "已上报", "重复",
-           "已派遣", "已结案", "超期", "确认率", "误检率", "审核用时中位数（秒）", "派遣用时中位数（秒）",
+           "已派遣", "已结案", "超期", "复核未通过", "确认率", "误检率", "审核用时中位数（秒）", "派遣用时中位数（秒）",
            "结案用时中位数（秒）")
 
 
@@ -228,7 +233,7 @@ def _cells(title: str, row: StatsRow) -> list[str | int | float | None]:
         return None if value is None else round(value, digits)
 
     return [title, row.key, row.label, row.filed, row.pending, row.confirmed, row.rejected, row.false_detections,
-            row.escalated, row.duplicate, row.dispatched, row.closed, row.overdue,
+            row.escalated, row.duplicate, row.dispatched, row.closed, row.overdue, row.recheck_failed,
             rounded(row.confirmation_rate, 4), rounded(row.false_detection_rate, 4),
             *(rounded(seconds, 1) for seconds in (row.median_decision_s, row.median_dispatch_s, row.median_close_s))]
 

@@ -6,7 +6,8 @@ third party noted down (``--expect-head``), with the same sha256: a chain cut sh
 and re-sealed recomputes cleanly, but not to the heads signed before.
 
 A case holds when: its record hashes to the sha256 its ``case_received`` entry sealed into the
-chain; its status and decision are what its last audit entry says they became; and every
+chain; its status and decision are what its last audit entry says they became, and its plate
+correction in force what its last ``plate_correct`` entry made it (none without one); and every
 evidence file hashes (from its bytes, not from stored metadata) to the sha256 in its record, with
 metadata.json listing the same keys and sha256s as the record.
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 from pipeline.evidence import EvidenceStore
 from pipeline.review.audit import AuditEntry, ChainCheck, first_broken_link
 from pipeline.review.cases import ReviewCase, record_sha256
+from pipeline.review.plates import CORRECT_ACTION
 from pipeline.review.signed_heads import HeadsCheck, check_signed_heads
 from pipeline.review.store import ReviewStore
 
@@ -87,7 +89,21 @@ def case_problems(store: ReviewStore, evidence: EvidenceStore, case: ReviewCase)
     if last_change is not None and last_change.after != _expected_state(last_change.after, case):
         yield (f"case {case.case_id}: review state {_expected_state(last_change.after, case)} differs from what "
                f"audit seq {last_change.seq} ({last_change.action}) recorded: {last_change.after}")
+    yield from plate_problems(case, entries)
     yield from evidence_problems(evidence, case)
+
+
+def plate_problems(case: ReviewCase, entries: Sequence[AuditEntry]) -> Iterator[str]:
+    """The correction in force is the one the case's latest plate_correct entry sealed."""
+    sealed = next((entry for entry in reversed(entries) if entry.action == CORRECT_ACTION), None)
+    shown = case.plate_correction
+    if sealed is None and shown is None:
+        return
+    if sealed is None:
+        yield f"case {case.case_id}: plate corrected to {shown.text} without a plate_correct entry in the audit trail"
+    elif shown is None or shown.audit_seq != sealed.seq or sealed.after != case.plate.audit_state():
+        now = f"{shown.text} ({shown.colour}, audit seq {shown.audit_seq})" if shown else "no correction"
+        yield f"case {case.case_id}: plate shows {now}, not what audit seq {sealed.seq} recorded: {sealed.after}"
 
 
 def evidence_problems(evidence: EvidenceStore, case: ReviewCase) -> Iterator[str]:

@@ -93,6 +93,27 @@ REJECT_REASON_LABELS = {
     RejectReason.AUTHORISED: "已审批",
     RejectReason.OTHER: "其他",
 }
+
+
+class PlateColour(StrEnum):
+    """A plate's background (pipeline.evidence.plate reads blue, green, yellow or unknown; an officer may say more)."""
+
+    BLUE = "blue"
+    GREEN = "green"
+    YELLOW = "yellow"
+    WHITE = "white"
+    BLACK = "black"
+    UNKNOWN = "unknown"
+
+
+PLATE_COLOUR_LABELS = {
+    PlateColour.BLUE: "蓝牌",
+    PlateColour.GREEN: "绿牌（新能源）",
+    PlateColour.YELLOW: "黄牌",
+    PlateColour.WHITE: "白牌",
+    PlateColour.BLACK: "黑牌",
+    PlateColour.UNKNOWN: "颜色未识别",
+}
 ROLE_LABELS = {AccountRole.OFFICER: "执法队员", AccountRole.SUPERVISOR: "中队长", AccountRole.ADMIN: "系统管理员"}
 CAMERA_STATE_LABELS = {
     CameraState.CONNECTING: "连接中",
@@ -120,6 +141,7 @@ ACTION_LABELS = {
     "send_back": "核查退回",
     "close": "结案",
     "camera_recheck": "摄像头复核",
+    "plate_correct": "更正车牌",
     "claim": "认领",
     "claim_release": "释放认领",
     "evidence_view": "查看证据",

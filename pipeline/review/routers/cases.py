@@ -112,8 +112,9 @@ def case_changes(
     caller: Reviewer,
     review: Review,
     filters: Annotated[CaseFilter, Depends(case_filter)],
-    after: Annotated[int, Query(ge=0, description="A cursor (an audit seq): CasePageOut.cursor, then the last "
-                                                  "answer's CaseChangesOut.cursor")],
+    after: Annotated[int, Query(ge=0, le=2**63 - 1,  # SQLite's integers
+                                description="A cursor (an audit seq): CasePageOut.cursor, then the last "
+                                            "answer's CaseChangesOut.cursor")],
 ) -> CaseChangesOut:
     return CaseChangesOut.of(review.store.cases.changes(after, filters))
 
@@ -151,11 +152,7 @@ def release(case_id: CaseId, caller: Reviewer, review: Review) -> CaseClaimOut:
 
 def _decide(review: ReviewServices, caller: Caller, case_id: str, decision: Decision, body: DecisionIn,
             **fields) -> CaseDetail:
-    # Escalating stays open: it is what an officer should do with evidence that does not hold.
-    if decision is not Decision.ESCALATE:
-        review.refuse_unacknowledged_tampering(review.store.cases.get(case_id))
-    return review.case_detail(review.store.cases.decide(case_id, caller.user, decision,
-                                                        expected_version=body.version, **fields))
+    return review.case_detail(review.decide(caller.user, case_id, decision, version=body.version, **fields))
 
 
 @router.post("/{case_id}/confirm", response_model=CaseDetail, responses=DECISION_ERRORS,
@@ -191,7 +188,7 @@ def reopen(case_id: CaseId, body: ReopenIn, caller: Supervisor, review: Review) 
 
 
 @router.post("/{case_id}/assign", response_model=CaseDetail, responses={
-    **CASE_ERRORS, **bad_request("the assignee is no officer or supervisor account")},
+    **CASE_ERRORS, **bad_request("the assignee is no officer or supervisor account, or a disabled one")},
     summary="分派 a case to an officer (supervisor)")
 def assign(case_id: CaseId, body: AssignIn, caller: Supervisor, review: Review) -> CaseDetail:
     return review.case_detail(review.store.cases.assign(case_id, caller.user, body.assignee))

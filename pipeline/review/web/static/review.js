@@ -34,7 +34,7 @@ async function post(url, { headers = {}, body }) {
   return data;
 }
 
-// ---- case list: J/K select, Enter opens, N/P pages, / searches -------------------------------
+// ---- case list: J/K select, Enter opens, N/P pages, / searches, X ticks for a bulk decision -----
 function setUpList() {
   const list = document.getElementById("case-cards");
   const cards = () => Array.from(list.querySelectorAll(".card"));
@@ -50,12 +50,14 @@ function setUpList() {
     select(all[Math.max(0, Math.min(all.length - 1, all.indexOf(selected) + by))]);
   };
   select(cards()[0]);
+  const bulk = setUpBulk(list);
   keepListCurrent(list, {
     selected: () => selected,
     select,
     replace: (shown, fresh) => {
       shown.replaceWith(fresh);
       if (shown === selected) select(fresh);
+      bulk.restore(fresh);
     },
   });
   document.addEventListener("keydown", (event) => {
@@ -72,6 +74,7 @@ function setUpList() {
       case "Enter": case "o": if (selected) selected.querySelector("a").click(); break;
       case "n": go("next-page"); break;
       case "p": go("prev-page"); break;
+      case "x": if (selected) bulk.toggle(selected); break;
       default: return;
     }
     event.preventDefault();
@@ -171,14 +174,15 @@ function setUpClaim(api) {
   });
 }
 
-// ---- one case: C confirm, R reject (1-5 reason, Enter), E escalate, D duplicate, U reopen ------
+// ---- one case: C confirm, R reject (1-5 reason, Enter), E escalate, D duplicate, U reopen, L plate
 function setUpCase(root) {
   const caseId = root.dataset.caseId;
   const status = root.dataset.status;
   const olderUrl = root.dataset.olderUrl;
   const api = `/api/cases/${encodeURIComponent(caseId)}`;
   const errorBox = document.getElementById("action-error");
-  const pickers = ["reject-picker", "duplicate-picker", "reopen-picker"].map((id) => document.getElementById(id));
+  const pickers = ["reject-picker", "duplicate-picker", "reopen-picker", "plate-picker"]
+    .map((id) => document.getElementById(id));
   // The version this page shows: a decision on a case that changed since is refused (case_changed).
   const version = Number(root.dataset.version);
   let busy = false;
@@ -248,6 +252,20 @@ function setUpCase(root) {
     event.preventDefault();
     decide("duplicate", { duplicate_of: document.getElementById("duplicate-of").value.trim() });
   });
+  const loadDuplicates = suggestDuplicates(api, duplicatePicker);
+  const platePicker = document.getElementById("plate-picker");
+  if (platePicker) {
+    platePicker.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      try {
+        await postJson(`${api}/plate`, { text: document.getElementById("plate-input").value,
+                                        colour: document.getElementById("plate-colour-input").value,
+                                        reason: document.getElementById("plate-reason").value });
+        showCaseNow();
+      } catch (error) { showError(error); }
+    });
+    document.getElementById("btn-plate").addEventListener("click", () => openPicker("plate-picker", "plate-input"));
+  }
   const reopenPicker = document.getElementById("reopen-picker");
   reopenPicker.addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -299,7 +317,10 @@ function setUpCase(root) {
     confirm: () => decide("confirm", { note: "" }),
     reject: () => openPicker("reject-picker", null),
     escalate: () => decide("escalate", { note: "" }),
-    duplicate: () => openPicker("duplicate-picker", "duplicate-of"),
+    duplicate: () => {
+      openPicker("duplicate-picker", "duplicate-of");
+      loadDuplicates();
+    },
     reopen: () => openPicker("reopen-picker", "reopen-note"),
   };
   document.querySelectorAll("#actions button[data-action]").forEach((button) => {
@@ -318,6 +339,9 @@ function setUpCase(root) {
       event.preventDefault();
       actions[keys[event.key]]();
       if (event.key === "r") rejectPicker.focus();
+    } else if (event.key === "l" && platePicker) {
+      event.preventDefault();
+      openPicker("plate-picker", "plate-input");
     } else if (event.key === "u" && document.getElementById("btn-reopen")) {  // as the page offers it: not in 处置流程
       event.preventDefault();
       actions.reopen();
