@@ -28,10 +28,10 @@ PYTEST := $(BIN)/pytest -n 2 --dist loadgroup
 test: test-servers $(BIN)/.installed
 	$(PYTEST)
 
-# What starts no server and plays no video in real time (the markers in pyproject.toml): about
-# 2.5 minutes on a 2-core box; it needs no test-servers.
+# What starts no server, plays no video in real time and runs no model over a whole video or a
+# training set (the markers in pyproject.toml): under 2 minutes on a 2-core box; no test-servers.
 test-fast: $(BIN)/.installed
-	$(PYTEST) -m "not servers and not realtime"
+	$(PYTEST) -m "not servers and not realtime and not heavy"
 
 clean:
 	rm -rf var .pytest_cache

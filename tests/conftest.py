@@ -2,9 +2,10 @@
 
 Tiers: ``servers`` marks tests that start a server (redis-server, moto's S3, the GStreamer RTSP
 server, headless Chromium, a `patrol` process serving on a port); ``realtime`` marks tests that play
-video at real speed or wait out wall-clock dwells and timeouts. ``make test-fast`` runs neither.
-A test that takes one of :data:`SERVER_FIXTURES` (:data:`REALTIME_FIXTURES`) is marked ``servers``
-(``realtime``) here, whatever its module.
+video at real speed or wait out wall-clock dwells and timeouts; ``heavy`` marks tests that run the
+network over a whole video or train, export or evaluate a model. ``make test-fast`` runs none.
+A test that takes one of :data:`SERVER_FIXTURES` (:data:`REALTIME_FIXTURES`, a fixture defined with
+``support.heavy_fixture``) is marked ``servers`` (``realtime``, ``heavy``) here, whatever its module.
 
 Shared helpers live in ``support.py``; the paths are re-exported here for modules that import
 them from ``conftest``.
@@ -46,6 +47,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.servers)
         if used & REALTIME_FIXTURES:
             item.add_marker(pytest.mark.realtime)
+        if _uses_a_heavy_fixture(item):
+            item.add_marker(pytest.mark.heavy)
+
+
+def _uses_a_heavy_fixture(item: pytest.Item) -> bool:
+    definitions = getattr(item, "_fixtureinfo", None)
+    return definitions is not None and any(
+        getattr(definition.func, "heavy", False)
+        for chain in definitions.name2fixturedefs.values() for definition in chain)
 
 
 @pytest.fixture(scope="session")

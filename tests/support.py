@@ -25,6 +25,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import av
+import pytest
 import yaml
 from filelock import FileLock
 
@@ -47,6 +48,19 @@ TOLERANCE_S = 3.0  # detection and tracking latency allowed on a case's confirma
 # The sample's first 84 s (``short_street``): the first parked car (a case at 30 s), the stall
 # (45 s) and the overflowing bin (75 s), each filed 4 s later; the third car has stood only 4 s.
 SHORT_STREET_S = 84.0
+
+
+# ---- tiers ----
+
+
+def heavy_fixture(**options):
+    """``pytest.fixture(**options)`` for a fixture that runs the network over a whole video or trains
+    a model: every test using it, directly or through another fixture, is marked ``heavy`` (conftest)."""
+    def define(function):
+        function.heavy = True
+        return pytest.fixture(**options)(function)
+
+    return define
 
 
 # ---- waiting, ports ----

@@ -16,7 +16,7 @@ from dataclasses import replace
 import cv2
 import numpy as np
 import pytest
-from support import DEFAULT_MODEL, PATROL, REPO, short_street
+from support import DEFAULT_MODEL, PATROL, REPO, heavy_fixture, short_street
 
 from pipeline.detect import load_card
 
@@ -30,6 +30,9 @@ from benchmarks.run import summary
 from pipeline.detect import Detector
 from pipeline.detect.detector import usable_cores
 from pipeline.synth import render_video, sample_scenario
+
+# One worker runs this module: its module-scoped runs (a model over a video, a training) are made once.
+pytestmark = pytest.mark.xdist_group("bench")
 
 TINY = Budget(rounds=2, compare_s=1.0, bare_inputs=4, street_s=6.0, warm_up_s=0.5, window_s=1.0, bisections=1,
               max_cameras=2, batching_cameras=2, largest_batch=2, memory_s=1.0)
@@ -81,7 +84,7 @@ BENCHMARKS = {
 }
 
 
-@pytest.fixture(scope="module")
+@heavy_fixture(scope="module")
 def results(settings, tiny_street) -> Callable[[str], dict]:
     """``results(name)``: the benchmark's result, run once, when a test first asks for it."""
     done: dict[str, dict] = {}
@@ -138,6 +141,7 @@ def test_compare_reports_the_ratios_of_the_medians(results, settings) -> None:
     assert run["runs"]["ultralytics"][0]["vid_stride"] == 3  # 15 fps video, 5 analysis fps
 
 
+@pytest.mark.heavy
 def test_without_ultralytics_the_comparison_says_why(settings, tiny_street) -> None:
     alone = Settings(quick=True, out=settings.out / "alone", work=settings.work, budget=TINY)
     result = compare.compare_on(tiny_street, Detector(alone.model), alone, rounds=1)
@@ -146,6 +150,7 @@ def test_without_ultralytics_the_comparison_says_why(settings, tiny_street) -> N
     assert "--ultralytics-python" in result["ultralytics_skipped"]
 
 
+@pytest.mark.heavy
 def test_the_ultralytics_side_feeds_the_network_what_the_patrol_feeds_it(settings, tiny_street) -> None:
     python = find_ultralytics_python(None)
     if python is None:
@@ -156,6 +161,7 @@ def test_the_ultralytics_side_feeds_the_network_what_the_patrol_feeds_it(setting
     assert side["frames_analysed"] == 30
 
 
+@pytest.mark.heavy
 def test_on_a_gating_camera_the_network_skips_gated_frames_and_the_bound_counts_the_gate(settings, tiny_street) -> None:
     gating = tiny_street.camera.motion_gating.model_copy(update={"enabled": True})
     gated = replace(tiny_street, camera=tiny_street.camera.model_copy(update={"motion_gating": gating}))

@@ -99,6 +99,7 @@ sources:
     assert (tmp_path / "mix" / "holdout-lot.yaml").is_file() and (tmp_path / "mix" / "data.yaml").is_file()
 
 
+@pytest.mark.heavy
 def test_a_teacher_labels_what_a_source_leaves_out_in_training_images_only(tmp_path, shared):
     """Garbage-bag photos with a car or a person in them: the COCO teacher's boxes join the bags in
     the training mix, never in the held-out split the model is measured on."""
@@ -143,6 +144,7 @@ sources:
         build_mix(loaded, open_sources(loaded), tmp_path / "mix")
 
 
+@pytest.mark.heavy
 def test_plates_are_read_through_the_detectors_vehicle_box_as_a_case_reads_them(shared):
     """The COCO detector's vehicle boxes on ccpd-plates: the plate is read in the box's crop; a photo
     whose plate no vehicle box holds is a plate not read, however well the reader alone does."""
@@ -240,6 +242,7 @@ def test_the_parking_lot_frames_as_taken_are_one_per_frame_index_in_order(shared
     assert all(0 <= e.start_s < e.end_s <= len(frames) for e in truth)
 
 
+@pytest.mark.heavy
 def test_the_road_video_labeller_agrees_with_boxes_drawn_by_hand(shared):
     """annotations/tools/static_camera_labels.py against the hand-drawn cars of tests/data/detect."""
     import json
@@ -260,6 +263,7 @@ def test_the_road_video_labeller_agrees_with_boxes_drawn_by_hand(shared):
         assert iou.max(axis=1).min() >= 0.8, f"frame {index}: {proposed.tolist()} against {boxes}"
 
 
+@pytest.mark.heavy
 def test_a_coco_model_is_measured_on_the_road_video_through_its_cards_roles(shared, tmp_path):
     """YOLOX-nano calls cars seen from above car, bus or truck: its card maps them all to vehicle."""
     from pipeline.detect import Detector

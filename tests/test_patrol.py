@@ -21,6 +21,7 @@ from support import (
     Replay,
     camera_file,
     expected_cases,
+    heavy_fixture,
     match,
     replay_sample,
     unusable_sqlite_file,
@@ -39,7 +40,7 @@ def run_replay(out: Path, detector) -> list[dict]:
     return replay_sample(out, detector).cases
 
 
-@pytest.fixture(scope="module")
+@heavy_fixture(scope="module")
 def second_replay(tmp_path_factory, detector) -> Replay:
     """The sample replayed again, in this process, on the session replay's clock, into a folder of its own."""
     return replay_sample(tmp_path_factory.mktemp("second-replay"), detector)
@@ -91,6 +92,7 @@ class OccludedDetector:
         return result
 
 
+@pytest.mark.heavy
 @SAMPLE_REPLAYS
 def test_a_parked_car_whose_track_breaks_still_gives_one_case(tmp_path, detector, monkeypatch):
     from pipeline.track import Tracker

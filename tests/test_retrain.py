@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from queue_contract import make_record
-from support import DEFAULT_MODEL, SAMPLE_VIDEO, camera_file, cut_video
+from support import DEFAULT_MODEL, SAMPLE_VIDEO, camera_file, cut_video, heavy_fixture
 
 from pipeline.cli.main import main as cli_main
 from pipeline.config import Workspace
@@ -30,6 +30,9 @@ from pipeline.synth import render_dataset
 from pipeline.synth.actors import CLASSES
 from pipeline.train.evaluate import ImageResult, MeasuredSet, map50, match_image
 from pipeline.train.gate import Evaluation, GateResult, Verdict, judge
+
+# One worker runs this module: its module-scoped runs (a model over a video, a training) are made once.
+pytestmark = pytest.mark.xdist_group("retrain")
 
 VEHICLE = CLASSES.index("vehicle")
 LABEL = np.array([[10.0, 10.0, 50.0, 50.0]])
@@ -190,7 +193,7 @@ def vehicle_frames(folder: Path):
             yield path, (320 * (cx - w / 2), 240 * (cy - h / 2), 320 * (cx + w / 2), 240 * (cy + h / 2))
 
 
-@pytest.fixture(scope="module")
+@heavy_fixture(scope="module")
 def toy(tmp_path_factory):
     import ultralytics  # noqa: F401 — the test extra installs it; a missing one is an error, not a skip
 
@@ -204,7 +207,7 @@ def toy(tmp_path_factory):
     return root, parent, export_reviewed_cases(root)
 
 
-@pytest.fixture(scope="module")
+@heavy_fixture(scope="module")
 def retrained(toy):
     root, parent, export = toy
     candidate = root / "candidate.onnx"
@@ -214,7 +217,7 @@ def retrained(toy):
     return root, parent, export, candidate, code
 
 
-@pytest.fixture(scope="module")
+@heavy_fixture(scope="module")
 def refused(toy):
     """A retrain judged on a set labelled with the parent's own boxes: the parent is perfect there,
     and a candidate that has learnt anything since cannot keep up."""

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from support import DEFAULT_MODEL, SAMPLE_VIDEO, START, Replay, camera_file, cut_video, replay_sample
+from support import DEFAULT_MODEL, SAMPLE_VIDEO, START, Replay, camera_file, cut_video, heavy_fixture, replay_sample
 
 from pipeline.cli import main as cli
 from pipeline.cli.main import main
@@ -22,6 +22,9 @@ from pipeline.engine import Patrol, embedded_cases
 from pipeline.engine.shadow import LiveShadow, ShadowCase, ShadowLog, compare_live, pair_cases, shadow
 from pipeline.rules.same_event import TOLERANCE_S
 from pipeline.types import Detections
+
+# One worker runs this module: its module-scoped runs (a model over a video, a training) are made once.
+pytestmark = pytest.mark.xdist_group("shadow")
 
 # With every dwell at 2 s the sample's first 22 s hold two cases: the first parked car (confirmed
 # at ~11.4 s) and the stall (~20.6 s, filed when the clip ends, before its post-roll).
@@ -51,7 +54,7 @@ def street(tmp_path_factory) -> tuple[Path, Path]:
             camera_file(folder / "camera.yaml", dwell_s=DWELL_S))
 
 
-@pytest.fixture(scope="module")
+@heavy_fixture(scope="module")
 def same_model_run(street, tmp_path_factory) -> tuple[Path, str, dict]:
     """`patrol shadow` with the live model as its own candidate: its --out, what it printed, its report."""
     video, camera = street
@@ -92,6 +95,7 @@ def test_nothing_of_the_candidate_reaches_the_queue_the_evidence_or_the_spool(sa
     assert CaseSpool(workspace.spool).entries() == []
 
 
+@pytest.mark.heavy
 def test_a_candidate_that_sees_nothing_leaves_every_live_case_live_only(street, detector, tmp_path):
     video, camera = street
     workspace = Workspace(tmp_path)
@@ -176,7 +180,7 @@ def live_ids(var: Path) -> set[str]:
         return {row[0] for row in db.execute("select case_id from cases")}
 
 
-@pytest.fixture(scope="module")
+@heavy_fixture(scope="module")
 def patrol_beside_itself(live_street, tmp_path_factory) -> tuple[Path, str, list[dict]]:
     """`patrol run --shadow-model` with the live model as its own candidate: its --var, what it
     printed, its shadow log's lines."""
@@ -218,6 +222,7 @@ def test_shadow_compare_pairs_every_live_case_with_the_candidates_own(patrol_bes
     assert report["total"]["frames_analysed"] > 0
 
 
+@pytest.mark.heavy
 def test_a_blind_candidate_beside_the_patrol_leaves_every_live_case_live_only(live_street, detector, tmp_path):
     var = tmp_path / "var"
     cases = embedded_cases(Workspace(var), detector.model_record())

@@ -67,6 +67,8 @@ from pipeline.review.server import start_review_server
 from pipeline.types import Frame, Violation
 from pipeline.vocabulary import ViolationKind
 
+pytestmark = pytest.mark.servers  # headless Chromium against the review server on a port
+
 DISTRICT = ZoneInfo("Asia/Shanghai")
 SHOTS = SCREENSHOTS / "shift"
 # (login, role, 姓名, 执法证号), added with `patrol users add`

@@ -7,6 +7,7 @@ import json
 
 import cv2
 import numpy as np
+import pytest
 from support import DEFAULT_MODEL, SAMPLE_CAMERA, SAMPLE_VIDEO, truth_of
 
 from pipeline.config import load_camera
@@ -56,6 +57,7 @@ def test_a_rendered_training_set_has_a_label_file_per_image_in_class_range(tmp_p
             assert ((values[:, 1:] >= 0) & (values[:, 1:] <= 1)).all()
 
 
+@pytest.mark.heavy
 def test_the_default_model_finds_the_labelled_objects_of_the_sample():
     """Vehicles and stalls as what they are; the overflowing bin as a bin: the COCO-pretrained default
     learnt the overflowing state from drawn bins only and calls this one a plain bin on about half the

@@ -10,12 +10,15 @@ import sys
 import av
 import cv2
 import pytest
-from support import REPO, SAMPLE_VIDEO
+from support import REPO, SAMPLE_VIDEO, heavy_fixture
 
 from pipeline.cli.main import main as cli_main
 from pipeline.detect import Detector, load_card
 from pipeline.synth import render_dataset
 from pipeline.synth.actors import CLASSES
+
+# One worker runs this module: its module-scoped runs (a model over a video, a training) are made once.
+pytestmark = pytest.mark.xdist_group("train-smoke")
 
 
 def patrol(*argv: str) -> int:
@@ -30,7 +33,7 @@ sources:
 """
 
 
-@pytest.fixture(scope="module")
+@heavy_fixture(scope="module")
 def trained(tmp_path_factory):
     import ultralytics  # noqa: F401 — the test extra installs it; a missing one is an error, not a skip
 

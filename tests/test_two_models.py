@@ -20,6 +20,7 @@ from support import (
     SAMPLE_VIDEO,
     SHARED,
     expected_cases,
+    heavy_fixture,
     match,
     short_street,
 )
@@ -29,6 +30,9 @@ from pipeline.config import load_camera
 from pipeline.detect import Detector, DetectorSet, Member, load_card
 from pipeline.engine import DetectorOptions, build_detector
 from pipeline.types import Role
+
+# One worker runs this module: its module-scoped runs (a model over a video, a training) are made once.
+pytestmark = pytest.mark.xdist_group("two-models")
 
 YOLOX = SHARED / "models" / "yolox_nano.onnx"
 COCO_ROLES = ["vehicle", "non_motor_vehicle", "person"]
@@ -142,7 +146,7 @@ def street(tmp_path_factory) -> Path:
     return short_street(tmp_path_factory.mktemp("street"))
 
 
-@pytest.fixture(scope="module")
+@heavy_fixture(scope="module")
 def two_model_replay(tmp_path_factory, street) -> Path:
     out = tmp_path_factory.mktemp("two-models") / "out"
     done = subprocess.run([*PATROL, "replay", str(street),

@@ -87,7 +87,7 @@ def _recheck_round(due: list[ReviewCase], rechecker: Rechecker, rechecks: Camera
 
 
 def add_recheck_verbs(verbs: argparse._SubParsersAction) -> None:
-    from pipeline.engine.recheck import DEFAULT_TIMEOUT_S
+    from pipeline.ingest.source import GRAB_TIMEOUT_S
 
     recheck = verbs.add_parser(
         "recheck", help="摄像头复核: look through each disposed case's camera (and each overdue case's) and file "
@@ -104,7 +104,7 @@ def add_recheck_verbs(verbs: argparse._SubParsersAction) -> None:
     recheck.add_argument("--every", type=float, metavar="SECONDS",
                          help="keep going: a round every SECONDS (default: one round, exit 1 if a camera was "
                          "unreachable)")
-    recheck.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
-                         help=f"seconds a camera has to give a picture (default {DEFAULT_TIMEOUT_S:g})")
+    recheck.add_argument("--timeout", type=float, default=GRAB_TIMEOUT_S,
+                         help=f"seconds a camera has to give a picture (default {GRAB_TIMEOUT_S:g})")
     # The camera files are read as the patrol reads them, their event: entries checked against the shipped table.
     recheck.set_defaults(func=cmd_recheck, event_codes=None)

@@ -38,12 +38,11 @@ from pipeline.detect import FrameDetector
 from pipeline.evidence.annotate import annotate_recheck
 from pipeline.evidence.text import TextRenderer, default_text_renderer
 from pipeline.ingest import SourceError, decode
-from pipeline.ingest.source import redact
+from pipeline.ingest.source import GRAB_TIMEOUT_S, redact
 from pipeline.rules.boxes import box_iou
 from pipeline.rules.same_event import MIN_IOU
 from pipeline.types import BBox, CaseRecord, Frame, RecheckFinding, RecheckResult, as_bbox
 
-DEFAULT_TIMEOUT_S = 10.0
 JPEG_QUALITY = 90  # as the case's own pictures (EvidenceRenderer)
 
 
@@ -74,7 +73,7 @@ class Rechecker:
     """Looks at the spot of a case through its camera (``cameras``: the camera files' configs)."""
 
     def __init__(self, cameras: Iterable[CameraConfig], detector: FrameDetector, *,
-                 timeout_s: float = DEFAULT_TIMEOUT_S, text: TextRenderer | None = None) -> None:
+                 timeout_s: float = GRAB_TIMEOUT_S, text: TextRenderer | None = None) -> None:
         self._cameras = {camera.id: camera for camera in cameras}
         self._detector = detector
         self._timeout_s = timeout_s
@@ -128,7 +127,7 @@ class Rechecker:
         return encoded.tobytes()
 
 
-def grab_frame(camera: CameraConfig, timeout_s: float = DEFAULT_TIMEOUT_S) -> Frame:
+def grab_frame(camera: CameraConfig, timeout_s: float = GRAB_TIMEOUT_S) -> Frame:
     """The first picture ``camera`` delivers; SourceError when it cannot be opened, or gives none
     within ``timeout_s`` (each network step is bounded by it too, so a dead camera cannot hang)."""
     stop = threading.Event()

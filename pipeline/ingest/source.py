@@ -20,6 +20,8 @@ from pipeline.types import Frame
 
 log = logging.getLogger(__name__)
 
+GRAB_TIMEOUT_S = 10.0  # how long a camera has to give one picture asked of it (a disposal's re-check)
+
 
 class SourceError(RuntimeError):
     """A source cannot be opened or read; the message names the camera and the URL."""
