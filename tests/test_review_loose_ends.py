@@ -106,6 +106,20 @@ def test_a_case_is_not_assigned_to_a_disabled_account(client):
     assert client.post(f"/api/cases/{case_id}/assign", headers=chief, json={"assignee": "officer2"}).status_code == 200
 
 
+
+def test_pages_name_the_assignee_by_their_name_and_tell_an_officer_to_file_a_confirmed_case(client):
+    client.app.state.review.store.accounts.set_profile("officer1", "王小明", None, actor="test-setup")
+    chief, officer = login(client, "chief"), login(client, "officer1")
+    case_id = patrol_cases(client)[0]
+    assert client.post(f"/api/cases/{case_id}/assign", headers=chief, json={"assignee": "officer1"}).status_code == 200
+    assert client.post(f"/api/cases/{case_id}/confirm", headers=officer, json={}).status_code == 200
+    signed_in = client.post("/login", data={"name": "officer1", "password": PASSWORD}, follow_redirects=False)
+    assert signed_in.status_code == 303
+    listed = client.get("/", params={"status": "confirmed"}).text
+    assert "分派 王小明" in listed and "分派 officer1" not in listed
+    page = client.get(f"/cases/{case_id}").text
+    assert "分派 王小明" in page and "已确认，请在下方处置流程中立案" in page and "已处理；如需更改" not in page
+
 # -- patrol serve --claim-minutes --------------------------------------------------------------------
 
 

@@ -110,8 +110,11 @@ TEMPLATES.env.globals["plate_colours"] = {colour.value: label for colour, label 
 
 def _render(request: Request, template: str, caller: Caller | None, status_code: int = 200, **context) -> Response:
     review: ReviewServices = request.app.state.review
+    # 姓名 by login name, for every page that names a person (assignees, claims, the audit trail)
+    people = {account.name: account.label for account in review.store.accounts.users()} if caller else {}
     return TEMPLATES.TemplateResponse(request, template, {
         "user": caller.user if caller else None,
+        "people": people,
         "csrf_token": caller.session.csrf_token if caller else "",
         "queue_error": review.intake.last_error,
         "set_aside": review.intake.set_aside,
@@ -215,14 +218,14 @@ def case_page(request: Request, case_id: str, caller: Annotated[Caller, Depends(
     filters, values = _page_filter(request, caller)
     query = urlencode({k: v for k, v in values.items() if v is not None})
     around = review.store.cases.neighbours(case_id, filters)
-    accounts = review.store.accounts.users()
+    accounts = review.store.accounts.users()  # also _render's people
     done = request.query_params.get("done")
     return _render(
         request, "case.html", caller, case=detail, query=query, evidence={item.name: item for item in detail.evidence},
         newer_url=f"/cases/{around.newer}?{query}" if around.newer else None,
         older_url=f"/cases/{around.older}?{query}" if around.older else None,
         done=done, done_action=request.query_params.get("did"),
-        is_supervisor=caller.user.role is AccountRole.SUPERVISOR, people={user.name: user.label for user in accounts},
+        is_supervisor=caller.user.role is AccountRole.SUPERVISOR,
         assignable=[user.name for user in accounts if user.role in REVIEWERS and user.active],
         reasons=list(RejectReason), claim_s=review.settings.claim_s, timezone=str(_display_timezone(request)),
         loop_steps=open_steps(case.status, caller.user.role, case.loop), units=review.workflow.units,
