@@ -120,6 +120,21 @@ def test_pages_name_the_assignee_by_their_name_and_tell_an_officer_to_file_a_con
     page = client.get(f"/cases/{case_id}").text
     assert "分派 王小明" in page and "已确认，请在下方处置流程中立案" in page and "已处理；如需更改" not in page
 
+
+def test_a_request_the_api_cannot_read_is_answered_in_chinese_in_the_documented_shape(client):
+    officer = login(client, "officer1")
+    answer = client.post("/api/cases/bulk", headers=officer, json={"action": "explode"})
+    assert answer.status_code == 422
+    errors = answer.json()["detail"]
+    assert all(set(error) >= {"loc", "msg", "type"} for error in errors)  # FastAPI's HTTPValidationError
+    said = {error["type"]: error["msg"] for error in errors}
+    assert said["missing"] == "case_ids：必须填写"
+    assert said["literal_error"] == "action：应为以下之一：confirm、reject"
+    page = client.post("/login", data={"name": "officer1", "password": PASSWORD}, follow_redirects=False)
+    assert page.status_code == 303
+    shown = client.get("/", params={"page": "two"}, headers={"accept": "text/html"})
+    assert shown.status_code == 422 and "page：应为整数" in shown.text and "Input should" not in shown.text
+
 # -- patrol serve --claim-minutes --------------------------------------------------------------------
 
 

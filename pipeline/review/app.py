@@ -30,6 +30,7 @@ from pipeline.review.services import ReviewServices
 from pipeline.review.settings import ReviewSettings
 from pipeline.review.signed_heads import HeadSigner, anchor_paths
 from pipeline.review.store import ReviewStore
+from pipeline.review.validation_messages import in_chinese
 from pipeline.review.vocabulary import AccountRole
 from pipeline.review.workflow import load_workflow_config
 from pipeline.types import BackendUnavailable
@@ -148,9 +149,10 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        errors = in_chinese(exc.errors())
         if _wants_html(request):
-            return pages.error_page(request, 422, "; ".join(str(error.get("msg")) for error in exc.errors()))
-        return await request_validation_exception_handler(request, exc)
+            return pages.error_page(request, 422, "；".join(error["msg"] for error in errors))
+        return await request_validation_exception_handler(request, RequestValidationError(errors, body=exc.body))
 
 
 def _add_security_headers(app: FastAPI, object_store: str | None, map_tiles: str | None) -> None:
