@@ -2,7 +2,7 @@
 case queue."""
 
 from pipeline.delivery.drainer import Listener, SpoolDrainer
-from pipeline.delivery.filer import CaseFiler
+from pipeline.delivery.filer import CaseFiler, SpoolOutage
 from pipeline.delivery.spool import CaseSpool, SpoolBusy, SpoolEntry
 
-__all__ = ["CaseFiler", "CaseSpool", "Listener", "SpoolBusy", "SpoolDrainer", "SpoolEntry"]
+__all__ = ["CaseFiler", "CaseSpool", "Listener", "SpoolBusy", "SpoolDrainer", "SpoolEntry", "SpoolOutage"]

@@ -3,7 +3,9 @@
 A case reaches local disk before any backend is asked, so an outage of Redis or S3, or a kill of
 the worker, delays a case but never loses it. A spool that cannot take a case (its disk full)
 does not lose it either: the case waits in memory, and a retry with back-off commits it once the
-disk has room, before any case that came after it.
+disk has room, before any case that came after it. Once every case held so ends up on the spool,
+the outage (its span and the cases that waited) is kept for ``outages_over``: the patrol files a
+fault case for each camera whose cases reached review late (``pipeline/engine/faults.py``).
 
 A case is committed at its confirmation, its clip still pending (``commit(..., pending=True)``),
 and completed once the clip's post-roll is in (``complete``): from its confirmation on, a kill of
@@ -17,7 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pipeline.delivery.drainer import Listener, SpoolDrainer
 from pipeline.delivery.spool import DISK_FULL, CaseSpool
@@ -43,6 +45,23 @@ class _Held:
     completes: bool = False  # a completed case, to replace its pending entry
 
 
+@dataclass
+class SpoolOutage:
+    """A time the spool took no case (its disk full, or unwritable): from its first refusal until the
+    last case held in memory meanwhile was written, and those cases."""
+
+    path: str
+    reason: str  # the spool's error when it began, e.g. "disk full at /var/spool"
+    disk_full: bool
+    since_wall: float
+    until_wall: float = 0.0  # when the last case held meanwhile was written
+    waited: dict[str, CaseRecord] = field(default_factory=dict)  # by case id, in commit order
+
+    def hold(self, item: RenderedCase | CaseNote) -> None:
+        if isinstance(item, RenderedCase):  # a note is no case; a completion's case waits for it
+            self.waited.setdefault(item.case_id, item.record)
+
+
 class CaseFiler:
     """Commits rendered cases to ``spool``; its drainer delivers each to ``store`` and ``queue`` and
     tells every listener ``(record, is_new)``."""
@@ -59,6 +78,8 @@ class CaseFiler:
         self.disk_full = False  # while the spool's disk is full (or over quota)
         self._held: deque[_Held] = deque()  # in commit order
         self._held_changed = threading.Condition()
+        self._outage: SpoolOutage | None = None  # while cases are held
+        self._outages_over: deque[SpoolOutage] = deque(maxlen=64)  # not taken by outages_over yet
         self._committer = ServiceThread("spool-committer", self._commit_held, Backoff(retry_min_s, retry_max_s),
                                         idle_s=1.0)
         self._started = False
@@ -107,6 +128,13 @@ class CaseFiler:
         """Queues ``note`` behind every case committed or held before it."""
         self._put(_Held(note))
 
+    def outages_over(self) -> list[SpoolOutage]:
+        """The outages whose held cases are all on the spool now, each once, oldest first."""
+        with self._held_changed:
+            over = list(self._outages_over)
+            self._outages_over.clear()
+        return over
+
     def wait_delivered(self, timeout_s: float) -> bool:
         """True once every case is on the spool and delivered from it; False if ``timeout_s`` passed first."""
         deadline = time.monotonic() + timeout_s
@@ -137,6 +165,10 @@ class CaseFiler:
                 except OSError:
                     written = False
             if not written:
+                if self._outage is None:
+                    self._outage = SpoolOutage(str(self.spool.root), self.spool_error or "", self.disk_full,
+                                               time.time())
+                self._outage.hold(held.item)
                 self._held.append(held)
         if written:
             held.then()
@@ -149,6 +181,10 @@ class CaseFiler:
                 held = self._held[0]
                 self._write(held)  # an OSError leaves it first in line, tried again after the back-off
                 self._held.popleft()
+                if not self._held and self._outage is not None:
+                    self._outage.until_wall = time.time()
+                    self._outages_over.append(self._outage)
+                    self._outage = None
                 self._held_changed.notify_all()
             held.then()
 

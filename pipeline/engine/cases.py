@@ -12,12 +12,12 @@ from functools import partial
 
 from pipeline.delivery import CaseFiler
 from pipeline.engine.camera import CameraPipeline
-from pipeline.evidence import EvidenceRenderer, RenderedCase
+from pipeline.evidence import CameraInfo, EvidenceRenderer, RenderedCase
 from pipeline.evidence.main_frame import on_main_stream
 from pipeline.evidence.render import CLIP_AFTER_S, CLIP_BEFORE_S, CameraFault
 from pipeline.ingest import ClipError
 from pipeline.ingest.dual import DualRing
-from pipeline.types import Violation
+from pipeline.types import CaseNote, Violation
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,15 @@ class CaseMaker:
 
     def file_fault(self, camera: CameraPipeline, fault: CameraFault) -> None:
         self.filer.commit(self.renderer.render_camera_fault(fault, camera=camera.info, model=self.model))
+
+    def file_spool_fault(self, camera: CameraInfo, fault: CameraFault, note: CaseNote) -> bool:
+        """Commits a spool outage's fault case of ``camera`` and its note (``faults.spool_faults``);
+        False, filing nothing, when the case is spooled or filed already."""
+        if not self.filer.needs_filing(fault.case_id):
+            return False
+        self.filer.commit(self.renderer.render_camera_fault(fault, camera=camera, model=self.model))
+        self.filer.add_note(note)
+        return True
 
     @staticmethod
     def _recorded_until(camera: CameraPipeline, confirmed_s: float) -> float:

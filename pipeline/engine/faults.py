@@ -1,5 +1,7 @@
 """Camera faults: a live camera without video past its threshold becomes one 故障报警 case, and
-a note on that case when its video comes back."""
+a note on that case when its video comes back. A worker whose evidence spool took no case for a
+while (its disk full) files, once the cases held meanwhile are all written, one 故障报警 case for
+each camera whose cases waited: why they reached review late."""
 
 from __future__ import annotations
 
@@ -8,9 +10,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from pipeline.delivery import SpoolOutage
+from pipeline.evidence import CameraInfo
 from pipeline.evidence.render import CameraFault
 from pipeline.ingest import StateChange
-from pipeline.types import CaseNote, Frame
+from pipeline.types import CaseNote, CaseRecord, Frame
 from pipeline.vocabulary import CameraState
 
 
@@ -60,9 +64,9 @@ class FaultWatch:
         return None
 
 
-def fault_case_id(camera_id: str, since_wall: float) -> str:
-    """``F-`` and 16 hex digits: one id per camera and outage start (to the millisecond)."""
-    key = f"camera_fault|{camera_id}|{round(since_wall * 1000)}"
+def fault_case_id(camera_id: str, since_wall: float, cause: str = "camera_fault") -> str:
+    """``F-`` and 16 hex digits: one id per camera, cause and outage start (to the millisecond)."""
+    key = f"{cause}|{camera_id}|{round(since_wall * 1000)}"
     return f"F-{hashlib.sha1(key.encode()).hexdigest()[:16]}"
 
 
@@ -81,3 +85,32 @@ def recovery_note(event: Recovered, camera_id: str, timezone: ZoneInfo) -> CaseN
     return CaseNote(note_id=f"{event.case_id}:recovered", case_id=event.case_id,
                     at_wall=at.isoformat(timespec="milliseconds"), author="system", kind="camera_recovered",
                     text=f"camera {camera_id} delivers video again after {down_min:.1f} min without")
+
+
+def spool_faults(outage: SpoolOutage) -> list[tuple[CameraInfo, CameraFault, CaseNote]]:
+    """For each camera whose cases waited in memory during ``outage``: its fault case (no picture:
+    the camera was fine) and the note that tells its reviewer why those cases came late. The same
+    outage gives the same ids and bytes, so filing it again files nothing new."""
+    by_camera: dict[str, list[CaseRecord]] = {}
+    for record in outage.waited.values():
+        by_camera.setdefault(record.camera_id, []).append(record)
+    state = "disk_full" if outage.disk_full else "spool_unwritable"
+    found = []
+    for camera_id, records in by_camera.items():
+        camera = CameraInfo(camera_id, records[0].camera_name, dict(records[0].location))
+        since, until = (datetime.fromtimestamp(t, camera.timezone) for t in (outage.since_wall, outage.until_wall))
+        minutes = (outage.until_wall - outage.since_wall) / 60
+        reason = (f"the evidence spool took no case ({outage.reason}) from {since:%Y-%m-%d %H:%M:%S} for "
+                  f"{minutes:.1f} min: {len(records)} case(s) of camera {camera_id} waited in memory and were "
+                  f"all written by {until:%H:%M:%S}, so they reached review late; the camera itself was fine")
+        case_id = fault_case_id(camera_id, outage.since_wall, cause="spool_outage")
+        spool = {"path": outage.path, "reason": outage.reason, "disk_full": outage.disk_full,
+                 "since_wall": outage.since_wall, "until_wall": outage.until_wall,
+                 "waited": len(records), "written": len(records), "case_ids": [r.case_id for r in records]}
+        fault = CameraFault(case_id=case_id, since_wall=outage.since_wall, filed_wall=outage.until_wall,
+                            stream_s=0.0, state=state, reason=reason, last_frame=None, details={"spool": spool})
+        note = CaseNote(note_id=f"{case_id}:spool_outage", case_id=case_id,
+                        at_wall=until.isoformat(timespec="milliseconds"), author="system", kind="spool_outage",
+                        text=reason)
+        found.append((camera, fault, note))
+    return found

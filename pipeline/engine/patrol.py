@@ -23,7 +23,7 @@ from pipeline.detect import FrameDetector
 from pipeline.engine.camera import CameraPipeline
 from pipeline.engine.cases import CaseMaker
 from pipeline.engine.episodes import EpisodeKeeper
-from pipeline.engine.faults import FaultWatch
+from pipeline.engine.faults import FaultWatch, spool_faults
 from pipeline.engine.health import PatrolReport, health_line, spool_line
 from pipeline.engine.live_camera import CameraEvents, PatrolCamera
 from pipeline.engine.shadow import LiveShadow, ShadowBatch
@@ -211,6 +211,7 @@ class Patrol:
                 for camera in self.cameras:
                     camera.rates.sample(camera.counters())
                     self._watch_faults(camera)
+                self._file_spool_faults()
                 if time.monotonic() >= next_health:
                     self._print_health()
                     next_health += self.health_every_s
@@ -235,6 +236,7 @@ class Patrol:
             self._analysis.shutdown(wait=True)
             self._flush(self.cameras, leaving=True)
             self._save_episodes(self.cameras, wait=True)
+            self._file_spool_faults()
             self._writers.shutdown(wait=True)  # every confirmed violation is spooled before exit
             self._refuse_changes()
         self._raise_analysis_errors()
@@ -277,6 +279,16 @@ class Patrol:
             self._submit(self.cases.file_fault, camera.pipeline, found)
         elif isinstance(found, CaseNote):
             self.filer.add_note(found)
+
+    def _file_spool_faults(self) -> None:
+        """Once the cases held in memory while the spool took none (its disk full) are all written: a
+        fault case for each camera whose cases waited, saying why they reach review late."""
+        for outage in self.filer.outages_over():
+            found = spool_faults(outage)
+            log.warning("spool %s takes cases again after %.1f min (%s): filing %d fault case(s)", outage.path,
+                        (outage.until_wall - outage.since_wall) / 60, outage.reason, len(found))
+            for camera, fault, note in found:
+                self._submit(self.cases.file_spool_fault, camera, fault, note)
 
     def _take_newest(self) -> None:
         for camera in self.cameras:

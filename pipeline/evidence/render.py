@@ -38,7 +38,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class CameraFault:
-    """A camera that has been offline past its threshold, as the fault case records it."""
+    """A camera that has been offline past its threshold, as the fault case records it; or (state
+    ``disk_full``, ``spool_unwritable``) one whose cases waited in memory while the worker's evidence
+    spool took none, ``since_wall`` to ``filed_wall`` (``pipeline/engine/faults.py``)."""
 
     case_id: str
     since_wall: float  # when it stopped delivering video
@@ -48,6 +50,7 @@ class CameraFault:
     reason: str
     last_frame: Frame | None  # its last analysed picture, if it ever delivered one
     history: tuple[tuple[str, str, float, str], ...] = ()  # recent (old, new, wall_ts, reason)
+    details: Mapping[str, Any] | None = None  # more of the fault for metadata.json (a spool outage's span, cases)
 
 
 @dataclass(frozen=True)
@@ -276,7 +279,7 @@ class EvidenceRenderer:
             "metadata_version": METADATA_VERSION,
             "event_category": event.category,
             "fault": {"state": fault.state, "reason": fault.reason, "offline_s": round(offline_s, 3),
-                      "history": [list(change) for change in fault.history]},
+                      "history": [list(change) for change in fault.history], **(fault.details or {})},
         }
         return files.case(record, metadata)
 
