@@ -40,6 +40,19 @@ SERVER_FIXTURES = frozenset({"redis_server", "redis_url", "s3_server", "s3_env",
 REALTIME_FIXTURES = frozenset({"rtsp_server"})
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Passwords hashed with argon2id at its cheapest: a login costs 0.6 ms of CPU instead of 175 ms,
+    and the review tests log in about a thousand times (the way Django's docs advise a fast hasher
+    in tests). What they check holds alike: argon2id hashes, verification, throttling, the limit on
+    hashes at once. tests/test_login_memory.py runs a real `patrol serve` with the production cost."""
+    from argon2 import PasswordHasher
+
+    from pipeline.review import auth
+
+    auth._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    auth._DUMMY_HASH = auth._hasher.hash("the hash an unknown name is checked against")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         used = set(getattr(item, "fixturenames", ()))
