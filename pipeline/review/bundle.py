@@ -1,13 +1,17 @@
 """A case bundle: one zip with everything needed to show a case to someone outside the system.
 
-Layout: ``evidence/<name>`` (the stored files as they are), ``case.json`` (record, review state,
-notes, the plate in force: an officer's correction beside the machine's read), ``audit.jsonl`` (the
+Layout: ``evidence/<name>`` (the stored files as they are: the evidence filed with the case, and
+once it is in its 处置流程 the field photos of its disposals and the after-photos of its camera
+rechecks), ``case.json`` (record, review state, notes, the plate in force: an officer's correction
+beside the machine's read, and the loop: 立案号, unit, deadline, steps and who took them, overdue,
+time to close, each photo's recorded sha256 and finding; dossier_loop.py), ``audit.jsonl`` (the
 case's audit entries, this export's own included), ``signed_head.json`` (this export's entry, the
 chain's head then, signed with the service's Ed25519 key) and ``audit-public-key.pem`` (that key's
 public half), ``manifest.json`` (each file's sha256 and, for evidence, whether it still matches the
 sha256 filed with the case), and ``SHA256SUMS`` (checkable with ``sha256sum -c``). Evidence is
-listed with the sha256 its case record holds, never one taken from its bytes now: a file changed
-since shows up as FAILED there, and in ``TAMPERED.txt``.
+listed with the sha256 its case record holds (a photo of the loop: the sha256 recorded when it was
+filed), never one taken from its bytes now: a file changed since shows up as FAILED there, and in
+``TAMPERED.txt``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 from pipeline.evidence import EvidenceStore
 from pipeline.review.audit import AuditEntry
 from pipeline.review.cases import ReviewCase
+from pipeline.review.dossier_loop import LoopHistory
 from pipeline.review.evidence_check import read_evidence
 from pipeline.review.signed_heads import SignedHead
 from pipeline.types import CaseNote
@@ -32,12 +37,14 @@ TAMPERED_HEADER = ("证据文件校验失败：以下证据文件与案件记录
 
 
 def build_bundle(case: ReviewCase, evidence: EvidenceStore, audit: list[AuditEntry], notes: list[CaseNote] | None,
-                 *, exported_by: str, exported_at: str, signed_head: SignedHead, public_key_pem: str) -> bytes:
+                 *, exported_by: str, exported_at: str, signed_head: SignedHead, public_key_pem: str,
+                 loop: LoopHistory | None = None) -> bytes:
+    """``loop``: the case's 处置流程 with its photos (dossier_loop.py); None before 立案."""
     files: dict[str, bytes] = {}
     recorded: dict[str, str] = {}  # bundle path of each evidence file -> the sha256 its case record holds
     evidence_checks: list[dict[str, Any]] = []
     tampered: list[str] = []
-    for file in read_evidence(evidence, case):
+    for file in [*read_evidence(evidence, case), *(loop.files if loop else ())]:
         path = f"evidence/{file.name}"
         recorded[path] = file.recorded_sha256
         check = {"name": file.name, "key": file.key, "recorded_sha256": file.recorded_sha256}
@@ -55,6 +62,7 @@ def build_bundle(case: ReviewCase, evidence: EvidenceStore, audit: list[AuditEnt
         "review": case.review_state(),
         "plate": _plate(case),
         "notes": None if notes is None else [note.to_dict() for note in notes],
+        "loop": None if loop is None else loop.to_dict(),
     })
     files["audit.jsonl"] = "".join(json.dumps(entry.to_dict(), ensure_ascii=False, sort_keys=True) + "\n"
                                    for entry in audit).encode()

@@ -3,8 +3,9 @@
 It holds the photos the case has, where and when, what was seen (violation, event code, plate,
 dwell), who decided it (name and 执法证号 where the account has them), an excerpt of the case's
 audit trail and every evidence file's sha256 as filed with the case, each marked whether the file
-still matches it. Text is Chinese, so a CJK font is embedded (fpdf2 subsets it); without one the
-service refuses the export rather than print a page of empty boxes.
+still matches it; a case filed (立案) has a section 处置经过 besides, how it was handled after
+confirmation (dossier_loop.py). Text is Chinese, so a CJK font is embedded (fpdf2 subsets it);
+without one the service refuses the export rather than print a page of empty boxes.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import tzinfo
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from fpdf import FPDF
 from fpdf.errors import FPDFException
@@ -36,6 +38,9 @@ from pipeline.review.vocabulary import (
     violation_label,
 )
 
+if TYPE_CHECKING:
+    from pipeline.review.dossier_loop import LoopHistory
+
 CJK_FONT_PACKAGE = "fonts-wqy-microhei"
 # Looked for first: TrueType fonts with Latin and CJK glyphs (Debian's paths), so the dossier looks
 # the same wherever the package is installed; else whatever fontconfig lists for Chinese and English.
@@ -52,6 +57,7 @@ _HEADINGS = FontFace(emphasis="", fill_color=(232, 237, 242))  # the CJK font co
 _PAGE_WIDTH_MM = 180.0  # A4 less 15 mm margins
 _MAIN_PHOTO_MM = (180.0, 100.0)
 _SMALL_PHOTO_MM = (56.0, 42.0)
+_SECTION_NUMBERS = "一二三四五六七八"
 
 
 def find_dossier_font() -> Path | None:
@@ -83,11 +89,16 @@ def deciding_officer(case: ReviewCase, audit: Iterable[AuditEntry], accounts: It
     if case.decided_by is None:
         return None
     decisions = [entry for entry in audit if entry.action in _DECISIONS and entry.actor == case.decided_by]
-    recorded = decisions[-1].detail if decisions else {}
-    if "display_name" in recorded or "badge_number" in recorded:
-        return Officer(case.decided_by, recorded.get("display_name"), recorded.get("badge_number"))
-    account = next((user for user in accounts if user.name == case.decided_by), None)
-    return Officer.of(account) if account else Officer(case.decided_by)
+    return recorded_officer(case.decided_by, decisions[-1].detail if decisions else {}, accounts)
+
+
+def recorded_officer(actor: str, detail: dict[str, Any], accounts: Iterable[User]) -> Officer:
+    """Who took a step, as its audit entry's detail named them; for an entry from before entries named
+    anyone, as the account names them now."""
+    if "display_name" in detail or "badge_number" in detail:
+        return Officer(actor, detail.get("display_name"), detail.get("badge_number"))
+    account = next((user for user in accounts if user.name == actor), None)
+    return Officer.of(account) if account else Officer(actor)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +110,7 @@ class DossierExport:
     zone: tzinfo
 
 
-class _Dossier(FPDF):
+class DossierPdf(FPDF):
     def __init__(self, font_path: Path, footer_text: str) -> None:
         super().__init__(format="A4")
         self._footer_text = footer_text
@@ -130,27 +141,63 @@ class _Dossier(FPDF):
             for row in rows:
                 table.row(list(row))
 
+    def photo_row(self, photos: list[tuple[StoredEvidence, str]]) -> None:
+        """Small pictures with their captions, as many to a row as fit."""
+        per_row = int(_PAGE_WIDTH_MM // _SMALL_PHOTO_MM[0])
+        width, height = _SMALL_PHOTO_MM
+        for start in range(0, len(photos), per_row):
+            if self.will_page_break(height + 6):
+                self.add_page()
+            top, left = self.get_y(), self.l_margin
+            for column, (file, caption) in enumerate(photos[start:start + per_row]):
+                self.set_xy(left + column * (width + 6), top)
+                self.photo(file, caption, width, height)
+            self.set_xy(left, top + height + 6)
+
+    def photo(self, file: StoredEvidence, caption: str, width: float, height: float) -> None:
+        """The picture fitted in a width x height box at the cursor, its caption below; the cursor ends under it."""
+        if self.will_page_break(height + 6):
+            self.add_page()
+        left, top = self.get_x(), self.get_y()
+        note = "" if file.intact else ("（文件缺失）" if file.data is None else "（校验失败：与案件记录的 sha256 不符）")
+        if file.data is not None:
+            try:
+                self.image(io.BytesIO(file.data), x=left, y=top, w=width, h=height, keep_aspect_ratio=True)
+            except (FPDFException, OSError, ValueError):  # bytes that are no picture (a replaced file)
+                note += "（无法显示）"
+        self.set_xy(left, top + height)
+        self.set_font(_FONT, size=8)
+        self.cell(width, 5, f"{caption} {file.name}{note}", align="C")
+        self.set_font(_FONT, size=9)
+        self.set_xy(self.l_margin, top + height + 6)
+
 
 def build_dossier(case: ReviewCase, evidence: list[StoredEvidence], audit: list[AuditEntry], *,
-                  decided_by: Officer | None, export: DossierExport, font_path: Path) -> bytes:
+                  decided_by: Officer | None, export: DossierExport, font_path: Path,
+                  loop: LoopHistory | None = None) -> bytes:
+    """``loop``: the case's 处置流程 (dossier_loop.py), printed as 处置经过 after the decision; None before 立案."""
     record = case.record
-    pdf = _Dossier(font_path, f"案件 {record.case_id} · 案件记录 sha256 {case.record_sha256}")
+    numbers = iter(_SECTION_NUMBERS)
+    pdf = DossierPdf(font_path, f"案件 {record.case_id} · 案件记录 sha256 {case.record_sha256}")
     pdf.add_page()
     pdf.set_font(_FONT, size=16)
     pdf.cell(0, 10, "城市管理违法案件案卷", align="C", new_x="LMARGIN", new_y="NEXT")
     pdf.set_font(_FONT, size=9)
     pdf.cell(0, 6, f"案件编号 {record.case_id} · 导出人 {export.exported_by.describe()} · "
                    f"导出时间 {show_local(export.exported_at, export.zone)}", align="C", new_x="LMARGIN", new_y="NEXT")
-    pdf.heading("一、案件信息")
+    pdf.heading(f"{next(numbers)}、案件信息")
     pdf.pairs(_case_facts(case, export.zone))
-    pdf.heading("二、审核结论")
+    pdf.heading(f"{next(numbers)}、审核结论")
     pdf.pairs(_decision(case, decided_by, export.zone))
-    pdf.heading("三、证据照片")
+    if loop is not None:
+        pdf.heading(f"{next(numbers)}、处置经过")
+        loop.print_to(pdf, export.zone)
+    pdf.heading(f"{next(numbers)}、证据照片")
     _photos(pdf, evidence)
-    pdf.heading("四、证据文件及 sha256 校验")
+    pdf.heading(f"{next(numbers)}、证据文件及 sha256 校验")
     pdf.grid(("文件", "案件记录中的 sha256", "校验"), (28, 132, 20),
-             ((file.name, file.recorded_sha256, _check(file)) for file in evidence))
-    pdf.heading("五、审计记录摘录（不含证据查看记录）")
+             ((file.name, file.recorded_sha256, check_label(file)) for file in evidence))
+    pdf.heading(f"{next(numbers)}、审计记录摘录（不含证据查看记录）")
     pdf.grid(("序号", "时间", "操作人", "操作", "记录 sha256（前 16 位）"), (14, 36, 36, 50, 44),
              ((str(entry.seq), show_local(entry.at, export.zone), entry.actor, _action(entry), entry.sha256[:16])
               for entry in audit if entry.action not in HIDDEN_FROM_EXCERPT))
@@ -212,45 +259,19 @@ def _decision(case: ReviewCase, decided_by: Officer | None, zone: tzinfo) -> lis
     return rows
 
 
-def _photos(pdf: _Dossier, evidence: list[StoredEvidence]) -> None:
+def _photos(pdf: DossierPdf, evidence: list[StoredEvidence]) -> None:
     by_name = {file.name: file for file in evidence}
     shown = [(by_name[name], caption) for name, caption in PHOTOS if name in by_name]
     if not shown:
         pdf.cell(0, 6, "此案件没有图片证据。", new_x="LMARGIN", new_y="NEXT")
         return
     main, *small = shown
-    _photo(pdf, *main, *_MAIN_PHOTO_MM)
-    per_row = int(_PAGE_WIDTH_MM // _SMALL_PHOTO_MM[0])
-    for start in range(0, len(small), per_row):
-        width, height = _SMALL_PHOTO_MM
-        if pdf.will_page_break(height + 6):
-            pdf.add_page()
-        top, left = pdf.get_y(), pdf.l_margin
-        for column, (file, caption) in enumerate(small[start:start + per_row]):
-            pdf.set_xy(left + column * (width + 6), top)
-            _photo(pdf, file, caption, width, height)
-        pdf.set_xy(left, top + height + 6)
+    pdf.photo(*main, *_MAIN_PHOTO_MM)
+    pdf.photo_row(small)
 
 
-def _photo(pdf: _Dossier, file: StoredEvidence, caption: str, width: float, height: float) -> None:
-    """The picture fitted in a width x height box at the cursor, its caption below; the cursor ends under it."""
-    if pdf.will_page_break(height + 6):
-        pdf.add_page()
-    left, top = pdf.get_x(), pdf.get_y()
-    note = "" if file.intact else ("（文件缺失）" if file.data is None else "（校验失败：与案件记录的 sha256 不符）")
-    if file.data is not None:
-        try:
-            pdf.image(io.BytesIO(file.data), x=left, y=top, w=width, h=height, keep_aspect_ratio=True)
-        except (FPDFException, OSError, ValueError):  # bytes that are no picture (a replaced file)
-            note += "（无法显示）"
-    pdf.set_xy(left, top + height)
-    pdf.set_font(_FONT, size=8)
-    pdf.cell(width, 5, f"{caption} {file.name}{note}", align="C")
-    pdf.set_font(_FONT, size=9)
-    pdf.set_xy(pdf.l_margin, top + height + 6)
-
-
-def _check(file: StoredEvidence) -> str:
+def check_label(file: StoredEvidence) -> str:
+    """Whether the file still matches the sha256 on record, in a word."""
     if file.data is None:
         return "文件缺失"
     return "一致" if file.intact else "不符"

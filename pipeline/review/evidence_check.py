@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pipeline.evidence import EvidenceStore
 from pipeline.review.audit import AuditEntry
 from pipeline.review.cases import ReviewCase
+from pipeline.types import EvidenceItem
 
 ACKNOWLEDGE_ACTION = "evidence_tamper_ack"
 
@@ -44,8 +45,21 @@ class StoredEvidence:
 
 def read_evidence(evidence: EvidenceStore, case: ReviewCase) -> list[StoredEvidence]:
     """Every evidence file of the case, by name, read whole and hashed (for exports, which carry the bytes)."""
+    return read_files(evidence, sorted(case.record.evidence.items()))
+
+
+def read_loop_files(evidence: EvidenceStore, case: ReviewCase) -> list[StoredEvidence]:
+    """The files its 处置流程 added to the case: the field photos of each report of disposal, then the
+    after-photos of its camera rechecks, oldest first; each beside the sha256 the loop recorded."""
+    loop = case.loop
+    later = [*loop.photos, *loop.rechecks] if loop else []
+    return read_files(evidence, [(photo.name, photo.as_evidence()) for photo in later])
+
+
+def read_files(evidence: EvidenceStore, items: Iterable[tuple[str, EvidenceItem]]) -> list[StoredEvidence]:
+    """Each (name, item) read whole from the store and hashed; a file gone from it has no data."""
     found = []
-    for name, item in sorted(case.record.evidence.items()):
+    for name, item in items:
         try:
             data: bytes | None = evidence.get(item.key)
         except KeyError:

@@ -142,7 +142,8 @@ class WorkflowSteps:
     def _take(self, step: Step, case_id: str, user: User, write: Write) -> ReviewCase:
         def apply(conn: sqlite3.Connection, case: ReviewCase) -> dict[str, Any]:
             transition = check_step(step, case.status, user.role, case.loop)
-            detail = write(conn, case)
+            # Who took the step as the entry keeps them (姓名, 执法证号), whatever the account becomes: the dossier's 处置经过.
+            detail = {**user.identity(), **write(conn, case)}
             conn.execute("UPDATE cases SET status = ? WHERE case_id = ?", (transition.target.value, case.case_id))
             return detail
 

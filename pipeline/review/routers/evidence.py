@@ -21,6 +21,7 @@ from pipeline.review.dossier import (
     deciding_officer,
     find_dossier_font,
 )
+from pipeline.review.dossier_loop import LoopHistory
 from pipeline.review.errors import Conflict, NotFound
 from pipeline.review.evidence_check import ACKNOWLEDGE_ACTION, read_evidence
 from pipeline.review.routers.dependencies import (
@@ -113,17 +114,20 @@ def export_bundle(case_id: CaseId, caller: Reviewer, review: Review) -> Response
     case = review.store.cases.get(case_id)
     exported_at = now_iso()
     entry = review.store.audit.record_event(caller.user.name, "bundle_export", case_id,
-                                            {"files": sorted(case.record.evidence), "exported_at": exported_at})
-    archive = build_bundle(case, review.evidence, review.store.audit.entries(case_id),
+                                            {"files": sorted(case.files()), "exported_at": exported_at})
+    audit = review.store.audit.entries(case_id)
+    archive = build_bundle(case, review.evidence, audit,
                            review.notes.notes(case_id), exported_by=caller.user.name, exported_at=exported_at,
-                           signed_head=review.signer.head(entry), public_key_pem=review.signer.public_key_pem)
+                           signed_head=review.signer.head(entry), public_key_pem=review.signer.public_key_pem,
+                           loop=LoopHistory.of(case, audit, review.store.accounts.users(), review.evidence))
     return Response(archive, media_type="application/zip", headers=download_headers(f"{case_id}-bundle.zip"))
 
 
 @router.get("/{case_id}/dossier.pdf", response_class=Response, responses={
-    **CASE_ERRORS, 200: {"content": {"application/pdf": {}}, "description": "Photos, facts, decision, audit, sha256s"},
+    **CASE_ERRORS,
+    200: {"content": {"application/pdf": {}}, "description": "Photos, facts, decision, 处置经过, audit, sha256s"},
     **refusal(503, "The server has no CJK font to print Chinese with; the detail names the package to install")},
-    summary="案卷: the case as one printable PDF (photos, place and time, decision, audit excerpt, sha256s)")
+    summary="案卷: the case as one printable PDF (photos, place and time, decision, 处置经过, audit excerpt, sha256s)")
 def export_dossier(case_id: CaseId, caller: Reviewer, review: Review) -> Response:
     case = review.store.cases.get(case_id)
     font = find_dossier_font()
@@ -132,13 +136,13 @@ def export_dossier(case_id: CaseId, caller: Reviewer, review: Review) -> Respons
     exported_at = now_iso()
     # Recorded first, so the dossier's audit excerpt ends with its own export.
     review.store.audit.record_event(caller.user.name, "dossier_export", case_id,
-                                    {"files": sorted(case.record.evidence), "exported_at": exported_at})
+                                    {"files": sorted(case.files()), "exported_at": exported_at})
     audit = review.store.audit.entries(case_id)
     accounts = review.store.accounts.users()
     pdf = build_dossier(case, read_evidence(review.evidence, case), audit,
                         decided_by=deciding_officer(case, audit, accounts),
                         export=DossierExport(Officer.of(caller.user), exported_at, review.settings.display_timezone),
-                        font_path=font)
+                        font_path=font, loop=LoopHistory.of(case, audit, accounts, review.evidence))
     return Response(pdf, media_type="application/pdf", headers=download_headers(f"{case_id}-dossier.pdf", inline=True))
 
 
