@@ -229,6 +229,27 @@ def test_the_dossier_is_one_pdf_with_photos_facts_officer_audit_and_every_sha256
     assert (entry.action, entry.actor) == ("dossier_export", "chief") and entry.sha256[:16] in text
 
 
+def test_the_dossier_carries_the_signed_head_of_the_audit_chain_at_its_export(decided):
+    """电子签章: the head a third party checks with `patrol verify --expect-head` and the service's public key."""
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    from pipeline.review.signed_heads import SignedHead
+
+    client, case_ids = decided
+    review = client.app.state.review
+    answer = client.get(f"/api/cases/{case_ids[0]}/dossier.pdf", headers=login(client, "chief"))
+    assert answer.status_code == 200, answer.text
+    text = _pdf_text(answer.content)
+    unbroken = "".join(text.split())  # the signature may wrap in its cell
+    head = review.store.audit.entries()[-1]  # the dossier's own export entry is the chain's head
+    assert head.action == "dossier_export" and "电子签章" in text
+    assert f"--expect-head{head.seq}:{head.sha256}" in unbroken
+    signed = review.signer.head(head)
+    assert "Ed25519签名" in unbroken and signed.signature in unbroken
+    key = load_pem_public_key(review.signer.public_key_pem.encode())
+    assert SignedHead(head.seq, head.sha256, head.at, signed.signature).signed_by(key)
+
+
 def test_without_a_cjk_font_the_dossier_is_refused_in_chinese_naming_the_package(decided, monkeypatch):
     client, case_ids = decided
     monkeypatch.setattr(evidence_routes, "find_dossier_font", lambda: None)

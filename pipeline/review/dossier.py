@@ -10,6 +10,7 @@ without one the service refuses the export rather than print a page of empty box
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from pipeline.review.cases import ReviewCase
 from pipeline.review.evidence_check import StoredEvidence
 from pipeline.review.local_time import show_local
 from pipeline.review.plates import read_colour
+from pipeline.review.signed_heads import SignedHead
 from pipeline.review.vocabulary import (
     ACTION_LABELS,
     PLATE_COLOUR_LABELS,
@@ -108,6 +110,9 @@ class DossierExport:
     exported_by: Officer
     exported_at: str
     zone: tzinfo
+    signed_head: SignedHead | None = None  # the audit chain's head at this export (its own entry), signed
+    public_key_pem: str = ""  # the key that checks the signature
+
 
 
 class DossierPdf(FPDF):
@@ -201,7 +206,22 @@ def build_dossier(case: ReviewCase, evidence: list[StoredEvidence], audit: list[
     pdf.grid(("序号", "时间", "操作人", "操作", "记录 sha256（前 16 位）"), (14, 36, 36, 50, 44),
              ((str(entry.seq), show_local(entry.at, export.zone), entry.actor, _action(entry), entry.sha256[:16])
               for entry in audit if entry.action not in HIDDEN_FROM_EXCERPT))
+    if export.signed_head is not None:
+        pdf.heading(f"{next(numbers)}、电子签章（审计链签名）")
+        pdf.pairs(_seal(export))
     return bytes(pdf.output())
+
+
+def _seal(export: DossierExport) -> list[tuple[str, str]]:
+    """The signed head a third party checks this dossier's audit chain against, and how."""
+    head = export.signed_head
+    fingerprint = hashlib.sha256(export.public_key_pem.encode()).hexdigest()
+    return [("审计链头", f"第 {head.seq} 条 · {show_local(head.at, export.zone)}"),
+            ("链头 sha256", head.sha256),
+            ("Ed25519 签名", head.signature),
+            ("公钥指纹", f"sha256 {fingerprint}（公钥随证据包 audit-public-key.pem 导出）"),
+            ("核验方法", f"patrol verify --expect-head {head.seq}:{head.sha256}，"
+                        "并以公钥核对签名（签名内容见证据包 signed_head.json）")]
 
 
 def _case_facts(case: ReviewCase, zone: tzinfo) -> list[tuple[str, str]]:

@@ -135,13 +135,14 @@ def export_dossier(case_id: CaseId, caller: Reviewer, review: Review) -> Respons
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, NO_FONT_MESSAGE)
     exported_at = now_iso()
     # Recorded first, so the dossier's audit excerpt ends with its own export.
-    review.store.audit.record_event(caller.user.name, "dossier_export", case_id,
-                                    {"files": sorted(case.files()), "exported_at": exported_at})
+    entry = review.store.audit.record_event(caller.user.name, "dossier_export", case_id,
+                                            {"files": sorted(case.files()), "exported_at": exported_at})
     audit = review.store.audit.entries(case_id)
     accounts = review.store.accounts.users()
+    export = DossierExport(Officer.of(caller.user), exported_at, review.settings.display_timezone,
+                           signed_head=review.signer.head(entry), public_key_pem=review.signer.public_key_pem)
     pdf = build_dossier(case, read_evidence(review.evidence, case), audit,
-                        decided_by=deciding_officer(case, audit, accounts),
-                        export=DossierExport(Officer.of(caller.user), exported_at, review.settings.display_timezone),
+                        decided_by=deciding_officer(case, audit, accounts), export=export,
                         font_path=font, loop=LoopHistory.of(case, audit, accounts, review.evidence))
     return Response(pdf, media_type="application/pdf", headers=download_headers(f"{case_id}-dossier.pdf", inline=True))
 
