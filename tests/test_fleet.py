@@ -33,9 +33,6 @@ from pipeline.queue import open_queue
 from pipeline.rules.memory import FileEpisodeMemory
 from pipeline.types import CaseRecord
 
-# The fleet tests time leases on the wall clock: in a parallel run they take turns in one process.
-pytestmark = pytest.mark.xdist_group("fleet")
-
 
 def test_fair_shares_split_by_capacity_and_never_exceed_it() -> None:
     assert fair_shares({"a": 8, "b": 8, "c": 8}, 12) == {"a": 4, "b": 4, "c": 4}

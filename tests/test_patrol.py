@@ -31,10 +31,6 @@ from pipeline.config import Workspace, load_camera
 from pipeline.engine import embedded_cases
 from pipeline.queue import SqliteCaseQueue
 
-# in one process, one after the other: the first fills the session detector's memory of the
-# sample's frames (support.RememberingDetector), the others replay without inference
-SAMPLE_REPLAYS = pytest.mark.xdist_group("sample-replays")
-
 
 def run_replay(out: Path, detector) -> list[dict]:
     return replay_sample(out, detector).cases
@@ -71,7 +67,6 @@ def test_every_case_has_its_evidence_with_matching_sha256(sample_replay):
         assert db.execute("select count(*) from cases").fetchone()[0] == len(cases)
 
 
-@SAMPLE_REPLAYS
 def test_a_second_replay_files_the_same_case_ids(sample_replay, second_replay):
     assert [c["case_id"] for c in second_replay.cases] == [c["case_id"] for c in sample_replay.cases]
 
@@ -93,7 +88,6 @@ class OccludedDetector:
 
 
 @pytest.mark.heavy
-@SAMPLE_REPLAYS
 def test_a_parked_car_whose_track_breaks_still_gives_one_case(tmp_path, detector, monkeypatch):
     from pipeline.track import Tracker
 
@@ -231,7 +225,6 @@ class StricterDetector:
         return [found[found.score >= self.floor] for found in self.detector.detect(images)]
 
 
-@SAMPLE_REPLAYS
 def test_replaying_into_the_same_queue_keeps_the_filed_evidence(second_replay, detector):
     import hashlib
 

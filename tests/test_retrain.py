@@ -31,9 +31,6 @@ from pipeline.synth.actors import CLASSES
 from pipeline.train.evaluate import ImageResult, MeasuredSet, map50, match_image
 from pipeline.train.gate import Evaluation, GateResult, Verdict, judge
 
-# One worker runs this module: its module-scoped runs (a model over a video, a training) are made once.
-pytestmark = pytest.mark.xdist_group("retrain")
-
 VEHICLE = CLASSES.index("vehicle")
 LABEL = np.array([[10.0, 10.0, 50.0, 50.0]])
 ELSEWHERE = np.array([[60.0, 60.0, 90.0, 90.0]])

@@ -23,9 +23,6 @@ from pipeline.engine.shadow import LiveShadow, ShadowCase, ShadowLog, compare_li
 from pipeline.rules.same_event import TOLERANCE_S
 from pipeline.types import Detections
 
-# One worker runs this module: its module-scoped runs (a model over a video, a training) are made once.
-pytestmark = pytest.mark.xdist_group("shadow")
-
 # With every dwell at 2 s the sample's first 22 s hold two cases: the first parked car (confirmed
 # at ~11.4 s) and the stall (~20.6 s, filed when the clip ends, before its post-roll).
 CLIP_S = 22.0

@@ -17,9 +17,6 @@ from pipeline.detect import Detector, load_card
 from pipeline.synth import render_dataset
 from pipeline.synth.actors import CLASSES
 
-# One worker runs this module: its module-scoped runs (a model over a video, a training) are made once.
-pytestmark = pytest.mark.xdist_group("train-smoke")
-
 
 def patrol(*argv: str) -> int:
     return cli_main(list(argv))

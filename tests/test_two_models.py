@@ -31,9 +31,6 @@ from pipeline.detect import Detector, DetectorSet, Member, load_card
 from pipeline.engine import DetectorOptions, build_detector
 from pipeline.types import Role
 
-# One worker runs this module: its module-scoped runs (a model over a video, a training) are made once.
-pytestmark = pytest.mark.xdist_group("two-models")
-
 YOLOX = SHARED / "models" / "yolox_nano.onnx"
 COCO_ROLES = ["vehicle", "non_motor_vehicle", "person"]
 STREET_ROLES = ["stall", "bin", "overflowing_bin", "garbage_pile"]
