@@ -20,21 +20,19 @@ demo: $(BIN)/.installed
 test-servers:
 	tests/servers/install-packages.sh
 
-# Two test processes (pytest-xdist): one process leaves a core idle while tests wait on real time.
-PYTEST := $(BIN)/pytest -n 2
-
-# The whole suite (what .ci/run runs). A test module runs whole in one process (loadfile), so its
-# module-scoped runs (a replay, a training) are made once and the fleet's tests, which time leases,
-# take turns. (xdist_group marks are no use: pytest 9.2's node ids drop the group pytest-xdist
-# adds, pytest-xdist issue 1386.)
+# The whole suite (what .ci/run runs), in three processes on two cores: the many tests that wait on
+# real time (live video, servers) leave room for the others. A module runs whole in one process
+# (loadfile; conftest puts the slowest modules first), so its module-scoped runs (a replay, a
+# training) are made once and the fleet's tests, which time leases, take turns. (xdist_group marks
+# are no use: pytest 9.2's node ids drop the group pytest-xdist adds, pytest-xdist issue 1386.)
 test: test-servers $(BIN)/.installed
-	$(PYTEST) --dist loadfile
+	$(BIN)/pytest -n 3 --dist loadfile
 
 # What starts no server, plays no video in real time and runs no model over a whole video or a
 # training set (the markers in pyproject.toml), spread test by test: under 2 minutes on a 2-core
-# box; no test-servers.
+# box, in two processes; no test-servers.
 test-fast: $(BIN)/.installed
-	$(PYTEST) --dist load -m "not servers and not realtime and not heavy"
+	$(BIN)/pytest -n 2 --dist load -m "not servers and not realtime and not heavy"
 
 clean:
 	rm -rf var .pytest_cache

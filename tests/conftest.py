@@ -13,6 +13,7 @@ them from ``conftest``.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.realtime)
         if _uses_a_heavy_fixture(item):
             item.add_marker(pytest.mark.heavy)
+    # The slowest modules first, by their count of tests that play video in real time, run a model
+    # over a video or start a server: with whole modules per process (make test's loadfile), a slow
+    # one coming last leaves the other processes idle while it runs alone. Stable: a module's tests
+    # keep their order.
+    weight = Counter(_module_of(item) for item in items if _is_slow(item))
+    items.sort(key=lambda item: -weight[_module_of(item)])
+
+
+def _is_slow(item: pytest.Item) -> bool:
+    return any(item.get_closest_marker(marker) for marker in ("realtime", "heavy", "servers"))
+
+
+def _module_of(item: pytest.Item) -> str:
+    return item.nodeid.split("::", 1)[0]
 
 
 def _uses_a_heavy_fixture(item: pytest.Item) -> bool:

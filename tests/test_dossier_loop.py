@@ -122,8 +122,19 @@ def test_the_dossier_of_a_closed_case_shows_how_it_was_handled(walked):
     section = text[text.index("三、处置经过"):text.index("四、证据照片")]
     positions = [section.index(f"{label}", section.index("时间步骤操作人内容")) for label in steps]
     assert positions == sorted(positions), positions  # the steps in the order taken
-    pictures = [image.data for page in reader.pages for image in page.images]
-    assert FIELD_PHOTO in pictures and AFTER_PHOTO in pictures  # the thumbnails, as filed
+    assert FIELD_PHOTO in _jpegs(reader) and AFTER_PHOTO in _jpegs(reader)  # the thumbnails, as filed
+
+
+def _jpegs(reader) -> list[bytes]:
+    """The JPEG streams the PDF embeds, as stored (a DCTDecode stream is the JPEG file itself). Read
+    without PIL, whose Image.open ultralytics patches once any test in the process has imported it."""
+    found = []
+    for page in reader.pages:
+        for reference in page["/Resources"].get("/XObject", {}).values():
+            image = reference.get_object()
+            if image.get("/Subtype") == "/Image" and image.get("/Filter") == "/DCTDecode":
+                found.append(image.get_data())
+    return found
 
 
 def test_the_bundle_holds_the_field_photo_the_after_photo_and_the_loop(walked):
