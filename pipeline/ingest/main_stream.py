@@ -21,7 +21,16 @@ from pipeline.config import CameraConfig
 from pipeline.ingest.clip import StreamParams
 from pipeline.ingest.dual import ClockedRing, DualRing
 from pipeline.ingest.live import LiveSource, StateChange
-from pipeline.ingest.source import SourceError, SourceStats, Timeline, _reason, is_live_url, open_container, redact
+from pipeline.ingest.source import (
+    RealtimePace,
+    SourceError,
+    SourceStats,
+    Timeline,
+    _reason,
+    is_live_url,
+    open_container,
+    redact,
+)
 from pipeline.vocabulary import CameraState
 
 log = logging.getLogger(__name__)
@@ -48,7 +57,7 @@ def record(url: str, *, camera_id: str, ring: ClockedRing, stats: SourceStats | 
     clock = Timeline(origin_s, 1.0 / float(stream.average_rate or 25))
     params: StreamParams | None = None
     first_ts: int | None = stream.start_time
-    pace_origin: float | None = None
+    pace = RealtimePace(stop) if realtime and not live else None
     try:
         while not stop.is_set():
             try:
@@ -66,12 +75,8 @@ def record(url: str, *, camera_id: str, ring: ClockedRing, stats: SourceStats | 
                     stats.corrupt += packet.is_corrupt
                     stats.last_frame_wall = time.time()
                     stats.stream_s = pts_s if stats.stream_s is None else max(stats.stream_s, pts_s)
-                    if realtime and not live:
-                        if pace_origin is None:
-                            pace_origin = time.monotonic() - dts_s
-                        delay = pace_origin + dts_s - time.monotonic()
-                        if delay > 0 and stop.wait(delay):
-                            return
+                    if pace is not None and pace.wait_until(dts_s):
+                        return
                     while follow is not None and not stop.is_set():
                         leader = follow()
                         if leader is None or dts_s <= leader + lead_s:

@@ -138,6 +138,22 @@ def open_container(url: str, camera_id: str, *, open_timeout_s: float = 10.0, re
     return container
 
 
+class RealtimePace:
+    """Holds a file's pictures (or packets) back to the pace a live camera gives them: its stream
+    time from the first one on, on the monotonic clock."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self._stop = stop
+        self._origin: float | None = None
+
+    def wait_until(self, stream_s: float) -> bool:
+        """Waits until ``stream_s`` is due; True when ``stop`` was set meanwhile."""
+        if self._origin is None:
+            self._origin = time.monotonic() - stream_s
+        delay = self._origin + stream_s - time.monotonic()
+        return delay > 0 and self._stop.wait(delay)
+
+
 class FrameSampler:
     """Picks frames at ``fps`` by presentation time, whatever the source's own rate."""
 
@@ -211,7 +227,7 @@ def decode(url: str, *, camera_id: str, analysis_fps: float, ring: PacketRing | 
     start_wall = time.time() if start_wall is None else start_wall
     live = is_live_url(url)
     seq = 0
-    pace_origin: float | None = None
+    pace = RealtimePace(stop) if realtime and not live else None
     container = open_container(url, camera_id, open_timeout_s=open_timeout_s, read_timeout_s=read_timeout_s)
     stream = container.streams.video[0]
     # One decoding thread per camera: cameras already decode side by side, and FFmpeg's frame
@@ -294,12 +310,8 @@ def decode(url: str, *, camera_id: str, analysis_fps: float, ring: PacketRing | 
                         pts_s = picture_clock.place((picture.pts - first_ts) * time_base, strictly_later=True)
                         if pts_s is None:
                             continue
-                        if realtime and not live:
-                            if pace_origin is None:
-                                pace_origin = time.monotonic() - pts_s
-                            delay = pace_origin + pts_s - time.monotonic()
-                            if delay > 0 and stop.wait(delay):
-                                return
+                        if pace is not None and pace.wait_until(pts_s):
+                            return
                         if not sampler.take(pts_s):
                             continue
                         wall = time.time() if (live or realtime) else start_wall + pts_s
