@@ -74,6 +74,7 @@ class Settings:
     conf: float = 0.25
     ultralytics_python: str | None = None  # a Python with ultralytics; None: that contestant is not run
     budget: Budget | None = None  # default: QUICK or FULL after ``quick``
+    layout: str | None = None  # cameras per box: only this layout (cameras.LAYOUTS; default: every one)
 
     def __post_init__(self) -> None:
         if self.budget is None:
@@ -95,6 +96,8 @@ class Video:
     height: int
     fps: float
     frames: int
+    street: str | None = None  # a synthetic street's kind: "busy" (traffic all along) or "static" (mostly still)
+    main: Video | None = None  # a camera with detect_url: its main stream (url, only demuxed); this is the sub-stream
 
     @property
     def duration_s(self) -> float:
@@ -107,8 +110,13 @@ class Video:
         return path if path.is_file() else None
 
     def describe(self) -> dict:
-        return {"key": self.key, "label": self.label, "path": str(self.path), "size": [self.width, self.height],
-                "fps": round(self.fps, 3), "frames": self.frames, "analysis_fps": self.camera.analysis_fps}
+        described = {"key": self.key, "label": self.label, "path": str(self.path), "size": [self.width, self.height],
+                     "fps": round(self.fps, 3), "frames": self.frames, "analysis_fps": self.camera.analysis_fps}
+        if self.street is not None:
+            described["street"] = self.street
+        if self.main is not None:
+            described["main"] = self.main.describe()
+        return described
 
 
 def open_video(key: str, label: str, path: Path, camera_file: Path, **camera_changes) -> Video:
@@ -140,8 +148,8 @@ def street(settings: Settings, width: int, height: int, **camera_changes) -> Vid
     duration = settings.budget.street_s
     path = _rendered(settings, f"street-{width}x{height}-{duration:g}s-seed{SYNTH_SEED}",
                      lambda: sample_scenario(seed=SYNTH_SEED, width=width, height=height, duration_s=duration))
-    return open_video(f"street-{height}p", f"synthetic street {width}x{height}", path, STREET_CAMERA,
-                      **camera_changes)
+    return replace(open_video(f"street-{height}p", f"synthetic street {width}x{height}", path, STREET_CAMERA,
+                              **camera_changes), street="busy")
 
 
 def quiet_street(settings: Settings, width: int | None = None, height: int | None = None,
@@ -160,7 +168,43 @@ def quiet_street(settings: Settings, width: int | None = None, height: int | Non
         return replace(busy, actors=kept)
 
     path = _rendered(settings, f"quiet-street-{width}x{height}-{duration:g}s-seed{SYNTH_SEED}", scenario)
-    return open_video("quiet", f"quiet synthetic street {width}x{height}", path, STREET_CAMERA)
+    return replace(open_video("quiet", f"quiet synthetic street {width}x{height}", path, STREET_CAMERA),
+                   street="static")
+
+
+def sub_main(settings: Settings, main: Video, width: int = 640, height: int = 360) -> Video:
+    """A camera that names its sub-stream: ``main`` is its ``url`` (only demuxed into the clip ring,
+    decoded around a case) and the same pictures re-encoded at ``width`` x ``height`` its
+    ``detect_url`` (decoded and analysed), with motion gating on and the adaptive rate as a camera
+    file has it when it says nothing (on). The returned video is the sub-stream, ``main`` beside it."""
+    path = settings.work / "inputs" / f"{main.path.stem}-sub{width}x{height}.mp4"
+    if not path.is_file():
+        _downscaled(main.path, path, width, height)
+    defaults = load_camera(main.camera_file)
+    gating = defaults.motion_gating.model_copy(update={"enabled": True})
+    sub = open_video(f"{main.key}-sub+main", f"{main.label}: its {width}x{height} sub-stream analysed, main recorded",
+                     path, main.camera_file, url=str(main.path), detect_url=str(path),
+                     adaptive_rate=defaults.adaptive_rate, motion_gating=gating)
+    return replace(sub, street=main.street, main=main)
+
+
+def _downscaled(source: Path, target: Path, width: int, height: int) -> None:
+    """``source`` re-encoded at ``width`` x ``height`` frame for frame (the same frame times), as a
+    camera's second encoder makes its sub-stream: H.264 without B-frames, a keyframe every 2 s."""
+    partial = target.with_name(f".partial-{target.name}")
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(source)) as src, av.open(str(partial), "w", format="mp4") as out:
+        fps = src.streams.video[0].average_rate
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        keyframes = str(round(2 * fps))
+        stream.options = {"preset": "veryfast", "g": keyframes, "keyint_min": keyframes, "sc_threshold": "0", "bf": "0"}
+        for index, frame in enumerate(src.decode(video=0)):
+            picture = frame.reformat(width=width, height=height, format="yuv420p")
+            picture.pts, picture.time_base = index, 1 / fps
+            out.mux(stream.encode(picture))
+        out.mux(stream.encode(None))
+    partial.replace(target)
 
 
 def looped(settings: Settings, video: Video, times: int) -> Video:
@@ -185,6 +229,33 @@ def looped(settings: Settings, video: Video, times: int) -> Video:
                     target.mux(packet)
         partial.replace(path)
     return open_video(video.key, f"{video.label}, {times} times over", path, video.camera_file)
+
+
+def rotated(settings: Settings, path: Path, start_s: float) -> Path:
+    """``path`` played from its first keyframe at or after ``start_s`` to its end, then from its
+    start (packets copied, timestamps shifted, no re-encoding): the same street from another moment
+    of its timeline, for cameras out of step as real ones are."""
+    if start_s <= 0:
+        return path
+    target = settings.work / "inputs" / f"{path.stem}-from{start_s:g}s.mp4"
+    if not target.is_file():
+        partial = target.with_name(f".partial-{target.name}")
+        with av.open(str(path)) as source, av.open(str(partial), "w", format="mp4") as out:
+            stream = source.streams.video[0]
+            copy = out.add_stream_from_template(stream)
+            packets = [packet for packet in source.demux(stream) if packet.size]
+            cut = next(i for i, p in enumerate(packets) if p.is_keyframe and p.pts * stream.time_base >= start_s)
+            origin = min(p.pts for p in packets)
+            span = max(p.pts + (p.duration or 0) for p in packets) - origin
+            first = packets[cut].pts - origin
+            for part, by in ((packets[cut:], -first), (packets[:cut], span - first)):
+                for packet in part:
+                    packet.pts += by
+                    packet.dts += by
+                    packet.stream = copy
+                    out.mux(packet)
+        partial.replace(target)
+    return target
 
 
 def _rendered(settings: Settings, name: str, scenario) -> Path:

@@ -105,16 +105,17 @@ def _stages(result: dict) -> list[str]:
 
 def _cameras(result: dict) -> list[str]:
     rates = sorted({sweep["analysis_fps"] for sweep in result["sweeps"]})
-    lines = [(f"Cameras per box (every camera at >= {result['min_rate_share']:.0%} of its analysis fps, lag < "
-             f"{result['max_lag_s']:g} s)"), "| stream | " + " | ".join(f"{r:g} fps" for r in rates) + " |",
-             "|---|" + "---|" * len(rates)]
-    for key in dict.fromkeys(sweep["video"]["key"] for sweep in result["sweeps"]):
+    lines = [(f"Cameras per box (every camera at >= {result['min_rate_share']:.0%} of the rate it asks for, lag < "
+             f"{result['max_lag_s']:g} s)"), "| layout, street, model | " + " | ".join(f"{r:g} fps" for r in rates)
+             + " |", "|---|" + "---|" * len(rates)]
+    for row in dict.fromkeys(cameras.row_name(sweep) for sweep in result["sweeps"]):
         cells = []
         for rate in rates:
-            sweep = next(s for s in result["sweeps"] if s["video"]["key"] == key and s["analysis_fps"] == rate)
-            cells.append(f"{sweep['cameras_per_box']}" + (f" ({sweep['first_failing']} fail)"
-                                                           if sweep["first_failing"] else ""))
-        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+            sweep = next((s for s in result["sweeps"] if cameras.row_name(s) == row and s["analysis_fps"] == rate),
+                         None)
+            cells.append("-" if sweep is None else f"{sweep['cameras_per_box']}" + (
+                f" ({sweep['first_failing']} fail)" if sweep["first_failing"] else ""))
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import replace
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -23,16 +24,13 @@ from pipeline.detect import load_card
 sys.path.insert(0, str(REPO))  # benchmarks/ lives in the checkout, not in the package
 
 from benchmarks import cameras, compare, gating, gpu, stages
-from benchmarks.common import STREET_CAMERA, Budget, Settings, Video, open_video, quiet_street
+from benchmarks.common import STREET_CAMERA, Budget, Settings, Video, open_video, quiet_street, rotated, sub_main
 from benchmarks.compare import find_ultralytics_python
 from benchmarks.plot import bar_chart, line_chart
 from benchmarks.run import summary
 from pipeline.detect import Detector
 from pipeline.detect.detector import usable_cores
 from pipeline.synth import render_video, sample_scenario
-
-# One worker runs this module: its module-scoped runs (a model over a video, a training) are made once.
-pytestmark = pytest.mark.xdist_group("bench")
 
 TINY = Budget(rounds=2, compare_s=1.0, bare_inputs=4, street_s=6.0, warm_up_s=0.5, window_s=1.0, bisections=1,
               max_cameras=2, batching_cameras=2, largest_batch=2, memory_s=1.0)
@@ -192,7 +190,7 @@ def test_stages_cover_every_stage_and_memory_per_camera(results, settings) -> No
 def test_cameras_per_box_is_the_largest_step_that_kept_up(results, settings) -> None:
     results("cameras")
     document = written(settings, "cameras")
-    (sweep,) = document["sweeps"]
+    (sweep,) = [sweep for sweep in document["sweeps"] if sweep["layout"] == "216p"]  # the tiny street analysed
     steps = {step["cameras"]: step for step in sweep["steps"]}
     assert 1 in steps and max(steps) <= TINY.max_cameras
     for step in steps.values():
@@ -200,6 +198,30 @@ def test_cameras_per_box_is_the_largest_step_that_kept_up(results, settings) -> 
                                     and step["max_lag_s"] < 1.0)
     kept_up = [n for n, step in steps.items() if step["keeps_up"]]
     assert sweep["cameras_per_box"] == (max(kept_up) if kept_up else 0)
+
+
+@pytest.mark.realtime
+def test_the_sub_main_layout_keeps_each_camera_to_the_rate_it_asks_for(results, settings, tiny_street) -> None:
+    results("cameras")  # the one-stream layout's sweep, which this run keeps in cameras.json
+    one = replace(settings, budget=replace(TINY, max_cameras=1))
+    camera = sub_main(one, replace(tiny_street, street="static"), 192, 108)  # 384x216 recorded, 192x108 analysed
+    rate = camera.camera.adaptive_rate.model_copy(update={"still_fps": 3.0, "settle_s": 0.5})  # 12 looks: 4 s
+    cameras.run(one, [replace(camera, camera=camera.camera.model_copy(update={"adaptive_rate": rate}))], rates=(5.0,))
+    document = json.loads((settings.out / "cameras.json").read_text())
+    (sweep,) = [sweep for sweep in document["sweeps"] if sweep["layout"] == "sub+main"]
+    assert sweep["video"]["size"] == [192, 108] and sweep["video"]["main"]["size"] == [384, 216]
+    assert sweep["window_s"] == pytest.approx(12 / 3.0)
+    (step,) = sweep["steps"]
+    assert 3.0 <= step["min_asked_fps"] <= 5.0 and step["network_runs_per_s"] <= step["total_analysed_fps"]
+    assert step["keeps_up"] == (step["min_rate_share"] >= 0.9 and step["max_lag_s"] is not None
+                                and step["max_lag_s"] < 1.0)
+    assert {"layout": "sub+main", "fps": 5, "largest_n": sweep["cameras_per_box"], "street": "static",
+            "model": "patrol-street-int8"} in document["entries"]
+    assert any(sweep["layout"] == "216p" for sweep in document["sweeps"])
+    # a second camera would play the street from its keyframe 2 s in: the same pictures, from there
+    pictures = [[frame.to_ndarray(format="gray") for frame in av.open(str(path)).decode(video=0)]
+                for path in (camera.path, rotated(one, camera.path, 2.0))]
+    assert len(pictures[0]) == len(pictures[1]) and np.array_equal(pictures[1][0], pictures[0][30])
 
 
 @pytest.mark.realtime

@@ -28,6 +28,10 @@ def add_bench_verbs(verbs: argparse._SubParsersAction) -> None:
     bench.add_argument("--conf", type=float, default=0.25, help="detector score threshold, for every contestant")
     bench.add_argument("--threads", type=int,
                        help="ONNX Runtime intra-op threads for the patrol and the bare session (default: its own)")
+    bench.add_argument("--layout", choices=("1080p", "360p", "sub+main"),
+                       help="cameras only: this layout alone (1080p or 360p analysed; sub+main: a 640x360 sub-stream "
+                       "analysed, the 1080p main stream recorded, gating and the adaptive rate on, on a busy and a "
+                       "mostly static street); cameras.json keeps the other layouts' figures")
     bench.add_argument("--ultralytics-python",
                        help="a Python with ultralytics for the comparison (default: $ULTRALYTICS_PYTHON, else "
                        ".venv-train/bin/python, else ../train-venv/bin/python)")
@@ -37,6 +41,8 @@ def add_bench_verbs(verbs: argparse._SubParsersAction) -> None:
 def cmd_bench(args) -> int:
     if not (REPO / "benchmarks" / "run.py").is_file():
         raise UsageError(f"patrol bench needs a source checkout: no benchmarks/ in {REPO}")
+    if args.layout is not None and args.which != "cameras":
+        raise UsageError(f"--layout is for patrol bench cameras, not {args.which}")
     if not Path(args.model).is_file():
         raise UsageError(f"--model {args.model}: no such file")
     if str(REPO) not in sys.path:
@@ -50,7 +56,8 @@ def cmd_bench(args) -> int:
     except ValueError as exc:
         raise UsageError(str(exc))
     settings = Settings(quick=args.quick, out=Path(args.out), work=Path(args.work), model=Path(args.model),
-                        threads=args.threads, conf=args.conf, ultralytics_python=ultralytics_python)
+                        threads=args.threads, conf=args.conf, ultralytics_python=ultralytics_python,
+                        layout=args.layout)
     run_benchmarks(args.which, settings)
     return 0
 
