@@ -106,7 +106,7 @@ def _stages(result: dict) -> list[str]:
 def _cameras(result: dict) -> list[str]:
     rates = sorted({sweep["analysis_fps"] for sweep in result["sweeps"]})
     lines = [(f"Cameras per box (every camera at >= {result['min_rate_share']:.0%} of the rate it asks for, lag < "
-             f"{result['max_lag_s']:g} s)"), "| layout, street, model | " + " | ".join(f"{r:g} fps" for r in rates)
+             f"{result['max_lag_s']:g} s)"), "| layout, street, model, CPU | " + " | ".join(f"{r:g} fps" for r in rates)
              + " |", "|---|" + "---|" * len(rates)]
     for row in dict.fromkeys(cameras.row_name(sweep) for sweep in result["sweeps"]):
         cells = []

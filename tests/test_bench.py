@@ -205,18 +205,17 @@ def test_the_sub_main_layout_keeps_each_camera_to_the_rate_it_asks_for(results, 
     results("cameras")  # the one-stream layout's sweep, which this run keeps in cameras.json
     one = replace(settings, budget=replace(TINY, max_cameras=1))
     camera = sub_main(one, replace(tiny_street, street="static"), 192, 108)  # 384x216 recorded, 192x108 analysed
-    rate = camera.camera.adaptive_rate.model_copy(update={"still_fps": 3.0, "settle_s": 0.5})  # 12 looks: 4 s
-    cameras.run(one, [replace(camera, camera=camera.camera.model_copy(update={"adaptive_rate": rate}))], rates=(5.0,))
+    assert camera.camera.adaptive_rate.enabled and camera.camera.motion_gating.enabled
+    cameras.run(one, [camera], rates=(5.0,))
     document = json.loads((settings.out / "cameras.json").read_text())
     (sweep,) = [sweep for sweep in document["sweeps"] if sweep["layout"] == "sub+main"]
     assert sweep["video"]["size"] == [192, 108] and sweep["video"]["main"]["size"] == [384, 216]
-    assert sweep["window_s"] == pytest.approx(12 / 3.0)
     (step,) = sweep["steps"]
-    assert 3.0 <= step["min_asked_fps"] <= 5.0 and step["network_runs_per_s"] <= step["total_analysed_fps"]
+    assert 0 < step["min_asked_fps"] <= 5.0 and step["network_runs_per_s"] <= step["total_analysed_fps"]
     assert step["keeps_up"] == (step["min_rate_share"] >= 0.9 and step["max_lag_s"] is not None
                                 and step["max_lag_s"] < 1.0)
     assert {"layout": "sub+main", "fps": 5, "largest_n": sweep["cameras_per_box"], "street": "static",
-            "model": "patrol-street-int8"} in document["entries"]
+            "model": "patrol-street-int8", "cpu": document["machine"]["cpu"]} in document["entries"]
     assert any(sweep["layout"] == "216p" for sweep in document["sweeps"])
     # a second camera would play the street from its keyframe 2 s in: the same pictures, from there
     pictures = [[frame.to_ndarray(format="gray") for frame in av.open(str(path)).decode(video=0)]
