@@ -86,9 +86,7 @@ class SpoolDrainer:
                 log.warning("delivery failing, cases stay in the spool %s: %s", self.spool.root, exc)
             self.backend_error = str(exc) or repr(exc)
             raise
-        if self.backend_error is not None:
-            log.warning("delivery works again; spool delivered")
-            self.backend_error = None
+        self._backend_works()
         with self._idle:
             self._idle.notify_all()
 
@@ -125,11 +123,21 @@ class SpoolDrainer:
             except Exception:  # a listener's bug must not hold back a case that is already filed
                 log.exception("a listener failed on case %s", record.case_id)
         self.delivered += is_new
-        self.spool.remove(entry)
+        self._delivered(entry)
 
     def _deliver_note(self, entry: SpoolEntry, note: CaseNote) -> None:
         try:
             self.queue.add_note(note)
         except KeyError as exc:  # notes go after their case: it was set aside, so this one never goes either
             raise Undeliverable(f"its case is not on the queue: {exc}") from exc
+        self._delivered(entry)
+
+    def _delivered(self, entry: SpoolEntry) -> None:
+        # The outage is over before the entry leaves: whoever sees the spool empty sees no stale error.
+        self._backend_works()
         self.spool.remove(entry)
+
+    def _backend_works(self) -> None:
+        if self.backend_error is not None:
+            log.warning("delivery works again: cases leave the spool %s", self.spool.root)
+            self.backend_error = None
