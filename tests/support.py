@@ -14,7 +14,6 @@ import random
 import shutil
 import socket
 import sqlite3
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -25,6 +24,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import av
+import numpy as np
 import pytest
 import yaml
 from filelock import FileLock
@@ -240,26 +240,54 @@ class RememberingDetector:
 
     ONNX Runtime on the CPU gives the same boxes for the same pixels, so a test that replays the
     sample again, to check what the patrol does with the boxes (tracking, rules, filing, the queue),
-    gets exactly what the model would say without waiting for it twice. Tests of the model itself
+    gets exactly what the model would say without waiting for it twice. With ``folder`` the boxes are
+    also kept on disk (one file a frame, under the model's sha256 and thresholds), for the other
+    processes of the same test run: the session's replay of the sample pays for the model once, a
+    replay of it or of a cut of it in any process after that does not. Tests of the model itself
     use a plain ``Detector``."""
 
-    def __init__(self, detector) -> None:
+    def __init__(self, detector, folder: Path | None = None) -> None:
         self.detector = detector
         self._seen: dict[tuple, Detections] = {}
+        self._folder = None if folder is None else (
+            folder / f"{detector.card.sha256[:16]}-conf{detector.conf_threshold:g}-iou{detector.iou_threshold:g}")
 
     def __getattr__(self, name: str):
         return getattr(self.detector, name)
 
     def detect(self, images):
-        keys = [(image.shape, hashlib.blake2b(image.tobytes(), digest_size=16).digest()) for image in images]
-        unseen = [i for i, key in enumerate(keys) if key not in self._seen]
+        keys = [(image.shape, hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest()) for image in images]
+        unseen = [i for i, key in enumerate(keys) if key not in self._seen and not self._recalled(key)]
         if unseen:
             for i, found in zip(unseen, self.detector.detect([images[i] for i in unseen]), strict=True):
                 self._seen[keys[i]] = found
+                self._keep(keys[i], found)
         # copies: what the patrol does with one replay's boxes must not reach the next replay's
         return [replace(found, xyxy=found.xyxy.copy(), score=found.score.copy(), class_id=found.class_id.copy(),
                         role=found.role.copy()) for found in map(self._seen.__getitem__, keys)]
 
+    def _file(self, key: tuple) -> Path:
+        shape, digest = key
+        # the network's input size for this frame size too: a detector made with another input_size differs
+        width, height = self.detector.input_size_for((shape[1], shape[0]))
+        return self._folder / f"{'x'.join(map(str, shape))}-in{width}x{height}-{digest}.npz"
+
+    def _recalled(self, key: tuple) -> bool:
+        if self._folder is None or not (path := self._file(key)).is_file():
+            return False
+        with np.load(path) as kept:
+            self._seen[key] = Detections(kept["xyxy"], kept["score"], kept["class_id"], kept["role"])
+        return True
+
+    def _keep(self, key: tuple, found: Detections) -> None:
+        if self._folder is None:
+            return
+        self._folder.mkdir(parents=True, exist_ok=True)
+        path = self._file(key)
+        partial = path.with_name(f".{os.getpid()}-{path.name}")  # another process may write the same frame
+        with partial.open("wb") as file:
+            np.savez(file, xyxy=found.xyxy, score=found.score, class_id=found.class_id, role=found.role)
+        partial.replace(path)
 
 
 @dataclass(frozen=True)
@@ -282,11 +310,30 @@ def run_base(tmp_path_factory) -> Path:
     return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
+_detectors: list[RememberingDetector] = []
+
+
+def shared_detector(tmp_path_factory) -> RememberingDetector:
+    """The project's model, loaded once in this process (the ``detector`` fixture), remembering the
+    boxes of every frame any process of this test run has shown a detector made here."""
+    if not _detectors:
+        from pipeline.detect import Detector
+
+        _detectors.append(RememberingDetector(Detector(DEFAULT_MODEL), remembered_detections(tmp_path_factory)))
+    return _detectors[0]
+
+
+def remembered_detections(tmp_path_factory) -> Path:
+    """Where every process of this test run keeps the boxes its ``RememberingDetector`` has seen."""
+    return run_base(tmp_path_factory) / "detections"
+
+
 def sample_replay_once(tmp_path_factory) -> Replay:
-    """The whole sample street replayed by the `patrol` command (embedded queue and evidence
-    folder, first frame at :data:`START_TIME`), once per test run: the first process to get here
-    makes it under a file lock, the others wait and read it. For tests that only read what it
-    filed; copy it to change it."""
+    """The whole sample street replayed (``replay_sample``: embedded queue and evidence folder, first
+    frame at :data:`START_TIME`) once per test run: the first process to get here makes it under a
+    file lock, the others wait and read it. Its boxes stay on disk, so a later replay of the sample
+    or of a cut of it, in any process, runs no inference. For tests that only read what it filed;
+    copy it to change it."""
     base = run_base(tmp_path_factory)
     if base not in _whole_sample:
         out = base / "sample-replay"
@@ -294,10 +341,11 @@ def sample_replay_once(tmp_path_factory) -> Replay:
             complete = base / "sample-replay.complete"  # a run that died halfway is made again
             if not complete.is_file():
                 shutil.rmtree(out, ignore_errors=True)
-                done = subprocess.run([*PATROL, "replay", str(SAMPLE_VIDEO), "--camera", str(SAMPLE_CAMERA),
-                                       "--out", str(out), "--start-time", START_TIME, "--threads", "2"],
-                                      check=False, cwd=REPO, capture_output=True, text=True, timeout=300)
-                assert done.returncode == 0, done.stderr
+                # on two threads, while the other processes wait for it; its boxes then serve every replay after
+                from pipeline.detect import Detector
+
+                on_two_threads = Detector(DEFAULT_MODEL, intra_op_threads=2)
+                replay_sample(out, RememberingDetector(on_two_threads, remembered_detections(tmp_path_factory)))
                 complete.touch()
         _whole_sample[base] = Replay.read(out)
     return _whole_sample[base]

@@ -17,7 +17,7 @@ import av
 import cv2
 import numpy as np
 import pytest
-from support import DEFAULT_MODEL, PATROL, REPO, heavy_fixture, short_street
+from support import DEFAULT_MODEL, PATROL, REPO, RememberingDetector, heavy_fixture, remembered_detections, short_street
 
 from pipeline.detect import load_card
 
@@ -83,13 +83,23 @@ BENCHMARKS = {
 
 
 @heavy_fixture(scope="module")
-def results(settings, tiny_street) -> Callable[[str], dict]:
-    """``results(name)``: the benchmark's result, run once, when a test first asks for it."""
+def results(settings, tiny_street, tmp_path_factory) -> Callable[[str], dict]:
+    """``results(name)``: the benchmark's result, run once, when a test first asks for it. Gating's
+    detector remembers boxes (``support.RememberingDetector``): its replays with gating off and on
+    see the same frames, and the busy street is the start of the sample the session replays. The
+    tests read its episodes and counts, never its speed."""
     done: dict[str, dict] = {}
+    folder = remembered_detections(tmp_path_factory)
+
+    def remembering(*args, **kwargs) -> RememberingDetector:
+        return RememberingDetector(Detector(*args, **kwargs), folder)
 
     def result(name: str) -> dict:
         if name not in done:
-            done[name] = BENCHMARKS[name](settings, tiny_street)
+            with pytest.MonkeyPatch.context() as patch:
+                if name == "gating":
+                    patch.setattr(gating, "Detector", remembering)
+                done[name] = BENCHMARKS[name](settings, tiny_street)
         return done[name]
 
     return result

@@ -378,6 +378,7 @@ def test_revoking_ends_every_session_of_the_account_and_no_other(client):
     assert entry.actor == "root" and entry.detail == {"name": "officer1", "sessions_ended": 2}
 
 
+@pytest.mark.realtime  # waits out a 2 s idle timeout on the wall clock
 def test_a_session_ends_after_an_idle_spell_but_not_while_it_is_used(street_var):
     with running_app(street_var, session_idle_timeout_s=2.0) as client:
         headers = login(client, "officer1")
