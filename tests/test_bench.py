@@ -23,7 +23,7 @@ from pipeline.detect import load_card
 
 sys.path.insert(0, str(REPO))  # benchmarks/ lives in the checkout, not in the package
 
-from benchmarks import cameras, compare, gating, gpu, stages
+from benchmarks import cameras, compare, endurance, gating, gpu, stages
 from benchmarks.common import STREET_CAMERA, Budget, Settings, Video, open_video, quiet_street, rotated, sub_main
 from benchmarks.compare import find_ultralytics_python
 from benchmarks.plot import bar_chart, line_chart
@@ -231,6 +231,21 @@ def test_the_sub_main_layout_keeps_each_camera_to_the_rate_it_asks_for(results, 
     pictures = [[frame.to_ndarray(format="gray") for frame in av.open(str(path)).decode(video=0)]
                 for path in (camera.path, rotated(one, camera.path, 2.0))]
     assert len(pictures[0]) == len(pictures[1]) and np.array_equal(pictures[1][0], pictures[0][30])
+
+
+@pytest.mark.realtime
+def test_the_endurance_run_samples_memory_rings_and_keeping_up_and_writes_its_chart(settings, tiny_street) -> None:
+    camera = sub_main(settings, replace(tiny_street, street="static"), 192, 108)
+    result = endurance.run(settings, camera, cameras=2, analysis_fps=5.0, minutes=3 / 60, every_s=1.0, warm_up_s=1.0)
+    rows = result["rows"]
+    assert len(rows) >= 2 and [row["at_s"] for row in rows] == sorted(row["at_s"] for row in rows)
+    assert all(row["ring_mb"] > 0 and row["rss_mb"] > 0 and row["open_fds"] > 0 for row in rows)
+    assert result["per_camera_mb"] == pytest.approx((result["warm_rss_mb"] - result["model_loaded_rss_mb"]) / 2)
+    assert result["kept_up"] == all(row["min_rate_share"] >= 0.9 and (row["max_lag_s"] or 0) < 1.0 for row in rows)
+    assert result["street"] == "static" and result["cameras"] == 2
+    written = json.loads((settings.out / "endurance.json").read_text())
+    assert written["benchmark"] == "endurance" and written["rows"] == rows
+    assert cv2.imread(str(settings.out / "endurance.png")) is not None
 
 
 @pytest.mark.realtime

@@ -149,14 +149,14 @@ def test_the_same_outage_is_not_filed_twice_across_a_restart(tmp_path: Path, mon
     # spooled, then the worker killed before delivery: the next run delivers them, files none again
     root = tmp_path / "second"
     dying = make_cases(root)  # never started: nothing delivers
-    assert all(dying.file_spool_fault(*fault) for fault in found)
+    assert all(dying.file_fault_with_note(*fault) for fault in found)
     assert len(dying.filer.spool.entries()) == 4  # two cases, their two notes
     dying.filer.close(drain_timeout_s=0)
     for _ in range(2):  # the restart, and one more
         restarted = make_cases(root)
         restarted.filer.start()
         try:
-            assert not any(restarted.file_spool_fault(*fault) for fault in found)
+            assert not any(restarted.file_fault_with_note(*fault) for fault in found)
             assert restarted.filer.wait_delivered(timeout_s=30)
             queue = restarted.filer.queue
             assert queue.count() == 2

@@ -30,7 +30,7 @@ from pipeline.engine import (
     build_backends,
 )
 from pipeline.engine.episodes import EpisodeKeeper
-from pipeline.engine.faults import FaultWatch
+from pipeline.engine.faults import MAIN_STREAM, FaultWatch, fault_case_id
 from pipeline.engine.health import spool_line
 from pipeline.engine.live_camera import CameraEvents, PatrolCamera
 from pipeline.evidence import EvidenceRenderer, LocalEvidenceStore, load_event_codes
@@ -144,6 +144,28 @@ def test_a_camera_down_past_its_threshold_files_a_fault_case_and_a_note_when_bac
     note = camera.check_faults(T0 + 600)
     assert isinstance(note, CaseNote) and note.case_id == fault.case_id and "10.0 min" in note.text
     assert camera.check_faults(T0 + 601) is None
+
+
+def test_a_main_stream_down_past_the_threshold_files_one_fault_case_saying_so_and_a_note_when_back() -> None:
+    camera = _live_camera(CameraState.LIVE, FaultWatch("cam-1", threshold_s=60, started_wall=T0))
+    camera.source.main = main = SimpleNamespace(
+        state=CameraState.OFFLINE, last_error="camera cam-1: main stream: connection refused",
+        history=[StateChange("cam-1", CameraState.LIVE, CameraState.OFFLINE, T0, "connection reset")])
+    camera.main_faults = FaultWatch("cam-1", threshold_s=60, started_wall=T0, cause=MAIN_STREAM)
+    assert camera.check_main_stream(T0 + 30) is None
+    fault, note = camera.check_main_stream(T0 + 61)
+    assert camera.check_faults(T0 + 61) is None  # the camera itself delivers its sub-stream
+    assert fault.state == "main_offline" and fault.reason == "camera cam-1: main stream: connection refused"
+    assert fault.case_id.startswith("F-") and fault.case_id != fault_case_id("cam-1", T0)  # not the camera's case
+    assert note.case_id == fault.case_id and note.kind == MAIN_STREAM and "证据图片和视频取自子码流" in note.text
+    assert camera.check_main_stream(T0 + 62) is None  # one case an outage
+    camera.source.state = CameraState.OFFLINE  # the whole camera down: that is the camera's fault case
+    assert camera.check_main_stream(T0 + 300) is None
+    camera.source.state = main.state = CameraState.LIVE
+    back = camera.check_main_stream(T0 + 600)
+    assert isinstance(back, CaseNote) and back.case_id == fault.case_id
+    assert "delivers its main stream again after 10.0 min" in back.text
+    assert camera.check_main_stream(T0 + 601) is None
 
 
 def _parked(camera: CameraPipeline, start_s: float, seconds: float, wall0: float) -> list:

@@ -28,6 +28,7 @@ from support import sample_camera, wait_for
 from pipeline.config import Workspace
 from pipeline.engine import Patrol, embedded_cases
 from pipeline.ingest import SubMainSource
+from pipeline.queue import SqliteCaseQueue
 
 _missing = gst_rtsp_missing()
 pytestmark = [pytest.mark.skipif(_missing is not None, reason=f"the GStreamer RTSP server is missing: {_missing}"),
@@ -55,8 +56,9 @@ def positions(pair) -> Positions:
 class Run:
     """A live patrol of the server's two mounts as one camera, filing into ``tmp_path``."""
 
-    def __init__(self, server, tmp_path: Path, detector) -> None:
-        camera = sample_camera(dwell_s=5.0, url=server.url("main"), detect_url=server.url("sub"), ingest=INGEST)
+    def __init__(self, server, tmp_path: Path, detector, **ingest) -> None:
+        camera = sample_camera(dwell_s=5.0, url=server.url("main"), detect_url=server.url("sub"),
+                               ingest={**INGEST, **ingest})
         camera = camera.model_copy(update={"zones": [z for z in camera.zones if z.id == "no-parking-kerb"]})
         self.workspace = Workspace(tmp_path)
         self.cases = embedded_cases(self.workspace, {"name": "m", "sha256": "0" * 64})
@@ -85,6 +87,9 @@ class Run:
 
     def parking(self) -> list:
         return [r for r in self.delivered if r.violation == "illegal_parking"]
+
+    def faults(self) -> list:
+        return [r for r in self.delivered if r.violation == "camera_fault"]
 
     def file(self, record, name: str) -> bytes:
         return (self.workspace.evidence / record.evidence[name].key).read_bytes()
@@ -145,13 +150,14 @@ def test_the_main_stream_restarted_mid_episode_files_once_from_the_sub_stream_an
         rtsp_server, pair, positions, detector, tmp_path: Path) -> None:
     main, sub = pair
     server = rtsp_server({"sub": sub, "main": main}, live=True)
-    with Run(server, tmp_path, detector) as run:
+    with Run(server, tmp_path, detector, offline_fault_after_s=3.0) as run:
         wait_for(run.both_live, 20, "both inputs live")
         time.sleep(max(0.0, server.started_wall + 4.5 - time.time()))  # the car parked at 2 s, confirmed at ~7
         server.drop("main")
         dropped_wall = time.time()
         wait_for(lambda: run.source.main.state == "offline", 10, "the main stream offline")
         wait_for(lambda: run.parking(), 40, "the parking case, filed with the main stream down")
+        wait_for(lambda: run.faults(), 10, "the main stream's fault case, down past its 3 s")
         server.restore("main")
         wait_for(lambda: run.source.main.state == "live", 15, "the main stream live again")
         time.sleep(SETTLE_S)
@@ -160,7 +166,12 @@ def test_the_main_stream_restarted_mid_episode_files_once_from_the_sub_stream_an
         assert all(abs(e) <= 1.01 * FRAME_S for e in errors), errors
         time.sleep(2)
     (case,) = run.parking()
-    assert len(run.delivered) == 1
+    (fault,) = run.faults()  # the main stream's, not the camera's: its sub-stream never stopped
+    assert len(run.delivered) == 2 and run.metadata(fault)["fault"]["state"] == "main_offline"
+    queue = SqliteCaseQueue(run.workspace.queue_db)
+    notes = {note.kind: note for note in queue.notes(fault.case_id)}
+    queue.close()
+    assert set(notes) == {"main_stream", "camera_recovered"} and "取自子码流" in notes["main_stream"].text
     dropped_s = run.ring.sub.clock.pts_of(dropped_wall)
     assert case.first_seen_s < dropped_s < case.confirmed_s  # mid-episode
     assert case.evidence_stream == "sub"

@@ -15,14 +15,18 @@ import json
 import random
 import subprocess
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
+from queue_contract import make_record
+from review_support import PASSWORD, login, running_app
 from sub_main_support import MAIN_SIZE, SUB_SIZE, Positions, sub_main_pair
-from support import PATROL, REPO, START, camera_file, free_port, sample_camera, wait_for
+from support import DEFAULT_MODEL, PATROL, REPO, START, camera_file, free_port, sample_camera, wait_for
 
+from pipeline.cli.main import main
 from pipeline.config import ConfigError, Workspace, load_camera
 from pipeline.engine import embedded_cases, replay
 from pipeline.engine.camera import CameraPipeline
@@ -36,11 +40,13 @@ from pipeline.engine.health import (
     Rates,
     health_line,
 )
+from pipeline.engine.recheck import Rechecker
 from pipeline.evidence import EvidenceRenderer, load_event_codes
 from pipeline.evidence.main_frame import scale_box
 from pipeline.ingest import DualRing, SourceStats, SubMainSource, decode
 from pipeline.ingest.clock import ArrivalClock, ClockOffset, offset_at
 from pipeline.ingest.main_stream import record
+from pipeline.queue import SqliteCaseQueue
 from pipeline.types import CaseRecord, Violation
 
 GROUND_TRUTH_BOX = (132.6, 385.8, 289.8, 459.0)  # the first parked car in the sample's 960x540 pixels
@@ -309,6 +315,20 @@ def test_patrol_replay_takes_the_sub_stream_file(pair, tmp_path: Path) -> None:
     assert done.returncode != 0 and "detect_url: video file not found" in done.stderr
 
 
+def test_patrol_shadow_analyses_the_sub_stream_with_both_models_and_files_from_the_main_stream(pair, tmp_path):
+    main_file, sub = pair
+    cam = camera_file(tmp_path / "cam.yaml", dwell_s=5.0, url=str(main_file), detect_url=str(sub))
+    out = tmp_path / "out"
+    assert main(["shadow", str(main_file), "--camera", str(cam), "--candidate", str(DEFAULT_MODEL),
+                 "--out", str(out)]) == 0
+    report = json.loads((out / "shadow.json").read_text(encoding="utf-8"))
+    (case,) = [json.loads(line) for line in (out / "cases.jsonl").read_text().splitlines()]
+    assert case["violation"] == "illegal_parking" and report["counts"] == {"both": 1, "live_only": 0,
+                                                                            "candidate_only": 0}
+    meta = json.loads(Path(case["evidence"]["metadata.json"]).read_text())
+    assert meta["evidence_stream"] == "main" and meta["streams"]["sub_size"] == list(SUB_SIZE)
+
+
 def test_the_health_line_and_metrics_show_each_input() -> None:
     inputs = (InputReport("sub", "live", 1.0, 15.0, 0, 0, None),
               InputReport("main", "offline", 2.0, 0.0, 2, 0, "camera c: main stream broke"))
@@ -339,3 +359,46 @@ def test_a_replay_without_detect_url_decodes_and_records_one_input(pair, detecto
     (case,) = [json.loads(line) for line in (tmp_path / "cases.jsonl").read_text().splitlines()]
     meta = json.loads(Path(case["evidence"]["metadata.json"]).read_text())
     assert "evidence_stream" not in meta and "streams" not in meta
+
+
+def test_a_recheck_looks_through_the_stream_whose_pixels_the_case_box_is_in(tmp_path: Path, detector) -> None:
+    main, sub = sub_main_pair(tmp_path, start_s=30.0, seconds=2.0)  # the car parked at the kerb
+    rechecker = Rechecker([parking_camera(url=str(main), detect_url=str(sub))], detector)
+    filed = replace(make_record(0), camera_id="shuangshan-sample", zone_id="no-parking-kerb",
+                    violation="illegal_parking")
+    on_main = replace(filed, bbox=GROUND_TRUTH_BOX, evidence_stream="main")
+    on_sub = replace(filed, bbox=tuple(v / 1.5 for v in GROUND_TRUTH_BOX), evidence_stream="sub")  # main was down
+    for case in (on_main, on_sub):
+        result = rechecker.look(case)
+        assert result.finding is not None and result.finding.still_present, (case.evidence_stream, result)
+
+
+# ---- what the officer's page says of it ----
+
+
+def test_the_case_page_says_which_stream_the_photos_are_from_and_when_the_clip_was_cut_short(street_var):
+    """Copies of the street's first parked car as a sub+main camera files them: photos from the main
+    stream; from the sub-stream while the main stream was down; a clip whose post-roll a stopped
+    worker cut short (``clip_until_s``)."""
+    queue = SqliteCaseQueue(street_var / "queue" / "cases.sqlite3")
+    try:
+        replayed = [json.loads(line)["case_id"] for line in (street_var / "cases.jsonl").read_text().splitlines()]
+        first = next(case for case in map(queue.get, replayed) if case.violation == "illegal_parking")
+        on_main, on_sub = "P-a000000000000011", "P-a000000000000012"
+        assert queue.publish(replace(first, case_id=on_main, evidence_stream="main",
+                                     clip_until_s=first.confirmed_s + 1.5))
+        assert queue.publish(replace(first, case_id=on_sub, evidence_stream="sub"))
+    finally:
+        queue.close()
+    with running_app(street_var) as client:
+        headers = login(client, "officer1")
+        shown = {case_id: client.get(f"/api/cases/{case_id}", headers=headers).json()
+                 for case_id in (first.case_id, on_main, on_sub)}
+        assert [(shown[c]["evidence_stream"], shown[c]["clip_short_s"]) for c in (first.case_id, on_main, on_sub)] \
+            == [(None, None), ("main", 1.5), ("sub", None)]
+        assert client.post("/login", data={"name": "officer1", "password": PASSWORD},
+                           follow_redirects=False).status_code == 303
+        pages = {case_id: client.get(f"/cases/{case_id}").text for case_id in shown}
+    assert "图片取自摄像头主码流（高清）" in pages[on_main] and "视频片段不完整：只录到确认后 1.5 秒" in pages[on_main]
+    assert "取证时主码流中断，图片取自子码流" in pages[on_sub] and "视频片段不完整" not in pages[on_sub]
+    assert not [word for word in ("主码流", "子码流", "视频片段不完整") if word in pages[first.case_id]]

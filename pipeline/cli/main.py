@@ -216,21 +216,34 @@ def cmd_demo(args) -> int:
     return _patrol(args, cameras, loop_files=True, streams_dir=SAMPLE_CAMERA.parent)
 
 
-def cmd_replay(args) -> int:
-    from pipeline.config import Workspace, camera_settings, load_camera
-    from pipeline.engine import case_line, replay
+def _detect_video(args, camera) -> str | None:
+    """The sub-stream file to analyse: ``--detect``, else the camera file's ``detect_url`` when it is
+    a video file (a stream's cannot be replayed); None for a camera of one input."""
     from pipeline.ingest.source import video_path
 
-    camera = load_camera(args.camera, event_entries=_event_entries(args),
-                         settings=camera_settings(args.camera_setting or ()))
-    if not Path(args.video).is_file():
-        raise UsageError(f"video file not found: {args.video}")
-    # a camera file's sub-stream is replayed when it is a file; a stream's cannot be
     detect = args.detect
     if detect is None and camera.detect_url is not None and (path := video_path(camera.detect_url)) is not None:
         detect = str(path)
     if detect is not None and not Path(detect).is_file():
         raise UsageError(f"{'--detect' if args.detect else 'detect_url'}: video file not found: {detect}")
+    return detect
+
+
+def _add_detect_option(verb: argparse.ArgumentParser) -> None:
+    verb.add_argument("--detect", metavar="VIDEO", help="the same scene's sub-stream, analysed while VIDEO is only "
+                      "recorded for the evidence, as a camera's detect_url (default: the camera file's detect_url "
+                      "when it is a video file)")
+
+
+def cmd_replay(args) -> int:
+    from pipeline.config import Workspace, camera_settings, load_camera
+    from pipeline.engine import case_line, replay
+
+    camera = load_camera(args.camera, event_entries=_event_entries(args),
+                         settings=camera_settings(args.camera_setting or ()))
+    if not Path(args.video).is_file():
+        raise UsageError(f"video file not found: {args.video}")
+    detect = _detect_video(args, camera)
     out = Path(args.out)
     detector, backends = _compose(args, Workspace(out))
     filer = backends.filer
@@ -340,9 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep = verbs.add_parser("replay", help="run the patrol over a video file as fast as possible")
     rep.add_argument("video")
     rep.add_argument("--camera", required=True, help="camera file whose zones and rules apply")
-    rep.add_argument("--detect", metavar="VIDEO", help="the same scene's sub-stream, analysed while VIDEO is only "
-                     "recorded for the evidence, as a camera's detect_url (default: the camera file's detect_url "
-                     "when it is a video file)")
+    _add_detect_option(rep)
     rep.add_argument("--out", required=True, help="folder for cases.jsonl, evidence and queue")
     rep.add_argument("--start-time", help="wall clock of the video's first frame, ISO 8601; without an offset, "
                      "the camera's local time (default: now)")

@@ -11,7 +11,14 @@ from datetime import datetime
 from pathlib import Path
 
 from pipeline.cli.errors import UsageError
-from pipeline.cli.main import _add_backend_options, _candidate, _compose, _event_entries
+from pipeline.cli.main import (
+    _add_backend_options,
+    _add_detect_option,
+    _candidate,
+    _compose,
+    _detect_video,
+    _event_entries,
+)
 
 REPORT_NAME = "shadow.json"
 
@@ -22,6 +29,7 @@ def add_shadow_verbs(verbs: argparse._SubParsersAction) -> None:
                               "model analyses the same frames beside it, filing nothing; compare the cases")
     shadow.add_argument("video")
     shadow.add_argument("--camera", required=True, help="camera file whose zones and rules apply")
+    _add_detect_option(shadow)
     shadow.add_argument("--candidate", required=True, metavar="PATH[:ROLE,...]",
                         help="the candidate ONNX detector (its card found as --model's is), same syntax as --model")
     shadow.add_argument("--out", required=True,
@@ -50,6 +58,7 @@ def cmd_shadow(args) -> int:
     camera = load_camera(args.camera, event_entries=_event_entries(args))
     if not Path(args.video).is_file():
         raise UsageError(f"video file not found: {args.video}")
+    detect = _detect_video(args, camera)
     candidate = _candidate(args.candidate, "--candidate", args)  # before the backends: a refused one leaves nothing
     out = Path(args.out)
     live, backends = _compose(args, Workspace(out))
@@ -58,7 +67,7 @@ def cmd_shadow(args) -> int:
     try:
         run = shadow(args.video, camera, live, candidate, backends.cases, cases_path=out / "cases.jsonl",
                      report_path=out / REPORT_NAME, evidence_root=backends.evidence_root, start_wall=time.time(),
-                     progress=sys.stderr.isatty(), drain_timeout_s=args.drain_timeout)
+                     progress=sys.stderr.isatty(), drain_timeout_s=args.drain_timeout, detect_video=detect)
     finally:
         filer.close(drain_timeout_s=0)
     print(run.summary.line())

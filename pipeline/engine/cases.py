@@ -79,9 +79,9 @@ class CaseMaker:
     def file_fault(self, camera: CameraPipeline, fault: CameraFault) -> None:
         self.filer.commit(self.renderer.render_camera_fault(fault, camera=camera.info, model=self.model))
 
-    def file_spool_fault(self, camera: CameraInfo, fault: CameraFault, note: CaseNote) -> bool:
-        """Commits a spool outage's fault case of ``camera`` and its note (``faults.spool_faults``);
-        False, filing nothing, when the case is spooled or filed already."""
+    def file_fault_with_note(self, camera: CameraInfo, fault: CameraFault, note: CaseNote) -> bool:
+        """Commits a fault case of ``camera`` and then its note (a spool outage's, ``faults.spool_faults``;
+        a main stream's); False, filing nothing, when the case is spooled or filed already."""
         if not self.filer.needs_filing(fault.case_id):
             return False
         self.filer.commit(self.renderer.render_camera_fault(fault, camera=camera, model=self.model))

@@ -1,7 +1,10 @@
 """Camera faults: a live camera without video past its threshold becomes one 故障报警 case, and
-a note on that case when its video comes back. A worker whose evidence spool took no case for a
-while (its disk full) files, once the cases held meanwhile are all written, one 故障报警 case for
-each camera whose cases waited: why they reached review late."""
+a note on that case when its video comes back. So does the main stream of a camera with a
+sub-stream, down past the same threshold while the sub-stream is analysed: the patrol goes on,
+but its evidence is the sub-stream's, too small for a plate; that case carries a note saying so.
+A worker whose evidence spool took no case for a while (its disk full) files, once the cases held
+meanwhile are all written, one 故障报警 case for each camera whose cases waited: why they reached
+review late."""
 
 from __future__ import annotations
 
@@ -40,9 +43,10 @@ class FaultWatch:
     start, if it never got there) until it is live again; reconnect attempts in between do not
     restart it. At most one fault case per outage."""
 
-    def __init__(self, camera_id: str, threshold_s: float, started_wall: float) -> None:
+    def __init__(self, camera_id: str, threshold_s: float, started_wall: float, cause: str = "camera_fault") -> None:
         self.camera_id = camera_id
         self.threshold_s = threshold_s
+        self.cause = cause  # of the case id: a camera's and its main stream's outages are cases of their own
         self.down_since: float | None = started_wall
         self.filed_case: str | None = None
 
@@ -59,7 +63,7 @@ class FaultWatch:
         if self.down_since is None:
             self.down_since = now_wall
         if self.filed_case is None and now_wall - self.down_since >= self.threshold_s:
-            self.filed_case = fault_case_id(self.camera_id, self.down_since)
+            self.filed_case = fault_case_id(self.camera_id, self.down_since, self.cause)
             return FileFault(self.filed_case, self.down_since)
         return None
 
@@ -78,13 +82,26 @@ def fault_case(event: FileFault, now_wall: float, *, state: str, reason: str, st
                        history=tuple((c.old, c.new, c.wall_ts, c.reason) for c in history[-20:]))
 
 
-def recovery_note(event: Recovered, camera_id: str, timezone: ZoneInfo) -> CaseNote:
-    """The note that tells the fault case's reviewer the camera is back, and after how long."""
+def recovery_note(event: Recovered, camera_id: str, timezone: ZoneInfo, what: str = "video") -> CaseNote:
+    """The note that tells the fault case's reviewer the camera (``what``) is back, and after how long."""
     at = datetime.fromtimestamp(event.back_wall, timezone)
     down_min = (event.back_wall - event.since_wall) / 60
     return CaseNote(note_id=f"{event.case_id}:recovered", case_id=event.case_id,
                     at_wall=at.isoformat(timespec="milliseconds"), author="system", kind="camera_recovered",
-                    text=f"camera {camera_id} delivers video again after {down_min:.1f} min without")
+                    text=f"camera {camera_id} delivers {what} again after {down_min:.1f} min without")
+
+
+MAIN_STREAM = "main_stream"  # the cause of a main stream's fault case, and its note's kind
+
+
+def main_stream_note(fault: CameraFault, camera_id: str, timezone: ZoneInfo) -> CaseNote:
+    """The note that tells a main stream's fault case's reviewer what failed: not the camera."""
+    at, since = (datetime.fromtimestamp(wall, timezone) for wall in (fault.filed_wall, fault.since_wall))
+    return CaseNote(note_id=f"{fault.case_id}:{MAIN_STREAM}", case_id=fault.case_id,
+                    at_wall=at.isoformat(timespec="milliseconds"), author="system", kind=MAIN_STREAM,
+                    text=f"摄像头 {camera_id} 的主码流自 {since:%Y-%m-%d %H:%M:%S} 起未录到画面"
+                         f"（{fault.reason}）。子码流分析照常，案件照常上报，但证据图片和视频取自子码流，"
+                         f"清晰度不足以辨认车牌：请安排检修摄像头的主码流。")
 
 
 def spool_faults(outage: SpoolOutage) -> list[tuple[CameraInfo, CameraFault, CaseNote]]:

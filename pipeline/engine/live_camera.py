@@ -7,7 +7,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from pipeline.engine.camera import CameraPipeline
-from pipeline.engine.faults import FaultWatch, FileFault, Recovered, fault_case, recovery_note
+from pipeline.engine.faults import FaultWatch, FileFault, Recovered, fault_case, main_stream_note, recovery_note
 from pipeline.engine.health import CameraReport, Counters, InputReport, RateWindow
 from pipeline.evidence.render import CameraFault
 from pipeline.ingest import LiveSource, StateChange, SubMainSource
@@ -44,6 +44,7 @@ class PatrolCamera:
     stop: threading.Event  # this camera's own: a fleet worker hands single cameras over
     rates: RateWindow = field(default_factory=RateWindow)
     lag_s: float | None = None
+    main_faults: FaultWatch | None = None  # a live camera with a sub-stream: its main stream's outage clock
 
     @property
     def camera_id(self) -> str:
@@ -101,4 +102,22 @@ class PatrolCamera:
                               history=list(self.source.history))
         if isinstance(event, Recovered):
             return recovery_note(event, self.camera_id, self.pipeline.camera.tz)
+        return None
+
+    def check_main_stream(self, now_wall: float) -> tuple[CameraFault, CaseNote] | CaseNote | None:
+        """A camera with a sub-stream: the fault case and the note saying what failed, to file when its
+        main stream has recorded nothing past the threshold while the camera itself is live; the
+        note for that case when the main stream is back."""
+        if self.main_faults is None or self.state != CameraState.LIVE:
+            return None  # a camera without video is the camera's fault case, not its main stream's
+        main = self.source.main
+        event = self.main_faults.observe(main.state, now_wall)
+        if isinstance(event, FileFault):
+            fault = fault_case(event, now_wall, state=f"main_{CameraState(main.state).value}",
+                               reason=main.last_error or CameraState(main.state).value,
+                               stream_s=self.source.stats.stream_s or 0.0, last_frame=self.pipeline.last_frame,
+                               history=list(main.history))
+            return fault, main_stream_note(fault, self.camera_id, self.pipeline.camera.tz)
+        if isinstance(event, Recovered):
+            return recovery_note(event, self.camera_id, self.pipeline.camera.tz, what="its main stream")
         return None

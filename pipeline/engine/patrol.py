@@ -23,7 +23,7 @@ from pipeline.detect import FrameDetector
 from pipeline.engine.camera import CameraPipeline
 from pipeline.engine.cases import CaseMaker
 from pipeline.engine.episodes import EpisodeKeeper
-from pipeline.engine.faults import FaultWatch, spool_faults
+from pipeline.engine.faults import MAIN_STREAM, FaultWatch, spool_faults
 from pipeline.engine.health import PatrolReport, health_line, spool_line
 from pipeline.engine.live_camera import CameraEvents, PatrolCamera
 from pipeline.engine.shadow import LiveShadow, ShadowBatch
@@ -137,8 +137,11 @@ class Patrol:
             pipeline.ring = DualRing(pipeline.ring.seconds, arrival=live)
             source = SubMainSource(camera, pipeline.ring, pipeline.stats, loop_files=self._loop_files,
                                    wake=self._wake, stop=stop, on_state=events.record)
-        watch = FaultWatch(camera.id, camera.ingest.offline_fault_after_s, time.time()) if live else None
-        return PatrolCamera(pipeline, source, events, watch, stop)
+        threshold_s = camera.ingest.offline_fault_after_s
+        watch = FaultWatch(camera.id, threshold_s, time.time()) if live else None
+        main_watch = (FaultWatch(camera.id, threshold_s, time.time(), cause=MAIN_STREAM)
+                      if live and camera.detect_url is not None else None)
+        return PatrolCamera(pipeline, source, events, watch, stop, main_faults=main_watch)
 
     def _apply_changes(self) -> None:
         while True:
@@ -279,6 +282,15 @@ class Patrol:
             self._submit(self.cases.file_fault, camera.pipeline, found)
         elif isinstance(found, CaseNote):
             self.filer.add_note(found)
+        main_stream = camera.check_main_stream(time.time())
+        if isinstance(main_stream, tuple):
+            fault, note = main_stream
+            log.warning("camera %s: its main stream recorded nothing since %s, evidence from the sub-stream: "
+                        "filing fault case %s", camera.camera_id,
+                        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(fault.since_wall)), fault.case_id)
+            self._submit(self.cases.file_fault_with_note, camera.pipeline.info, fault, note)
+        elif isinstance(main_stream, CaseNote):
+            self.filer.add_note(main_stream)
 
     def _file_spool_faults(self) -> None:
         """Once the cases held in memory while the spool took none (its disk full) are all written: a
@@ -288,7 +300,7 @@ class Patrol:
             log.warning("spool %s takes cases again after %.1f min (%s): filing %d fault case(s)", outage.path,
                         (outage.until_wall - outage.since_wall) / 60, outage.reason, len(found))
             for camera, fault, note in found:
-                self._submit(self.cases.file_spool_fault, camera, fault, note)
+                self._submit(self.cases.file_fault_with_note, camera, fault, note)
 
     def _take_newest(self) -> None:
         for camera in self.cameras:

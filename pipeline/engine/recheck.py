@@ -89,7 +89,7 @@ class Rechecker:
             return RecheckResult(record.case_id, None, f"camera {camera.id} has no {record.violation} rule in a zone "
                                  f"{record.zone_id} now: nothing to judge the case by")
         try:
-            frame = grab_frame(camera, self._timeout_s)
+            frame = grab_frame(camera, self._timeout_s, url=stream_of(camera, record))
         except SourceError as exc:
             return RecheckResult(record.case_id, None, f"camera unreachable: {exc}")
         sightings = self._sightings(frame, record.bbox, {role.value for role in rule.roles})
@@ -127,19 +127,27 @@ class Rechecker:
         return encoded.tobytes()
 
 
-def grab_frame(camera: CameraConfig, timeout_s: float = GRAB_TIMEOUT_S) -> Frame:
-    """The first picture ``camera`` delivers; SourceError when it cannot be opened, or gives none
-    within ``timeout_s`` (each network step is bounded by it too, so a dead camera cannot hang)."""
+def stream_of(camera: CameraConfig, record: CaseRecord) -> str:
+    """The input whose pixels the case's box is in: a camera with a sub-stream files its cases in
+    the main stream's (``url``) unless the main stream was down (``evidence_stream`` sub)."""
+    return camera.detect_url if record.evidence_stream == "sub" and camera.detect_url else camera.url
+
+
+def grab_frame(camera: CameraConfig, timeout_s: float = GRAB_TIMEOUT_S, *, url: str | None = None) -> Frame:
+    """The first picture ``camera`` delivers (from ``url``, default its ``url``); SourceError when it
+    cannot be opened, or gives none within ``timeout_s`` (each network step is bounded by it too, so
+    a dead camera cannot hang)."""
+    url = url or camera.url
     stop = threading.Event()
     # Ends a stream that answers but never delivers a whole picture: decode checks it between packets.
     timer = threading.Timer(timeout_s, stop.set)
     timer.start()
-    frames = decode(camera.url, camera_id=camera.id, analysis_fps=camera.analysis_fps, stop=stop,
+    frames = decode(url, camera_id=camera.id, analysis_fps=camera.analysis_fps, stop=stop,
                     open_timeout_s=timeout_s, read_timeout_s=timeout_s)
     try:
         return next(frames)
     except StopIteration:
-        raise SourceError(f"camera {camera.id}: no picture from {redact(camera.url)} within {timeout_s:g}s") from None
+        raise SourceError(f"camera {camera.id}: no picture from {redact(url)} within {timeout_s:g}s") from None
     finally:
         frames.close()
         timer.cancel()

@@ -176,15 +176,17 @@ def pair_cases(live: list[ShadowCase], candidate: list[ShadowCase]
 
 def shadow(video: str, camera: CameraConfig, live: FrameDetector, candidate: FrameDetector, cases: CaseMaker, *,
            cases_path: Path, report_path: Path, evidence_root: Path | None, start_wall: float,
-           progress: bool = False, drain_timeout_s: float = 60.0) -> ShadowRun:
+           progress: bool = False, drain_timeout_s: float = 60.0, detect_video: str | None = None) -> ShadowRun:
     """Replays ``video`` filing the ``live`` model's cases through ``cases`` (cases.jsonl at
     ``cases_path``, as ``replay`` does), while ``candidate`` analyses the same frames and only
-    notes what it would file; writes the comparison as JSON to ``report_path``."""
+    notes what it would file; writes the comparison as JSON to ``report_path``. ``detect_video``:
+    the sub-stream both models analyse, ``video`` then only recorded (see ``replay``)."""
     would_file: list[ShadowCase] = []  # the Violation itself would keep its frames alive to the end
     watcher = Analyser(CameraPipeline(camera, case_namespace=f"shadow:{Path(video).name}"), candidate,
                        lambda violation: would_file.append(ShadowCase.of_violation(violation)))
     summary = replay(video, camera, live, cases, cases_path=cases_path, evidence_root=evidence_root,
-                     start_wall=start_wall, progress=progress, drain_timeout_s=drain_timeout_s, beside=[watcher])
+                     start_wall=start_wall, progress=progress, drain_timeout_s=drain_timeout_s, beside=[watcher],
+                     detect_video=detect_video)
     filed = [ShadowCase.of_filed(json.loads(line)) for line in cases_path.read_text(encoding="utf-8").splitlines()]
     both, live_only, candidate_only = pair_cases(filed, would_file)
     report = ShadowReport(Path(video).name, camera.id, live.model_record(), candidate.model_record(),

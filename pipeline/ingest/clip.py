@@ -70,6 +70,12 @@ class PacketRing:
                 self._packets.popleft()
 
     @property
+    def held_bytes(self) -> int:
+        """The bytes of the packets held: what the ring costs in memory, less Python's per-packet overhead."""
+        with self._lock:
+            return sum(len(packet.data) for packet in self._packets)
+
+    @property
     def span(self) -> tuple[float, float] | None:
         """(oldest, newest) pts held, or None when empty."""
         with self._lock:

@@ -116,6 +116,10 @@ class DualRing:
         self._lock = threading.Lock()
 
     @property
+    def held_bytes(self) -> int:
+        return self.main.held_bytes + self.sub.held_bytes
+
+    @property
     def span(self) -> tuple[float, float] | None:
         """(oldest, newest) sub-stream time held: the camera's clock."""
         return self.sub.span

@@ -329,6 +329,10 @@ class CaseDetail(CaseSummary):
                                          "text, confidence, colour, frame (current_plate: as corrected)")
     plate_correctable: bool = Field(False, description="the page offers 更正车牌 (POST /api/cases/{id}/plate)")
     loop: LoopOut | None = Field(None, description="处置流程 from 立案 on; null before")
+    evidence_stream: str | None = Field(None, description="a camera with a sub-stream: which stream its photos are "
+                                        "from, main (full resolution) or sub (the main stream was down); null else")
+    clip_short_s: float | None = Field(None, description="the clip ends this many seconds after confirmation, its "
+                                       "post-roll cut short (the worker stopped in it); null when the clip is whole")
 
     @classmethod
     def build(cls, case: ReviewCase, notes: list[CaseNote] | None, audit: list[AuditEntry],
@@ -340,6 +344,8 @@ class CaseDetail(CaseSummary):
             event_name=record.event_name, first_seen_wall=record.first_seen_wall, track_id=record.track_id,
             bbox=list(record.bbox), model=dict(record.model), record_sha256=case.record_sha256, plate=record.plate,
             loop=LoopOut.of(case), plate_correctable=plate_correctable(case.status, record.violation, case.plate),
+            evidence_stream=record.evidence_stream,
+            clip_short_s=None if record.clip_until_s is None else max(0.0, record.clip_until_s - record.confirmed_s),
             location=LocationOut(lat=location.get("lat"), lon=location.get("lon"), address=location.get("address"),
                                  grid_code=location.get("grid_code")),
             decision=DecisionOut(
