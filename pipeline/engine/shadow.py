@@ -26,12 +26,15 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime, tzinfo
 from pathlib import Path
 
+import av
+
 from pipeline.config import CameraConfig
 from pipeline.detect import FrameDetector
 from pipeline.engine.camera import CameraPipeline
 from pipeline.engine.cases import CaseMaker
 from pipeline.engine.live_camera import PatrolCamera
 from pipeline.engine.replay import Analyser, ReplaySummary, replay
+from pipeline.evidence.main_frame import scale_box
 from pipeline.queue.sqlite_queue import SqliteCaseQueue
 from pipeline.rules.same_event import MIN_IOU, TOLERANCE_S, boxes_overlap
 from pipeline.types import CaseRecord, Detections, Frame, Violation
@@ -58,10 +61,16 @@ class ShadowCase:
                    line["score"])
 
     @classmethod
-    def of_violation(cls, violation: Violation) -> ShadowCase:
+    def of_violation(cls, violation: Violation, filed_size: tuple[int, int] | None = None) -> ShadowCase:
+        """``filed_size``: the size of the pictures the live cases are filed in when it is not the
+        analysed frames' (a sub-stream analysed, the main stream filed): the box is scaled to it."""
+        bbox = violation.bbox
+        if filed_size is not None:
+            width, height = violation.trigger_frame.size
+            bbox = scale_box(bbox, (filed_size[0] / width, filed_size[1] / height))
         # rounded as cases.jsonl rounds the live ones, so the two sides read alike
         return cls(violation.case_id, violation.kind, violation.zone_id, round(violation.confirmed_s, 3),
-                   tuple(round(float(v), 1) for v in violation.bbox), round(violation.score, 4))
+                   tuple(round(float(v), 1) for v in bbox), round(violation.score, 4))
 
     @classmethod
     def of_record(cls, record: CaseRecord) -> ShadowCase:
@@ -182,8 +191,9 @@ def shadow(video: str, camera: CameraConfig, live: FrameDetector, candidate: Fra
     notes what it would file; writes the comparison as JSON to ``report_path``. ``detect_video``:
     the sub-stream both models analyse, ``video`` then only recorded (see ``replay``)."""
     would_file: list[ShadowCase] = []  # the Violation itself would keep its frames alive to the end
+    filed_size = None if detect_video is None else _picture_size(video)  # the live cases' boxes are the main stream's
     watcher = Analyser(CameraPipeline(camera, case_namespace=f"shadow:{Path(video).name}"), candidate,
-                       lambda violation: would_file.append(ShadowCase.of_violation(violation)))
+                       lambda violation: would_file.append(ShadowCase.of_violation(violation, filed_size)))
     summary = replay(video, camera, live, cases, cases_path=cases_path, evidence_root=evidence_root,
                      start_wall=start_wall, progress=progress, drain_timeout_s=drain_timeout_s, beside=[watcher],
                      detect_video=detect_video)
@@ -194,6 +204,12 @@ def shadow(video: str, camera: CameraConfig, live: FrameDetector, candidate: Fra
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return ShadowRun(summary, report)
+
+
+def _picture_size(video: str) -> tuple[int, int]:
+    with av.open(video) as container:
+        context = container.streams.video[0].codec_context
+        return context.width, context.height
 
 
 ShadowBatch = list[tuple[CameraPipeline, Frame, Detections | None]]
