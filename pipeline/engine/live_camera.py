@@ -95,14 +95,7 @@ class PatrolCamera:
         note for that case when video is back, else None."""
         if self.faults is None:
             return None
-        event = self.faults.observe(self.state, now_wall)
-        if isinstance(event, FileFault):
-            return fault_case(event, now_wall, state=self.state, reason=self.last_error or self.state,
-                              stream_s=self.source.stats.stream_s or 0.0, last_frame=self.pipeline.last_frame,
-                              history=list(self.source.history))
-        if isinstance(event, Recovered):
-            return recovery_note(event, self.camera_id, self.pipeline.camera.tz)
-        return None
+        return self._outage(self.faults, self.source, now_wall)
 
     def check_main_stream(self, now_wall: float) -> tuple[CameraFault, CaseNote] | CaseNote | None:
         """A camera with a sub-stream: the fault case and the note saying what failed, to file when its
@@ -110,14 +103,22 @@ class PatrolCamera:
         note for that case when the main stream is back."""
         if self.main_faults is None or self.state != CameraState.LIVE:
             return None  # a camera without video is the camera's fault case, not its main stream's
-        main = self.source.main
-        event = self.main_faults.observe(main.state, now_wall)
+        found = self._outage(self.main_faults, self.source.main, now_wall, input_name="main")
+        if isinstance(found, CameraFault):
+            return found, main_stream_note(found, self.camera_id, self.pipeline.camera.tz)
+        return found
+
+    def _outage(self, watch: FaultWatch, put, now_wall: float, input_name: str | None = None
+                ) -> CameraFault | CaseNote | None:
+        """``watch`` observing the input ``put`` (the camera's source, or its main stream's
+        ``input_name``): its fault case past the threshold, its note when back, else None."""
+        event = watch.observe(put.state, now_wall)
         if isinstance(event, FileFault):
-            fault = fault_case(event, now_wall, state=f"main_{CameraState(main.state).value}",
-                               reason=main.last_error or CameraState(main.state).value,
-                               stream_s=self.source.stats.stream_s or 0.0, last_frame=self.pipeline.last_frame,
-                               history=list(main.history))
-            return fault, main_stream_note(fault, self.camera_id, self.pipeline.camera.tz)
+            state = CameraState(put.state).value
+            return fault_case(event, now_wall, state=f"{input_name}_{state}" if input_name else state,
+                              reason=put.last_error or state, stream_s=self.source.stats.stream_s or 0.0,
+                              last_frame=self.pipeline.last_frame, history=list(put.history))
         if isinstance(event, Recovered):
-            return recovery_note(event, self.camera_id, self.pipeline.camera.tz, what="its main stream")
+            what = f"its {input_name} stream" if input_name else "video"
+            return recovery_note(event, self.camera_id, self.pipeline.camera.tz, what=what)
         return None
