@@ -155,6 +155,40 @@ def test_a_sub_stream_reconnect_starts_its_own_epoch() -> None:
     assert offset_at(sub, main, 30.0).main_minus_sub_s == pytest.approx(6.0, abs=0.01)  # scene 36
 
 
+# Display indexes in decoding order, and how many frames decoding runs ahead of display: x264 at
+# bf=2 (I0 P3 B1 B2 P6 B4 B5 ...) and with a B-pyramid at bf=3 (I0 P4 B2 b1 b3 P8 B6 b5 b7 ...).
+B_FRAMES_2 = ([0] + [i for g in range(1, 30) for i in (3 * g, 3 * g - 2, 3 * g - 1)], 1)
+B_PYRAMID_3 = ([0] + [i for g in range(1, 23) for i in (4 * g, 4 * g - 2, 4 * g - 3, 4 * g - 1)], 2)
+
+
+def sent_in_decoding_order(ring, gop: tuple[list[int], int], now: list[float], *, joined_wall: float) -> float:
+    """A live server's packets of the scene at 15 frames a second in ``gop``'s order, each sent when
+    its decoding time comes and arriving 20 ms later, added to ``ring`` at that wall time (``now``)
+    with the stream times ingest gives them (from the first packet's decoding time); the stream
+    time of scene moment 0."""
+    order, ahead = gop
+    first_dts = -ahead / 15
+    for position, shown in enumerate(order):
+        dts = (position - ahead) / 15
+        now[0] = joined_wall + dts + 0.020
+        ring.add(b"frame", pts_s=shown / 15 - first_dts, dts_s=dts - first_dts, keyframe=shown == 0, params=None)
+    return -first_dts
+
+
+def test_inputs_with_different_b_frame_depths_are_reconciled_to_the_same_moment(monkeypatch) -> None:
+    import pipeline.ingest.dual as dual
+
+    now = [0.0]
+    monkeypatch.setattr(dual, "time", type("FakeTime", (), {"time": staticmethod(lambda: now[0])}))
+    ring = DualRing(arrival=True)
+    # one scene served live on both mounts; each reorders frames to its own depth
+    sub_zero = sent_in_decoding_order(ring.sub, B_FRAMES_2, now, joined_wall=1000.0)
+    main_zero = sent_in_decoding_order(ring.main, B_PYRAMID_3, now, joined_wall=1000.0)
+    # a sub-stream frame of scene moment 2.0 s is the main stream's frame of 2.0 s: not one shown
+    # earlier or later for being sent ahead of its showing
+    assert ring.offset(sub_zero + 2.0).to_main(sub_zero + 2.0) == pytest.approx(main_zero + 2.0, abs=1e-6)
+
+
 def test_files_start_together_whenever_they_are_read() -> None:
     sub, main = ArrivalClock(arrival=False), ArrivalClock(arrival=False)
     for i in range(100):

@@ -2,9 +2,13 @@
 
 Each input has its own stream clock, which starts near 0 at every connection (a reconnect then
 continues it past the last time placed, see ``Timeline``): the two clocks share nothing but the
-scene. What ties them together is when their packets arrive. A packet's arrival on the wall clock
-minus its stream time is the wall time of that connection's stream time 0, plus the packet's
-delay (encoder, network, the demuxer's buffering). The least of it over the last
+scene. What ties them together is when their packets arrive. A server sends a packet when its
+decoding time comes (GStreamer's sinks sync on it), so a packet's arrival on the wall clock minus its
+decoding time is the wall time of that connection's stream time 0, plus the packet's delay (encoder,
+network, the demuxer's buffering). Its presentation time would not do: a stream with B-frames
+sends a frame up to its reordering depth before it is shown, and the two inputs' depths differ
+(the sample's main stream reorders up to 5 frames, a sub-stream at ``bf=2`` fewer), which moved
+a main-stream picture a frame or two off the sub-stream's moment. The least delay over the last
 :data:`WINDOW_S` (the packets that came quickest; a delay is never negative) estimates that
 "wall time of 0" for the connection, its *base*; a sub-stream time ``t`` is then shown on the
 wall clock at ``t + base_sub`` and the main stream's time of that moment is ``wall - base_main``.
@@ -45,22 +49,22 @@ class ClockOffset:
 
 
 class _Epoch:
-    """One connection of an input: its stream times and arrivals so far, and the least delay of the
-    last ``WINDOW_S`` (a monotonic deque of (arrival, arrival - stream time), least first)."""
+    """One connection of an input: its stream (decoding) times and arrivals so far, and the least
+    delay of the last ``WINDOW_S`` (a monotonic deque of (arrival, arrival - stream time), least first)."""
 
-    __slots__ = ("first_pts", "first_wall", "last_pts", "last_wall", "samples", "_window")
+    __slots__ = ("first_s", "first_wall", "last_s", "last_wall", "samples", "_window")
 
-    def __init__(self, pts_s: float, wall: float) -> None:
-        self.first_pts = self.last_pts = pts_s
+    def __init__(self, stream_s: float, wall: float) -> None:
+        self.first_s = self.last_s = stream_s
         self.first_wall = self.last_wall = wall
         self.samples = 0
         self._window: deque[tuple[float, float]] = deque()
-        self.observe(pts_s, wall)
+        self.observe(stream_s, wall)
 
-    def observe(self, pts_s: float, wall: float) -> None:
+    def observe(self, stream_s: float, wall: float) -> None:
         self.samples += 1
-        self.last_pts, self.last_wall = max(self.last_pts, pts_s), max(self.last_wall, wall)
-        base = wall - pts_s
+        self.last_s, self.last_wall = max(self.last_s, stream_s), max(self.last_wall, wall)
+        base = wall - stream_s
         window = self._window
         while window and window[-1][1] >= base:
             window.pop()
@@ -90,18 +94,18 @@ class ArrivalClock:
         with self._lock:
             self._new_epoch = True
 
-    def observe(self, pts_s: float, wall: float | None = None) -> None:
-        """A packet of stream time ``pts_s`` arrived at ``wall`` (default: now)."""
+    def observe(self, dts_s: float, wall: float | None = None) -> None:
+        """A packet to be decoded at stream time ``dts_s`` arrived at ``wall`` (default: now)."""
         if not self.arrival:
-            wall = pts_s
+            wall = dts_s
         elif wall is None:
             wall = time.time()
         with self._lock:
             if self._new_epoch or not self._epochs:
-                self._epochs.append(_Epoch(pts_s, wall))
+                self._epochs.append(_Epoch(dts_s, wall))
                 self._new_epoch = False
             else:
-                self._epochs[-1].observe(pts_s, wall)
+                self._epochs[-1].observe(dts_s, wall)
 
     @property
     def epochs(self) -> int:
@@ -120,7 +124,7 @@ class ArrivalClock:
             for index in range(len(self._epochs) - 1, -1, -1):
                 epoch = self._epochs[index]
                 newest = index == len(self._epochs) - 1
-                if epoch.first_pts - SLACK_S <= pts_s and (newest or pts_s <= epoch.last_pts + SLACK_S):
+                if epoch.first_s - SLACK_S <= pts_s and (newest or pts_s <= epoch.last_s + SLACK_S):
                     return pts_s + epoch.base
         return None
 

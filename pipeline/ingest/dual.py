@@ -56,7 +56,7 @@ class ClockedRing(PacketRing):
     def add(self, data: bytes, *, pts_s: float, dts_s: float, keyframe: bool, params: StreamParams) -> None:
         super().add(data, pts_s=pts_s, dts_s=dts_s, keyframe=keyframe, params=params)
         now = time.time()
-        self.clock.observe(pts_s, now)
+        self.clock.observe(dts_s, now)
         with self._changed:
             self.newest_s = pts_s if self.newest_s is None else max(self.newest_s, pts_s)
             self._arrivals.append(now)
