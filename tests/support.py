@@ -244,10 +244,13 @@ class RememberingDetector:
     also kept on disk (one file a frame, under the model's sha256 and thresholds), for the other
     processes of the same test run: the session's replay of the sample pays for the model once, a
     replay of it or of a cut of it in any process after that does not. Tests of the model itself
-    use a plain ``Detector``."""
+    use a plain ``Detector``. With ``pace_s`` a remembered frame still takes that long, asleep, as
+    the network would take: a test that injects a fault between two cases keeps its replay's pace,
+    without the CPU."""
 
-    def __init__(self, detector, folder: Path | None = None) -> None:
+    def __init__(self, detector, folder: Path | None = None, *, pace_s: float = 0.0) -> None:
         self.detector = detector
+        self.pace_s = pace_s
         self._seen: dict[tuple, Detections] = {}
         self._folder = None if folder is None else (
             folder / f"{detector.card.sha256[:16]}-conf{detector.conf_threshold:g}-iou{detector.iou_threshold:g}")
@@ -262,6 +265,8 @@ class RememberingDetector:
             for i, found in zip(unseen, self.detector.detect([images[i] for i in unseen]), strict=True):
                 self._seen[keys[i]] = found
                 self._keep(keys[i], found)
+        if self.pace_s:
+            time.sleep(self.pace_s * (len(images) - len(unseen)))
         # copies: what the patrol does with one replay's boxes must not reach the next replay's
         return [replace(found, xyxy=found.xyxy.copy(), score=found.score.copy(), class_id=found.class_id.copy(),
                         role=found.role.copy()) for found in map(self._seen.__getitem__, keys)]
@@ -326,6 +331,23 @@ def shared_detector(tmp_path_factory) -> RememberingDetector:
 def remembered_detections(tmp_path_factory) -> Path:
     """Where every process of this test run keeps the boxes its ``RememberingDetector`` has seen."""
     return run_base(tmp_path_factory) / "detections"
+
+
+def remembering_detectors(folder: Path, *, pace_s: float = 0.0) -> Callable:
+    """A stand-in for ``Detector`` (patched into ``pipeline.engine.compose``, where the CLI makes its
+    detectors) that makes the real one, remembering its boxes in ``folder``."""
+    from pipeline.detect import Detector
+
+    def make(*args, **kwargs) -> RememberingDetector:
+        return RememberingDetector(Detector(*args, **kwargs), folder, pace_s=pace_s)
+
+    return make
+
+
+def remembering_patrol(tmp_path_factory) -> tuple[str, ...]:
+    """The `patrol` command (as :data:`PATROL`) with its detector remembering boxes in this test
+    run's folder: ``tests/remembering_patrol.py``."""
+    return (sys.executable, str(REPO / "tests" / "remembering_patrol.py"), str(remembered_detections(tmp_path_factory)))
 
 
 def sample_replay_once(tmp_path_factory) -> Replay:

@@ -2,7 +2,8 @@
 
 Each test counts cases expected (the ground-truth episodes of the compressed street: the sample's
 first 50 s with its parking and stall dwells at 5 s, whose first parked car, stall and second car are confirmed at
-15, 25 and 45 s), found, and duplicated.
+15, 25 and 45 s), found, and duplicated. The `patrol` processes are ``tests/remembering_patrol.py``:
+the CLI with the network's boxes remembered across the test run, at the network's pace.
 """
 
 from __future__ import annotations
@@ -29,12 +30,16 @@ from support import (
     expected_cases,
     garble,
     match,
+    remembered_detections,
+    remembering_detectors,
+    remembering_patrol,
     wait_for,
 )
 
 import pipeline.delivery.spool as spool_module
 from pipeline.cli.main import main
 from pipeline.config import load_camera
+from pipeline.engine import compose
 from pipeline.queue import open_queue
 
 STREAM = "patrol:cases"
@@ -62,9 +67,15 @@ def street_camera(tmp_path_factory) -> Path:
     return path
 
 
-def patrol_replay(video: Path, camera: Path, out: Path, *options: str, env: dict | None = None) -> subprocess.Popen:
+@pytest.fixture(scope="module")
+def patrol(tmp_path_factory) -> tuple[str, ...]:
+    return remembering_patrol(tmp_path_factory)
+
+
+def patrol_replay(patrol: tuple[str, ...], video: Path, camera: Path, out: Path, *options: str,
+                  env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen(
-        [*PATROL, "replay", str(video), "--camera", str(camera),
+        [*patrol, "replay", str(video), "--camera", str(camera),
          "--out", str(out), "--drain-timeout", "90", *options],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
         env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"})
@@ -96,10 +107,11 @@ def assert_ground_truth(case_ids: list[str], out: Path, video: Path, camera: Pat
     assert (len(matched), missing, extra) == (len(expected), [], [])
 
 
-def test_redis_stopped_mid_run_every_case_reaches_the_stream_once(tmp_path: Path, street: Path, street_camera: Path,
-                                                                   redis_server, redis_url) -> None:
+def test_redis_stopped_mid_run_every_case_reaches_the_stream_once(tmp_path: Path, patrol, street: Path,
+                                                                   street_camera: Path, redis_server,
+                                                                   redis_url) -> None:
     out = tmp_path / "out"
-    run = patrol_replay(street, street_camera, out, "--queue", redis_url)
+    run = patrol_replay(patrol, street, street_camera, out, "--queue", redis_url)
     try:
         wait_for(lambda: len(stream_case_ids(redis_server)) >= 1, 90, "the first case on the stream")
         redis_server.stop()
@@ -118,8 +130,8 @@ def test_redis_stopped_mid_run_every_case_reaches_the_stream_once(tmp_path: Path
     assert spooled(out) == 0
 
 
-def test_s3_stopped_mid_run_every_evidence_object_arrives_intact(tmp_path: Path, street: Path, street_camera: Path,
-                                                                 s3_server, s3_env) -> None:
+def test_s3_stopped_mid_run_every_evidence_object_arrives_intact(tmp_path: Path, patrol, street: Path,
+                                                                 street_camera: Path, s3_server, s3_env) -> None:
     out = tmp_path / "out"
     client = s3_server.client()
     bucket = s3_env["S3_BUCKET"]
@@ -129,7 +141,7 @@ def test_s3_stopped_mid_run_every_evidence_object_arrives_intact(tmp_path: Path,
             return 0
         return sum(o.object_name.endswith("metadata.json") for o in client.list_objects(bucket, recursive=True))
 
-    run = patrol_replay(street, street_camera, out, "--evidence", f"s3://{bucket}", env=s3_env)
+    run = patrol_replay(patrol, street, street_camera, out, "--evidence", f"s3://{bucket}", env=s3_env)
     try:
         wait_for(lambda: metadata_objects() >= 1, 90, "the first case's evidence in the bucket")
         s3_server.stop()
@@ -155,12 +167,12 @@ def test_s3_stopped_mid_run_every_evidence_object_arrives_intact(tmp_path: Path,
             assert client.stat_object(bucket, item.key).metadata["x-amz-meta-sha256"] == item.sha256
 
 
-def test_worker_killed_with_spooled_cases_loses_and_duplicates_nothing(tmp_path: Path, street: Path,
+def test_worker_killed_with_spooled_cases_loses_and_duplicates_nothing(tmp_path: Path, patrol, street: Path,
                                                                        street_camera: Path, redis_server,
                                                                        redis_url) -> None:
     out = tmp_path / "out"
     redis_server.stop()  # cases pile up in the spool
-    first = patrol_replay(street, street_camera, out, "--queue", redis_url)
+    first = patrol_replay(patrol, street, street_camera, out, "--queue", redis_url)
     try:
         wait_for(lambda: spooled(out) >= 2, 120, "two cases in the spool")
         first.send_signal(signal.SIGKILL)
@@ -171,7 +183,8 @@ def test_worker_killed_with_spooled_cases_loses_and_duplicates_nothing(tmp_path:
     held = spooled(out)
     redis_server.start()
 
-    second = patrol_replay(street, street_camera, out, "--queue", redis_url)  # restarted: same spool, same stream
+    # restarted: same spool, same stream
+    second = patrol_replay(patrol, street, street_camera, out, "--queue", redis_url)
     stdout, stderr = second.communicate(timeout=180)
     assert second.returncode == 0, stderr
     print(f"SIGKILL with {held} case(s) in the spool")
@@ -181,13 +194,13 @@ def test_worker_killed_with_spooled_cases_loses_and_duplicates_nothing(tmp_path:
 
 
 @pytest.mark.heavy
-def test_corrupt_video_files_what_it_could_and_names_the_damage(tmp_path: Path, street: Path,
+def test_corrupt_video_files_what_it_could_and_names_the_damage(tmp_path: Path, patrol, street: Path,
                                                                 street_camera: Path) -> None:
     damaged = tmp_path / "damaged.mp4"
     garble(street, damaged, at_s=32.0)  # 20 kB of garbage 32 s in: after the first two cases
     out = tmp_path / "out"
     run = subprocess.run(
-        [*PATROL, "replay", str(damaged), "--camera", str(street_camera),
+        [*patrol, "replay", str(damaged), "--camera", str(street_camera),
          "--out", str(out)], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert run.returncode == 2
     assert "damaged.mp4" in run.stderr and "Traceback" not in run.stderr
@@ -198,11 +211,12 @@ def test_corrupt_video_files_what_it_could_and_names_the_damage(tmp_path: Path, 
 
 @pytest.mark.heavy
 def test_replay_on_a_full_disk_ends_with_one_line_naming_the_path_and_the_cases_not_written(
-        tmp_path: Path, street: Path, street_camera: Path, monkeypatch, capsys) -> None:
+        tmp_path: Path, street: Path, street_camera: Path, monkeypatch, capsys, tmp_path_factory) -> None:
     def full(path: Path, data: bytes) -> None:  # the spool's disk has no room, from start to end
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
     monkeypatch.setattr(spool_module, "write_synced", full)
+    monkeypatch.setattr(compose, "Detector", remembering_detectors(remembered_detections(tmp_path_factory)))
     out = tmp_path / "out"
     code = main(["replay", str(street), "--camera", str(street_camera), "--out", str(out), "--drain-timeout", "1"])
     err = capsys.readouterr().err

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from queue_contract import make_record
+from support import wait_for
 
 from pipeline.delivery import CaseSpool, SpoolDrainer
 from pipeline.evidence import LocalEvidenceStore, RenderedCase
@@ -188,6 +189,33 @@ def test_a_locked_queue_database_is_waited_out_and_nothing_is_set_aside(tmp_path
         drainer.stop()
         other.close()
         queue.close()
+
+
+def test_a_drainer_waited_on_tries_each_second_instead_of_backing_off(tmp_path: Path, backends, monkeypatch) -> None:
+    """A replay's end or a worker's shutdown waits for delivery: the backend back, the case goes
+    within a second or so, not after the back-off's next wait (here a minute, longer than the wait)."""
+    store, queue = backends
+    spool = CaseSpool(tmp_path / "spool")
+    write = store._write
+    down = threading.Event()
+    down.set()
+
+    def unreachable_while_down(key: str, *args) -> None:
+        if down.is_set():
+            raise ConnectionError("evidence store unreachable")
+        write(key, *args)
+
+    monkeypatch.setattr(store, "_write", unreachable_while_down)
+    drainer = SpoolDrainer(spool, store, queue, retry_min_s=60.0, retry_max_s=60.0).start()
+    try:
+        record = spool_case(spool, 1)
+        drainer.wake()
+        wait_for(lambda: drainer.backend_error is not None, 10, "the first try failing")  # the next: a minute off
+        threading.Timer(1.0, down.clear).start()
+        assert drainer.wait_empty(timeout_s=10)
+        assert queue.get(record.case_id) == record and drainer.outages == 1
+    finally:
+        drainer.stop()
 
 
 def test_drainer_thread_delivers_what_is_committed_while_it_runs(tmp_path: Path, backends) -> None:

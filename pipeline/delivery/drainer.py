@@ -27,6 +27,7 @@ from pipeline.types import CaseNote, CaseRecord
 log = logging.getLogger(__name__)
 
 Listener = Callable[[CaseRecord, bool], None]
+RETRY_WHILE_WAITED_ON_S = 1.0  # how often a drainer that someone waits on tries a failing backend
 
 
 class SpoolDrainer:
@@ -56,15 +57,24 @@ class SpoolDrainer:
         self._service.stop()
 
     def wait_empty(self, timeout_s: float) -> bool:
-        """True once every committed entry is delivered; False if ``timeout_s`` passed first."""
+        """True once every committed entry is delivered; False if ``timeout_s`` passed first.
+
+        The caller only waits for delivery now (a replay's end, a worker's shutdown), so the
+        drainer tries every :data:`RETRY_WHILE_WAITED_ON_S` instead of backing off: after an outage
+        of a few seconds the back-off's next try could come 15 s after the backend is back, most of
+        a shutdown's time."""
         deadline = time.monotonic() + timeout_s
+        woken = time.monotonic()
         self.wake()
         with self._idle:
             while self.spool.entries():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                now = time.monotonic()
+                if now >= deadline:
                     return False
-                self._idle.wait(min(remaining, 0.2))
+                if now - woken >= RETRY_WHILE_WAITED_ON_S:
+                    woken = now
+                    self.wake()
+                self._idle.wait(min(deadline - now, 0.2))
         return True
 
     def drain_once(self) -> int:
