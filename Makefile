@@ -20,14 +20,15 @@ demo: $(BIN)/.installed
 test-servers:
 	tests/servers/install-packages.sh
 
-# The whole suite (what .ci/run runs), in three processes on two cores: the many tests that wait on
-# real time (live video, servers) leave room for the others. A module runs whole in one process
+# The whole suite (what .ci/run runs), in four processes on two cores: the many tests that wait on
+# real time (live video, servers) leave room for the others (on a clean clone here, 2026-12-07:
+# 5:39 with four, 5:58 with three). A module runs whole in one process
 # (loadfile), so its module-scoped runs (a replay, a training) are made once and the fleet's tests,
 # which time leases, take turns. conftest puts the slowest modules first; --no-loadscope-reorder
 # keeps that order (pytest-xdist would send the modules with the most tests first). (xdist_group marks
 # are no use: pytest 9.2's node ids drop the group pytest-xdist adds, pytest-xdist issue 1386.)
 test: test-servers $(BIN)/.installed
-	$(BIN)/pytest -n 3 --dist loadfile --no-loadscope-reorder
+	$(BIN)/pytest -n 4 --dist loadfile --no-loadscope-reorder
 
 # What starts no server, plays no video in real time and runs no model over a whole video or a
 # training set (the markers in pyproject.toml), spread test by test: under 2 minutes on a 2-core

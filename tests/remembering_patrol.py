@@ -1,11 +1,11 @@
 """`patrol` whose detector remembers boxes (``support.RememberingDetector``) in a test run's folder:
-``python tests/remembering_patrol.py FOLDER ARGS...`` runs ``patrol ARGS...``.
+``python tests/remembering_patrol.py FOLDER PACE_S ARGS...`` runs ``patrol ARGS...``.
 
-For tests that run the CLI in a process of its own, to kill it or to stop a server under it, and
-check what the patrol does with the boxes (spooling, delivery, restarts), not the network. A
-remembered frame still takes :data:`PACE_S`, asleep, about what the network takes on one core
-here: the faults those tests inject between two cases land between them, and the CPU the network
-would have used goes to the test run's other processes.
+For tests that run the CLI in a process of its own and check what the patrol does with the boxes
+(spooling, delivery, restarts, several models' boxes together), not the network. With a
+``PACE_S`` above 0 a remembered frame still takes that long, asleep: the faults a test injects
+between two cases land between them, and the CPU the network would have used goes to the test
+run's other processes.
 """
 
 import sys
@@ -16,9 +16,7 @@ from support import remembering_detectors
 from pipeline.cli.main import main
 from pipeline.engine import compose
 
-PACE_S = 0.025
-
 if __name__ == "__main__":
-    folder, *argv = sys.argv[1:]
-    compose.Detector = remembering_detectors(Path(folder), pace_s=PACE_S)
+    folder, pace_s, *argv = sys.argv[1:]
+    compose.Detector = remembering_detectors(Path(folder), pace_s=float(pace_s))
     sys.exit(main(argv))

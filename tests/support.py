@@ -344,10 +344,15 @@ def remembering_detectors(folder: Path, *, pace_s: float = 0.0) -> Callable:
     return make
 
 
-def remembering_patrol(tmp_path_factory) -> tuple[str, ...]:
+# About what the network takes a frame on one core here: a remembered frame's pace where a test times faults.
+NETWORK_PACE_S = 0.025
+
+
+def remembering_patrol(tmp_path_factory, *, pace_s: float = 0.0) -> tuple[str, ...]:
     """The `patrol` command (as :data:`PATROL`) with its detector remembering boxes in this test
-    run's folder: ``tests/remembering_patrol.py``."""
-    return (sys.executable, str(REPO / "tests" / "remembering_patrol.py"), str(remembered_detections(tmp_path_factory)))
+    run's folder, a remembered frame taking ``pace_s``: ``tests/remembering_patrol.py``."""
+    return (sys.executable, str(REPO / "tests" / "remembering_patrol.py"), str(remembered_detections(tmp_path_factory)),
+            f"{pace_s:g}")
 
 
 def sample_replay_once(tmp_path_factory) -> Replay:

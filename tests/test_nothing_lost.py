@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 from support import (
+    NETWORK_PACE_S,
     PATROL,
     REPO,
     SAMPLE_CAMERA,
@@ -69,7 +70,7 @@ def street_camera(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def patrol(tmp_path_factory) -> tuple[str, ...]:
-    return remembering_patrol(tmp_path_factory)
+    return remembering_patrol(tmp_path_factory, pace_s=NETWORK_PACE_S)
 
 
 def patrol_replay(patrol: tuple[str, ...], video: Path, camera: Path, out: Path, *options: str,

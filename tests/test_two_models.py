@@ -14,7 +14,6 @@ from review_support import PASSWORD, START_TIME, running_app
 from support import (
     CAR_VIDEO,
     DEFAULT_MODEL,
-    PATROL,
     REPO,
     SAMPLE_CAMERA,
     SAMPLE_VIDEO,
@@ -22,6 +21,8 @@ from support import (
     expected_cases,
     heavy_fixture,
     match,
+    remembering_patrol,
+    sample_replay_once,
     short_street,
 )
 
@@ -145,8 +146,11 @@ def street(tmp_path_factory) -> Path:
 
 @heavy_fixture(scope="module")
 def two_model_replay(tmp_path_factory, street) -> Path:
+    """``patrol replay`` with both models, their boxes remembered: the project's model's are those of
+    the session's replay of the sample, whose first 84 s this is."""
+    sample_replay_once(tmp_path_factory)
     out = tmp_path_factory.mktemp("two-models") / "out"
-    done = subprocess.run([*PATROL, "replay", str(street),
+    done = subprocess.run([*remembering_patrol(tmp_path_factory), "replay", str(street),
                            "--camera", str(SAMPLE_CAMERA), "--out", str(out), "--start-time", START_TIME, *TWO_MODELS],
                           check=False, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert done.returncode == 0, done.stderr
