@@ -5,6 +5,12 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test test-fast install test-servers clean
 
+# The tests start many Python processes (pytest's workers, `patrol` and servers in processes of their
+# own); where the environment sets PYTHONDONTWRITEBYTECODE (this machine's does), each compiles the
+# project's modules again and each worker rewrites the asserts of pytest's plugins (hypothesis,
+# schemathesis: some two hundred modules) again. Written once, they are read after.
+TEST_ENV := env -u PYTHONDONTWRITEBYTECODE
+
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
@@ -28,13 +34,13 @@ test-servers:
 # keeps that order (pytest-xdist would send the modules with the most tests first). (xdist_group marks
 # are no use: pytest 9.2's node ids drop the group pytest-xdist adds, pytest-xdist issue 1386.)
 test: test-servers $(BIN)/.installed
-	$(BIN)/pytest -n 4 --dist loadfile --no-loadscope-reorder
+	$(TEST_ENV) $(BIN)/pytest -n 4 --dist loadfile --no-loadscope-reorder
 
 # What starts no server, plays no video in real time and runs no model over a whole video or a
 # training set (the markers in pyproject.toml), spread test by test: under 2 minutes on a 2-core
 # box, in two processes; no test-servers.
 test-fast: $(BIN)/.installed
-	$(BIN)/pytest -n 2 --dist load -m "not servers and not realtime and not heavy"
+	$(TEST_ENV) $(BIN)/pytest -n 2 --dist load -m "not servers and not realtime and not heavy"
 
 clean:
 	rm -rf var .pytest_cache
