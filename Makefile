@@ -28,9 +28,9 @@ test-servers:
 
 # The whole suite (what .ci/run runs), in four processes on two cores: the many tests that wait on
 # real time (live video, servers) leave room for the others (on a clean clone here, 2026-12-07:
-# 5:39 with four, 5:58 with three). A module runs whole in one process
-# (loadfile), so its module-scoped runs (a replay, a training) are made once and the fleet's tests,
-# which time leases, take turns. conftest puts the slowest modules first; --no-loadscope-reorder
+# 5:39 with four, 5:58 with three; 5:21 with four once Python may write bytecode). A module runs
+# whole in one process (loadfile), so its module-scoped runs (a replay, a training) are made once
+# and the fleet's tests, which time leases, take turns. conftest puts the slowest modules first; --no-loadscope-reorder
 # keeps that order (pytest-xdist would send the modules with the most tests first). (xdist_group marks
 # are no use: pytest 9.2's node ids drop the group pytest-xdist adds, pytest-xdist issue 1386.)
 test: test-servers $(BIN)/.installed
