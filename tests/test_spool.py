@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -39,6 +40,18 @@ def spool_case(spool: CaseSpool, index: int) -> CaseRecord:
     case = rendered_case(make_record(index), f"jpeg {index}".encode(), b'{"n": %d}' % index)
     spool.commit(case)
     return case.record
+
+
+def refuse_writes(store: LocalEvidenceStore, monkeypatch, refusal: Callable[[], Exception | None]) -> None:
+    """The store's writes fail with what ``refusal`` gives at each (None: that one goes through)."""
+    write = store._write
+
+    def refused_or_written(key: str, *args) -> None:
+        if (error := refusal()) is not None:
+            raise error
+        write(key, *args)
+
+    monkeypatch.setattr(store, "_write", refused_or_written)
 
 
 @pytest.fixture
@@ -145,16 +158,15 @@ def test_only_malformed_entries_are_set_aside_one_at_a_time_and_counted(tmp_path
 def test_a_full_evidence_disk_is_waited_out_and_nothing_is_set_aside(tmp_path: Path, backends, monkeypatch) -> None:
     store, queue = backends
     spool = CaseSpool(tmp_path / "spool")
-    write = store._write
     reported: list[str | None] = []  # what the drainer said at each refused try but the first
 
-    def full_for_a_while(key: str, *args) -> None:  # far more refused tries than the old limit of 5
+    def full_for_a_while() -> OSError | None:  # far more refused tries than the old limit of 5
         if len(reported) < 12:
             reported.append(drainer.backend_error)
-            raise OSError(errno.ENOSPC, "No space left on device")
-        write(key, *args)
+            return OSError(errno.ENOSPC, "No space left on device")
+        return None
 
-    monkeypatch.setattr(store, "_write", full_for_a_while)
+    refuse_writes(store, monkeypatch, full_for_a_while)
     drainer = SpoolDrainer(spool, store, queue, retry_min_s=0.01, retry_max_s=0.02).start()
     try:
         record = spool_case(spool, 1)
@@ -196,16 +208,9 @@ def test_a_drainer_waited_on_tries_each_second_instead_of_backing_off(tmp_path: 
     within a second or so, not after the back-off's next wait (here a minute, longer than the wait)."""
     store, queue = backends
     spool = CaseSpool(tmp_path / "spool")
-    write = store._write
     down = threading.Event()
     down.set()
-
-    def unreachable_while_down(key: str, *args) -> None:
-        if down.is_set():
-            raise ConnectionError("evidence store unreachable")
-        write(key, *args)
-
-    monkeypatch.setattr(store, "_write", unreachable_while_down)
+    refuse_writes(store, monkeypatch, lambda: ConnectionError("evidence store unreachable") if down.is_set() else None)
     drainer = SpoolDrainer(spool, store, queue, retry_min_s=60.0, retry_max_s=60.0).start()
     try:
         record = spool_case(spool, 1)
