@@ -20,6 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 from support import REPO, START_TIME, sample_replay_once
 
+from pipeline.engine.faults import Recovered, recovery_note
 from pipeline.evidence import CameraInfo, EvidenceRenderer, LocalEvidenceStore, load_event_codes
 from pipeline.evidence.render import CameraFault
 from pipeline.queue import SqliteCaseQueue
@@ -28,7 +29,7 @@ from pipeline.review.auth import hash_password
 from pipeline.review.settings import ReviewSettings
 from pipeline.review.store import ReviewStore
 from pipeline.review.vocabulary import AccountRole
-from pipeline.types import CaseNote, Frame
+from pipeline.types import Frame
 
 STREAMS = REPO / "streams"
 FAULT_CASE = "F-0123456789abcdef"
@@ -69,9 +70,8 @@ def _add_camera_fault(out: Path) -> None:
     queue = SqliteCaseQueue(out / "queue" / "cases.sqlite3")
     try:
         assert queue.publish(record)
-        queue.add_note(CaseNote(note_id=f"{FAULT_CASE}:recovered", case_id=FAULT_CASE,
-                                at_wall="2026-03-02T08:16:40.000+08:00", author="system", kind="camera_recovered",
-                                text="camera shuangshan-sample delivers video again after 5.0 min without"))
+        queue.add_note(recovery_note(Recovered(FAULT_CASE, since, since + 600), "shuangshan-sample",
+                                     ZoneInfo("Asia/Shanghai")))
     finally:
         queue.close()
 

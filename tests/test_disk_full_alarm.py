@@ -125,7 +125,8 @@ def test_once_the_disk_has_room_each_camera_whose_cases_waited_gets_one_fault_ca
             assert spool["case_ids"] == filed[name] and spool["waited"] == spool["written"] == len(filed[name])
             assert spool["path"] == str(tmp_path / "spool") and spool["reason"] == f"disk full at {spool['path']}"
             (note,) = queue.notes(record.case_id)  # what the reviewer reads on the case
-            assert note.kind == "spool_outage" and f"{len(filed[name])} case(s) of camera {name} waited" in note.text
+            assert note.kind == "spool_outage" and "磁盘已满" in note.text and str(tmp_path / "spool") in note.text
+            assert f"摄像头 {name} 的 {len(filed[name])} 个案件在内存中等待" in note.text
     finally:
         cases.filer.close(drain_timeout_s=5)
 

@@ -82,13 +82,15 @@ def fault_case(event: FileFault, now_wall: float, *, state: str, reason: str, st
                        history=tuple((c.old, c.new, c.wall_ts, c.reason) for c in history[-20:]))
 
 
-def recovery_note(event: Recovered, camera_id: str, timezone: ZoneInfo, what: str = "video") -> CaseNote:
-    """The note that tells the fault case's reviewer the camera (``what``) is back, and after how long."""
+def recovery_note(event: Recovered, camera_id: str, timezone: ZoneInfo, *, main_stream: bool = False) -> CaseNote:
+    """The note that tells the fault case's reviewer (in the review page's Chinese) the camera, or
+    its ``main_stream``, delivers pictures again, and after how long."""
     at = datetime.fromtimestamp(event.back_wall, timezone)
     down_min = (event.back_wall - event.since_wall) / 60
+    what = " 的主码流" if main_stream else " "
     return CaseNote(note_id=f"{event.case_id}:recovered", case_id=event.case_id,
                     at_wall=at.isoformat(timespec="milliseconds"), author="system", kind="camera_recovered",
-                    text=f"camera {camera_id} delivers {what} again after {down_min:.1f} min without")
+                    text=f"摄像头 {camera_id}{what}中断 {down_min:.1f} 分钟后已恢复画面。")
 
 
 MAIN_STREAM = "main_stream"  # the cause of a main stream's fault case, and its note's kind
@@ -120,6 +122,10 @@ def spool_faults(outage: SpoolOutage) -> list[tuple[CameraInfo, CameraFault, Cas
         reason = (f"the evidence spool took no case ({outage.reason}) from {since:%Y-%m-%d %H:%M:%S} for "
                   f"{minutes:.1f} min: {len(records)} case(s) of camera {camera_id} waited in memory and were "
                   f"all written by {until:%H:%M:%S}, so they reached review late; the camera itself was fine")
+        full = "磁盘已满" if outage.disk_full else "无法写入"
+        told = (f"{since:%Y-%m-%d %H:%M:%S} 起 {minutes:.1f} 分钟，工作站的证据暂存目录{full}（{outage.reason}）："
+                f"摄像头 {camera_id} 的 {len(records)} 个案件在内存中等待，已于 {until:%H:%M:%S} 全部写入，"
+                f"因此较晚进入审核。摄像头本身正常；请检查工作站的磁盘（{outage.path}）。")
         case_id = fault_case_id(camera_id, outage.since_wall, cause="spool_outage")
         spool = {"path": outage.path, "reason": outage.reason, "disk_full": outage.disk_full,
                  "since_wall": outage.since_wall, "until_wall": outage.until_wall,
@@ -128,6 +134,6 @@ def spool_faults(outage: SpoolOutage) -> list[tuple[CameraInfo, CameraFault, Cas
                             stream_s=0.0, state=state, reason=reason, last_frame=None, details={"spool": spool})
         note = CaseNote(note_id=f"{case_id}:spool_outage", case_id=case_id,
                         at_wall=until.isoformat(timespec="milliseconds"), author="system", kind="spool_outage",
-                        text=reason)
+                        text=told)
         found.append((camera, fault, note))
     return found

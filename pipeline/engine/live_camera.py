@@ -119,6 +119,5 @@ class PatrolCamera:
                               reason=put.last_error or state, stream_s=self.source.stats.stream_s or 0.0,
                               last_frame=self.pipeline.last_frame, history=list(put.history))
         if isinstance(event, Recovered):
-            what = f"its {input_name} stream" if input_name else "video"
-            return recovery_note(event, self.camera_id, self.pipeline.camera.tz, what=what)
+            return recovery_note(event, self.camera_id, self.pipeline.camera.tz, main_stream=input_name is not None)
         return None
