@@ -65,6 +65,22 @@ class CameraState(StrEnum):
         """A live camera without video: what its outage clock counts."""
         return self in (CameraState.CONNECTING, CameraState.OFFLINE, CameraState.STALLED)
 
+    @property
+    def label(self) -> str:
+        """The state as the officers' pages and the system's notes name it."""
+        return _CAMERA_STATE_LABELS[self]
+
+
+_CAMERA_STATE_LABELS = {
+    CameraState.CONNECTING: "连接中",
+    CameraState.LIVE: "在线",
+    CameraState.STALLED: "卡顿",
+    CameraState.OFFLINE: "离线",
+    CameraState.ENDED: "已结束",
+    CameraState.FAILED: "故障",
+    CameraState.STOPPED: "已停止",
+}
+
 
 class Metric(StrEnum):
     """The workers' Prometheus metric names: exported by ``pipeline/engine/health.py``, read back

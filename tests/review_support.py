@@ -20,7 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 from support import REPO, START_TIME, sample_replay_once
 
-from pipeline.engine.faults import Recovered, recovery_note
+from pipeline.engine.faults import Recovered, camera_down_note, recovery_note
 from pipeline.evidence import CameraInfo, EvidenceRenderer, LocalEvidenceStore, load_event_codes
 from pipeline.evidence.render import CameraFault
 from pipeline.queue import SqliteCaseQueue
@@ -53,7 +53,8 @@ def replayed_street(tmp_path_factory) -> Path:
 
 
 def _add_camera_fault(out: Path) -> None:
-    """A 故障报警 case as the patrol files one: last picture, fault metadata, then a recovery note."""
+    """A 故障报警 case as the patrol files one: last picture, fault metadata and its note, then a
+    recovery note."""
     store = LocalEvidenceStore(out / "evidence")
     frame_key = next(key for key in store.keys(prefix="") if key.endswith("/frame.jpg"))
     picture = cv2.imread(str(store.root / frame_key))
@@ -70,6 +71,7 @@ def _add_camera_fault(out: Path) -> None:
     queue = SqliteCaseQueue(out / "queue" / "cases.sqlite3")
     try:
         assert queue.publish(record)
+        queue.add_note(camera_down_note(fault, "shuangshan-sample", ZoneInfo("Asia/Shanghai")))
         queue.add_note(recovery_note(Recovered(FAULT_CASE, since, since + 600), "shuangshan-sample",
                                      ZoneInfo("Asia/Shanghai")))
     finally:

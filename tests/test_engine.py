@@ -137,9 +137,13 @@ def test_a_camera_down_past_its_threshold_files_a_fault_case_and_a_note_when_bac
     watch = FaultWatch("cam-1", threshold_s=60, started_wall=T0)
     camera = _live_camera(CameraState.OFFLINE, watch)
     assert camera.check_faults(T0 + 30) is None
-    fault = camera.check_faults(T0 + 61)
+    fault, told = camera.check_faults(T0 + 61)
     assert isinstance(fault, CameraFault) and fault.state == "offline" and fault.reason == "connection refused"
     assert fault.history == (("live", "offline", T0, "connection reset"),)
+    # the reviewer is told, in Chinese, what failed and what to do
+    assert told.case_id == fault.case_id and told.kind == "camera_down"
+    assert told.text.startswith("摄像头 shuangshan-sample 已 1.0 分钟没有画面（离线：connection refused）")
+    assert "请安排检修" in told.text
     camera.source.state = CameraState.LIVE
     note = camera.check_faults(T0 + 600)
     assert isinstance(note, CaseNote) and note.case_id == fault.case_id

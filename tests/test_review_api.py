@@ -594,7 +594,9 @@ def test_case_detail_lists_evidence_notes_and_place(client):
     fault = client.get(f"/api/cases/{FAULT_CASE}", headers=headers).json()
     assert fault["violation_label"] == "故障报警"
     assert {e["name"] for e in fault["evidence"]} == {"last_frame.jpg", "metadata.json"}
-    assert [note["kind"] for note in fault["notes"]] == ["camera_recovered"]
+    assert [note["kind"] for note in fault["notes"]] == ["camera_down", "camera_recovered"]
+    page = client.get(f"/cases/{FAULT_CASE}", headers=headers).text  # what failed, in the officers' words
+    assert "摄像头无画面" in page and "没有画面（离线：connection refused）" in page and "摄像头已恢复" in page
 
 
 def test_evidence_is_served_by_name_checked_and_audited(client, street_var):

@@ -80,7 +80,7 @@ def test_server_killed_and_restarted_mid_stream(tmp_path: Path, rtsp_server) -> 
     assert len(faults) == 1 and faults[0].event_code == "0601"
     with SqliteCaseQueue(Workspace(tmp_path).queue_db) as reader:
         notes = reader.notes(faults[0].case_id)
-    assert [note.kind for note in notes] == ["camera_recovered"]
+    assert [note.kind for note in notes] == ["camera_down", "camera_recovered"]
     parking = [(at, r) for at, r in delivered if r.violation == "illegal_parking"]
     assert parking and all(at > restarted_wall for at, _ in parking)
     assert any(" offline " in line or " connecting " in line for line in lines)

@@ -76,12 +76,10 @@ class CaseMaker:
                                     zone_polygon_px=zone.polygon_px(violation.trigger_frame.size),
                                     clip_mp4=clip, model=self.model)
 
-    def file_fault(self, camera: CameraPipeline, fault: CameraFault) -> None:
-        self.filer.commit(self.renderer.render_camera_fault(fault, camera=camera.info, model=self.model))
-
     def file_fault_with_note(self, camera: CameraInfo, fault: CameraFault, note: CaseNote) -> bool:
-        """Commits a fault case of ``camera`` and then its note (a spool outage's, ``faults.spool_faults``;
-        a main stream's); False, filing nothing, when the case is spooled or filed already."""
+        """Commits a fault case of ``camera`` and then its note saying what failed (a camera's, a
+        main stream's, a spool outage's: ``faults``); False, filing nothing, when the case is spooled
+        or filed already."""
         if not self.filer.needs_filing(fault.case_id):
             return False
         self.filer.commit(self.renderer.render_camera_fault(fault, camera=camera, model=self.model))

@@ -93,7 +93,19 @@ def recovery_note(event: Recovered, camera_id: str, timezone: ZoneInfo, *, main_
                     text=f"摄像头 {camera_id}{what}中断 {down_min:.1f} 分钟后已恢复画面。")
 
 
+CAMERA_DOWN = "camera_down"  # the note filed with a camera's fault case
 MAIN_STREAM = "main_stream"  # the cause of a main stream's fault case, and its note's kind
+
+
+def camera_down_note(fault: CameraFault, camera_id: str, timezone: ZoneInfo) -> CaseNote:
+    """The note that tells a camera's fault case's reviewer, in Chinese, what is wrong and what it costs."""
+    at = datetime.fromtimestamp(fault.filed_wall, timezone)
+    down_min = (fault.filed_wall - fault.since_wall) / 60
+    # no clock time in the text: the page shows the case's times in its display time zone
+    return CaseNote(note_id=f"{fault.case_id}:{CAMERA_DOWN}", case_id=fault.case_id,
+                    at_wall=at.isoformat(timespec="milliseconds"), author="system", kind=CAMERA_DOWN,
+                    text=f"摄像头 {camera_id} 已 {down_min:.1f} 分钟没有画面（{CameraState(fault.state).label}："
+                         f"{fault.reason}）。此期间该处的违规无法发现，系统仍在自动重连：请安排检修摄像头及其网络和供电。")
 
 
 def main_stream_note(fault: CameraFault, camera_id: str, timezone: ZoneInfo) -> CaseNote:

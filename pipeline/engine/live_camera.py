@@ -7,7 +7,15 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from pipeline.engine.camera import CameraPipeline
-from pipeline.engine.faults import FaultWatch, FileFault, Recovered, fault_case, main_stream_note, recovery_note
+from pipeline.engine.faults import (
+    FaultWatch,
+    FileFault,
+    Recovered,
+    camera_down_note,
+    fault_case,
+    main_stream_note,
+    recovery_note,
+)
 from pipeline.engine.health import CameraReport, Counters, InputReport, RateWindow
 from pipeline.evidence.render import CameraFault
 from pipeline.ingest import LiveSource, StateChange, SubMainSource
@@ -90,12 +98,15 @@ class PatrolCamera:
         offset = None if newest is None or source.main.state != CameraState.LIVE else source.dual.offset(newest)
         return {"inputs": inputs, "clock_offset_s": None if offset is None else offset.main_minus_sub_s}
 
-    def check_faults(self, now_wall: float) -> CameraFault | CaseNote | None:
-        """The fault case to file when the camera has been without video past its threshold, the
-        note for that case when video is back, else None."""
+    def check_faults(self, now_wall: float) -> tuple[CameraFault, CaseNote] | CaseNote | None:
+        """The fault case and the note saying what failed, to file when the camera has been without
+        video past its threshold; the note for that case when video is back; else None."""
         if self.faults is None:
             return None
-        return self._outage(self.faults, self.source, now_wall)
+        found = self._outage(self.faults, self.source, now_wall)
+        if isinstance(found, CameraFault):
+            return found, camera_down_note(found, self.camera_id, self.pipeline.camera.tz)
+        return found
 
     def check_main_stream(self, now_wall: float) -> tuple[CameraFault, CaseNote] | CaseNote | None:
         """A camera with a sub-stream: the fault case and the note saying what failed, to file when its

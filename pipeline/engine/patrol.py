@@ -27,7 +27,6 @@ from pipeline.engine.faults import MAIN_STREAM, FaultWatch, spool_faults
 from pipeline.engine.health import PatrolReport, health_line, spool_line
 from pipeline.engine.live_camera import CameraEvents, PatrolCamera
 from pipeline.engine.shadow import LiveShadow, ShadowBatch
-from pipeline.evidence.render import CameraFault
 from pipeline.ingest import DualRing, LiveSource, SubMainSource
 from pipeline.ingest.source import is_live_url
 from pipeline.rules.memory import EpisodeMemory
@@ -275,22 +274,16 @@ class Patrol:
             self.print_line(line)
 
     def _watch_faults(self, camera: PatrolCamera) -> None:
-        found = camera.check_faults(time.time())
-        if isinstance(found, CameraFault):
-            log.warning("camera %s without video since %s: filing fault case %s", camera.camera_id,
-                        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(found.since_wall)), found.case_id)
-            self._submit(self.cases.file_fault, camera.pipeline, found)
-        elif isinstance(found, CaseNote):
-            self.filer.add_note(found)
-        main_stream = camera.check_main_stream(time.time())
-        if isinstance(main_stream, tuple):
-            fault, note = main_stream
-            log.warning("camera %s: its main stream recorded nothing since %s, evidence from the sub-stream: "
-                        "filing fault case %s", camera.camera_id,
-                        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(fault.since_wall)), fault.case_id)
-            self._submit(self.cases.file_fault_with_note, camera.pipeline.info, fault, note)
-        elif isinstance(main_stream, CaseNote):
-            self.filer.add_note(main_stream)
+        for found, what in ((camera.check_faults(time.time()), "without video"),
+                            (camera.check_main_stream(time.time()),
+                             "its main stream recorded nothing, evidence from the sub-stream")):
+            if isinstance(found, tuple):
+                fault, note = found
+                log.warning("camera %s %s since %s: filing fault case %s", camera.camera_id, what,
+                            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(fault.since_wall)), fault.case_id)
+                self._submit(self.cases.file_fault_with_note, camera.pipeline.info, fault, note)
+            elif isinstance(found, CaseNote):
+                self.filer.add_note(found)
 
     def _file_spool_faults(self) -> None:
         """Once the cases held in memory while the spool took none (its disk full) are all written: a

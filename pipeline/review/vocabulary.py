@@ -115,16 +115,8 @@ PLATE_COLOUR_LABELS = {
     PlateColour.UNKNOWN: "颜色未识别",
 }
 ROLE_LABELS = {AccountRole.OFFICER: "执法队员", AccountRole.SUPERVISOR: "中队长", AccountRole.ADMIN: "系统管理员"}
-CAMERA_STATE_LABELS = {
-    CameraState.CONNECTING: "连接中",
-    CameraState.LIVE: "在线",
-    CameraState.STALLED: "卡顿",
-    CameraState.OFFLINE: "离线",
-    CameraState.ENDED: "已结束",
-    CameraState.FAILED: "故障",
-    CameraState.STOPPED: "已停止",
-    "unknown": "未知",  # no worker reports the camera
-}
+# "unknown": no worker reports the camera
+CAMERA_STATE_LABELS = {**{state: state.label for state in CameraState}, "unknown": "未知"}
 ACTION_LABELS = {
     "case_received": "接收案件",
     "confirm": "确认",
