@@ -8,10 +8,14 @@ import json
 import re
 import sqlite3
 from contextlib import redirect_stdout
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+import av
 import pytest
+from queue_contract import make_record
+from sub_main_support import sub_main_pair
 from support import DEFAULT_MODEL, SAMPLE_VIDEO, START, Replay, camera_file, cut_video, heavy_fixture, replay_sample
 
 from pipeline.cli import main as cli
@@ -20,6 +24,7 @@ from pipeline.config import Workspace, load_camera
 from pipeline.delivery import CaseSpool
 from pipeline.engine import Patrol, embedded_cases
 from pipeline.engine.shadow import LiveShadow, ShadowCase, ShadowLog, compare_live, pair_cases, shadow
+from pipeline.ingest.clip import PacketRing, StreamParams
 from pipeline.rules.same_event import TOLERANCE_S
 from pipeline.types import Detections
 
@@ -220,6 +225,26 @@ def test_shadow_compare_pairs_every_live_case_with_the_candidates_own(patrol_bes
 
 
 @pytest.mark.heavy
+@pytest.mark.realtime  # a live patrol of the 7 s cut at its own pace
+def test_beside_a_patrol_of_a_sub_main_camera_the_candidates_boxes_are_compared_in_the_main_streams_pixels(
+        tmp_path):
+    """The live case is filed in the main stream's 960x540 pixels; the candidate, on the 640x360
+    sub-stream, logs its box scaled to them as well, and the comparison pairs the two."""
+    main_file, sub = sub_main_pair(tmp_path / "pair", start_s=LIVE_CUT[0], seconds=LIVE_CUT[1] - LIVE_CUT[0])
+    camera = camera_file(tmp_path / "camera.yaml", dwell_s=DWELL_S, url=str(main_file), detect_url=str(sub))
+    var = tmp_path / "var"
+    with pytest.MonkeyPatch.context() as patch, redirect_stdout(io.StringIO()) as printed:
+        patch.setattr(cli, "_stop_on_signals", lambda patrol: None)
+        assert main(["run", str(camera), "--var", str(var), "--shadow-model", str(DEFAULT_MODEL),
+                     "--metrics", "off", "--health-every", "60", "--duration", "60"]) == 0, printed.getvalue()
+    name = re.search(r"^shadow: candidate (\S+) ", printed.getvalue(), re.MULTILINE).group(1)
+    logged = [json.loads(line) for line in (var / "shadow" / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()]
+    (noted,) = [line for line in logged if "case_id" in line]
+    assert noted["main_bbox"] == pytest.approx([round(v * 1.5, 1) for v in noted["bbox"]], abs=0.2)
+    written = compared(var, name)
+    assert written["total"]["counts"] == {"both": 1, "live_only": 0, "candidate_only": 0}
+
+
 def test_a_blind_candidate_beside_the_patrol_leaves_every_live_case_live_only(live_street, detector, tmp_path):
     var = tmp_path / "var"
     cases = embedded_cases(Workspace(var), detector.model_record())
@@ -277,3 +302,50 @@ def test_a_comparison_takes_the_spans_the_candidate_watched_within_the_window(tm
     assert queue.asked == [("cam", 150.0, 200.0), ("cam", 300.0, 400.0), ("cam", 400.0, 450.0)]
     assert report.cameras["cam"].frames_analysed == 500 and report.cameras["cam"].seconds == 100.0
     assert report.total.candidate_only == []  # confirmed before --since
+
+
+class LiveCases(NoLiveCases):
+    """A queue holding ``records``, whatever span it is asked for."""
+
+    def __init__(self, records: list) -> None:
+        super().__init__()
+        self.records = records
+
+    def confirmed_between(self, camera_id: str, since: float, until: float) -> list:
+        super().confirmed_between(camera_id, since, until)
+        return self.records
+
+
+@pytest.mark.parametrize("stream", ["main", "sub"])
+def test_a_sub_main_cameras_live_case_pairs_with_the_candidates_box_in_the_pixels_it_was_filed_in(tmp_path, stream):
+    """A camera analysed on its 640x360 sub-stream files its case in the main stream's 960x540 pixels
+    (or, the main stream down, the sub-stream's): the candidate, on the sub-stream, logs its box
+    both ways, and the comparison takes the one the live case was filed in."""
+    def wall(seconds: float) -> str:
+        return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds")
+
+    sub_box, main_box = (40.0, 220.0, 160.0, 300.0), (60.0, 330.0, 240.0, 450.0)  # one car, x1.5: no overlap
+    models = {"live_model": {"name": "live"}, "candidate_model": {"name": "new"}}
+    lines = [{"camera_id": "cam-07", "watching_since": wall(100), **models},
+             {"camera_id": "cam-07", "case_id": "S-1", "kind": "illegal_parking", "zone_id": "no-parking-1",
+              "confirmed_s": 20.0, "bbox": sub_box, "score": 0.9, "main_bbox": main_box, "confirmed_wall": wall(120)},
+             {"camera_id": "cam-07", "watched_until": wall(200), "frames_analysed": 500}]
+    log_path = tmp_path / "new.jsonl"
+    log_path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    filed = replace(make_record(1), bbox=main_box if stream == "main" else sub_box, confirmed_wall=wall(120.5),
+                    evidence_stream=stream)
+    report = compare_live("new", ShadowLog.read(log_path), LiveCases([filed]), now=1000.0)
+    assert [(pair.live.case_id, pair.candidate.case_id) for pair in report.total.both] == [(filed.case_id, "S-1")]
+    assert report.total.live_only == report.total.candidate_only == []
+
+
+def test_a_stream_declares_its_pictures_size_and_a_ring_gives_its_newest_packets() -> None:
+    with av.open(str(SAMPLE_VIDEO)) as container:
+        stream = container.streams.video[0]
+        keyframe = next(packet for packet in container.demux(stream) if packet.is_keyframe)
+        params = StreamParams.from_stream(stream, keyframe)
+    assert params.size == (960, 540)
+    ring = PacketRing()
+    assert ring.picture_size is None
+    ring.add(bytes(keyframe), pts_s=0.0, dts_s=0.0, keyframe=True, params=params)
+    assert ring.picture_size == (960, 540)

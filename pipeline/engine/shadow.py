@@ -35,6 +35,7 @@ from pipeline.engine.cases import CaseMaker
 from pipeline.engine.live_camera import PatrolCamera
 from pipeline.engine.replay import Analyser, ReplaySummary, replay
 from pipeline.evidence.main_frame import scale_box
+from pipeline.ingest import SubMainSource
 from pipeline.queue.sqlite_queue import SqliteCaseQueue
 from pipeline.rules.same_event import MIN_IOU, TOLERANCE_S, boxes_overlap
 from pipeline.types import CaseRecord, Detections, Frame, Violation
@@ -53,6 +54,11 @@ class ShadowCase:
     confirmed_s: float
     bbox: tuple[float, float, float, float]
     score: float
+    # A live case: the stream its pictures and box are from (``CaseRecord.evidence_stream``). A
+    # candidate's on a live camera with a sub-stream: its box scaled to the main stream's pictures,
+    # which a live case filed from the main stream is compared with.
+    stream: str | None = None
+    main_bbox: tuple[float, float, float, float] | None = None
 
     @classmethod
     def of_filed(cls, line: dict) -> ShadowCase:
@@ -76,18 +82,21 @@ class ShadowCase:
     def of_record(cls, record: CaseRecord) -> ShadowCase:
         """A case the patrol filed, confirmed on the wall clock."""
         return cls(record.case_id, record.violation, record.zone_id, _seconds(record.confirmed_wall),
-                   tuple(round(float(v), 1) for v in record.bbox), round(record.score, 4))
+                   tuple(round(float(v), 1) for v in record.bbox), round(record.score, 4), record.evidence_stream)
 
     @classmethod
     def of_logged(cls, line: dict) -> ShadowCase:
         """A case ``LiveShadow`` logged, confirmed on the wall clock."""
+        main_bbox = line.get("main_bbox")
         return cls(line["case_id"], line["kind"], line["zone_id"], _seconds(line["confirmed_wall"]),
-                   tuple(line["bbox"]), line["score"])
+                   tuple(line["bbox"]), line["score"], main_bbox=None if main_bbox is None else tuple(main_bbox))
 
     def same_event(self, other: ShadowCase) -> bool:
+        """``other``, a candidate's case, is this live case's event."""
+        theirs = other.main_bbox if self.stream == "main" and other.main_bbox is not None else other.bbox
         return (self.kind == other.kind and self.zone_id == other.zone_id
                 and abs(self.confirmed_s - other.confirmed_s) <= TOLERANCE_S
-                and boxes_overlap(self.bbox, other.bbox))
+                and boxes_overlap(self.bbox, theirs))
 
 
 @dataclass(frozen=True)
@@ -212,7 +221,8 @@ def _picture_size(video: str) -> tuple[int, int]:
         return context.width, context.height
 
 
-ShadowBatch = list[tuple[CameraPipeline, Frame, Detections | None]]
+# each frame's candidate pipeline, frame, boxes (None: gated) and, of a camera with a sub-stream, its main stream's size
+ShadowBatch = list[tuple[CameraPipeline, Frame, Detections | None, tuple[int, int] | None]]
 """A batch's frames, each with the candidate's pipeline of its camera and the candidate's
 detections (None: its motion gate spared the network)."""
 
@@ -253,12 +263,14 @@ class LiveShadow:
         if needed:
             for i, found in zip(needed, self.candidate.detect([frames[i].image for i in needed]), strict=True):
                 detections[i] = found
-        return list(zip(pipelines, frames, detections))
+        main_sizes = [camera.source.dual.main.picture_size if isinstance(camera.source, SubMainSource) else None
+                      for camera, _ in batch]
+        return list(zip(pipelines, frames, detections, main_sizes))
 
     def step(self, batch: ShadowBatch) -> None:
         """Tracking and rules of a batch's frames; on the analysis thread, after the live model's."""
-        for pipeline, frame, detections in batch:
-            self._note(pipeline, pipeline.step(frame, detections))
+        for pipeline, frame, detections, main_size in batch:
+            self._note(pipeline, pipeline.step(frame, detections), main_size)
 
     def flush(self, cameras: list[PatrolCamera], *, leaving: bool = False) -> None:
         """Logs where the candidate stopped watching the cameras ``leaving`` the patrol, and drops
@@ -280,10 +292,13 @@ class LiveShadow:
             self._log(pipeline, watching_since=_wall(frame.wall_ts, pipeline.camera.tz), **self._models)
         return pipeline
 
-    def _note(self, pipeline: CameraPipeline, violations: list[Violation]) -> None:
+    def _note(self, pipeline: CameraPipeline, violations: list[Violation], main_size: tuple[int, int] | None) -> None:
         for violation in violations:
-            self._log(pipeline, **asdict(ShadowCase.of_violation(violation)),
-                      confirmed_wall=_wall(violation.trigger_frame.wall_ts, pipeline.camera.tz))
+            case = ShadowCase.of_violation(violation)
+            if main_size is not None:
+                case = replace(case, main_bbox=ShadowCase.of_violation(violation, main_size).bbox)
+            confirmed_wall = _wall(violation.trigger_frame.wall_ts, pipeline.camera.tz)
+            self._log(pipeline, **asdict(case), confirmed_wall=confirmed_wall)
 
     def _log(self, pipeline: CameraPipeline, **fields) -> None:
         line = json.dumps({"camera_id": pipeline.camera.id, **fields}, ensure_ascii=False)

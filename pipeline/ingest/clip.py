@@ -26,6 +26,7 @@ class StreamParams:
     """
 
     template_mp4: bytes
+    size: tuple[int, int] | None = None  # the pictures' width and height, where the stream declares them
 
     @classmethod
     def from_stream(cls, stream, keyframe) -> StreamParams:
@@ -37,7 +38,8 @@ class StreamParams:
             packet.pts = packet.dts = 0
             packet.is_keyframe = True
             container.mux(packet)
-        return cls(buffer.getvalue())
+        context = stream.codec_context
+        return cls(buffer.getvalue(), (context.width, context.height) if context.width and context.height else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,12 @@ class PacketRing:
         """The bytes of the packets held: what the ring costs in memory, less Python's per-packet overhead."""
         with self._lock:
             return sum(len(packet.data) for packet in self._packets)
+
+    @property
+    def picture_size(self) -> tuple[int, int] | None:
+        """The size of the newest packet's pictures, as its stream declares it; None: none held, or undeclared."""
+        with self._lock:
+            return self._packets[-1].params.size if self._packets else None
 
     @property
     def span(self) -> tuple[float, float] | None:
