@@ -245,6 +245,7 @@ def test_beside_a_patrol_of_a_sub_main_camera_the_candidates_boxes_are_compared_
     assert written["total"]["counts"] == {"both": 1, "live_only": 0, "candidate_only": 0}
 
 
+@pytest.mark.heavy
 def test_a_blind_candidate_beside_the_patrol_leaves_every_live_case_live_only(live_street, detector, tmp_path):
     var = tmp_path / "var"
     cases = embedded_cases(Workspace(var), detector.model_record())
