@@ -221,10 +221,10 @@ def _picture_size(video: str) -> tuple[int, int]:
         return context.width, context.height
 
 
-# each frame's candidate pipeline, frame, boxes (None: gated) and, of a camera with a sub-stream, its main stream's size
 ShadowBatch = list[tuple[CameraPipeline, Frame, Detections | None, tuple[int, int] | None]]
-"""A batch's frames, each with the candidate's pipeline of its camera and the candidate's
-detections (None: its motion gate spared the network)."""
+"""A batch's frames, each with the candidate's pipeline of its camera, the candidate's detections
+(None: its motion gate spared the network) and, of a camera with a sub-stream, the size of its
+main stream's pictures (None: one stream, or not declared)."""
 
 
 class LiveShadow:
